@@ -108,6 +108,8 @@ std::size_t backward_workspace_bytes(const BackwardArgs& args, const AttentionPa
 std::string backends();
 // The backend `impl = "auto"` would pick for tensors on `device` (e.g. "tiled" on the CPU).
 std::string default_backend(Device device);
+// CUDA devices usable by this build: 0 when built without CUDA or when no GPU (or driver) is present.
+int cuda_device_count();
 // Library version, "MAJOR.MINOR.PATCH".
 const char* version();
 
