@@ -1,0 +1,157 @@
+/* ioattn: the C ABI. Plain C (C89 types plus <stdint.h>), usable from C, and from Python through ctypes.
+ *
+ * Every function that can fail returns an ioattn_status; on failure ioattn_last_error() returns a message naming the
+ * argument, what was expected and what came, and no output has been written. The message is thread-local: it
+ * belongs to the thread that made the failing call and stays until that thread's next status-returning call.
+ *
+ * Tensors are non-owning views: a pointer, a dtype, a device, a shape and strides counted in elements (not bytes).
+ * The last dimension must be contiguous (stride 1); any other strides are allowed. A view with data NULL and rank 0
+ * means "not given" (ioattn_tensor zero-initialized is exactly that).
+ *
+ * Layouts:
+ *   dense   q   [batch, seqlen_q, heads_q,  head_dim_qk]     lse [batch, heads_q, seqlen_q]  fp32
+ *           k   [batch, seqlen_k, heads_kv, head_dim_qk]
+ *           v   [batch, seqlen_k, heads_kv, head_dim_v]
+ *           out [batch, seqlen_q, heads_q,  head_dim_v]
+ *   varlen  q   [total_q, heads_q, head_dim_qk], k [total_k, heads_kv, head_dim_qk], v [total_k, heads_kv, head_dim_v],
+ *           out [total_q, heads_q, head_dim_v], lse [heads_q, total_q] fp32; sequence b holds query rows
+ *           cu_seqlens_q[b] .. cu_seqlens_q[b+1]-1 (and the same for keys); zero-length sequences are allowed.
+ * q, k, v, out (and dout, dq, dk, dv) share one dtype: fp32, fp16 or bf16. heads_q must be a multiple of heads_kv
+ * (GQA/MQA); dk and dv are summed over each group of heads_q / heads_kv query heads.
+ *
+ * The computation, for query row i of head h and key j of kv head h / (heads_q / heads_kv):
+ *   s_ij = scale * <q_i, k_j>                        scale defaults to 1 / sqrt(head_dim_qk)
+ *   s_ij = softcap * tanh(s_ij / softcap)            if softcap > 0
+ *   s_ij = s_ij - alibi_slope[h] * |j - diag(i)|     if alibi slopes are given
+ *   s_ij = -inf                                      where the mask hides key j from query i
+ *   lse_i = log( sum_j exp(s_ij) + exp(sink[h]) )    NATURAL log; the sink term only if sinks are given
+ *   out_i = sum_j exp(s_ij - lse_i) * v_j
+ * Mask: key j is visible to query i when diag(i) - window_left <= j <= diag(i) + window_right (-1: that side
+ * unbounded). diag(i) = i + seqlen_k - seqlen_q with IOATTN_ALIGN_BOTTOM_RIGHT (FlashAttention's causal), or i with
+ * IOATTN_ALIGN_TOP_LEFT (PyTorch's is_causal). Causal is window_left = -1, window_right = 0. A query row that sees no
+ * key (and has no sink) gets out = 0 and lse = -inf, never NaN, and zero gradients.
+ */
+#ifndef IOATTN_IOATTN_H
+#define IOATTN_IOATTN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define IOATTN_C_API __attribute__((visibility("default")))
+#else
+#define IOATTN_C_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum ioattn_status {
+  IOATTN_OK = 0,
+  IOATTN_ERROR_INVALID_ARGUMENT = 1, /* a bad shape, dtype, stride, pointer or parameter; the message names it */
+  IOATTN_ERROR_UNSUPPORTED = 2,      /* valid input that the chosen backend cannot run */
+  IOATTN_ERROR_OUT_OF_MEMORY = 3,    /* a host or device allocation failed */
+  IOATTN_ERROR_BACKEND_FAILURE = 4,  /* a CUDA or other runtime call failed */
+  IOATTN_ERROR_INTERNAL = 5          /* anything else (a bug: please report the message) */
+} ioattn_status;
+
+/* Values of ioattn_tensor.dtype. */
+enum { IOATTN_DTYPE_F32 = 0, IOATTN_DTYPE_F16 = 1, IOATTN_DTYPE_BF16 = 2, IOATTN_DTYPE_I32 = 3 };
+/* Values of ioattn_tensor.device and of ioattn_default_backend's argument. */
+enum { IOATTN_DEVICE_CPU = 0, IOATTN_DEVICE_CUDA = 1 };
+/* Values of ioattn_mask.alignment. */
+enum { IOATTN_ALIGN_BOTTOM_RIGHT = 0, IOATTN_ALIGN_TOP_LEFT = 1 };
+
+#define IOATTN_MAX_RANK 4
+
+typedef struct ioattn_tensor {
+  void* data;
+  int32_t dtype;        /* IOATTN_DTYPE_* */
+  int32_t device;       /* IOATTN_DEVICE_* */
+  int32_t device_index; /* CUDA ordinal; ignored on the CPU */
+  int32_t rank;         /* 0 (with data NULL: not given) to IOATTN_MAX_RANK */
+  int64_t shape[IOATTN_MAX_RANK];
+  int64_t stride[IOATTN_MAX_RANK]; /* in elements */
+} ioattn_tensor;
+
+typedef struct ioattn_mask {
+  int64_t window_left;  /* -1: unbounded */
+  int64_t window_right; /* -1: unbounded; 0 with window_left = -1: causal */
+  int32_t alignment;    /* IOATTN_ALIGN_* */
+} ioattn_mask;
+
+/* Varlen (packed) batches: int32 [batch + 1] cumulative offsets on the tensors' device, starting at 0 and
+ * non-decreasing. max_seqlen_* may be 0: they are then read off the offsets. */
+typedef struct ioattn_varlen {
+  ioattn_tensor cu_seqlens_q;
+  ioattn_tensor cu_seqlens_k;
+  int64_t max_seqlen_q;
+  int64_t max_seqlen_k;
+} ioattn_varlen;
+
+/* Start from ioattn_params_init(): it sets every default. */
+typedef struct ioattn_params {
+  float softmax_scale;        /* 0: the default 1 / sqrt(head_dim_qk); otherwise a finite scale */
+  float softcap;              /* 0: off; otherwise the logit cap (> 0) */
+  ioattn_mask mask;           /* default: none (both windows -1), bottom-right */
+  ioattn_tensor alibi_slopes; /* optional fp32 [heads_q] or [batch, heads_q] */
+  ioattn_tensor sinks;        /* optional fp32 [heads_q]: one logit per head joining each row's denominator */
+  int32_t deterministic;      /* backward: nonzero reduces dq (and dk, dv under GQA) in a fixed order */
+  int32_t num_threads;        /* CPU backends: OpenMP threads, 0 = the OpenMP default */
+  const char* impl;           /* NULL or "auto", or a backend by name (see ioattn_backends()) */
+  void* stream;               /* cudaStream_t for the CUDA backends; ignored on the CPU */
+  void* workspace;            /* optional caller-owned scratch: NULL lets the backend allocate */
+  size_t workspace_bytes;     /* at least what ioattn_*_workspace_bytes() returns when workspace is given */
+} ioattn_params;
+
+typedef struct ioattn_forward_args {
+  ioattn_tensor q, k, v;
+  ioattn_tensor out;            /* written */
+  ioattn_tensor lse;            /* written, fp32; may be left "not given" when not needed */
+  const ioattn_varlen* varlen;  /* NULL: dense layout */
+} ioattn_forward_args;
+
+typedef struct ioattn_backward_args {
+  ioattn_tensor q, k, v, out, dout, lse; /* out and lse as written by the forward */
+  ioattn_tensor dq, dk, dv;              /* written; dk and dv are summed over each GQA group */
+  ioattn_tensor dsinks;                  /* written, fp32 [heads_q]: required when params->sinks is given */
+  const ioattn_varlen* varlen;           /* NULL: dense layout */
+} ioattn_backward_args;
+
+/* Fills *params with the defaults (scale 1/sqrt(head_dim_qk), no mask, no softcap/ALiBi/sinks, impl "auto"). */
+IOATTN_C_API void ioattn_params_init(ioattn_params* params);
+
+/* Exact attention forward: out (and lse, natural log) from q, k, v. params may be NULL (defaults). */
+IOATTN_C_API ioattn_status ioattn_forward(const ioattn_forward_args* args, const ioattn_params* params);
+
+/* Exact attention backward: dq, dk, dv (and dsinks) from q, k, v, the forward's out and lse, and dout.
+ * params must describe the same attention as the forward's (scale, mask, softcap, ALiBi, sinks). */
+IOATTN_C_API ioattn_status ioattn_backward(const ioattn_backward_args* args, const ioattn_params* params);
+
+/* Scratch bytes the chosen backend needs for these arguments (0 when none) in *bytes. Nothing is written. */
+IOATTN_C_API ioattn_status ioattn_forward_workspace_bytes(const ioattn_forward_args* args,
+                                                          const ioattn_params* params, size_t* bytes);
+IOATTN_C_API ioattn_status ioattn_backward_workspace_bytes(const ioattn_backward_args* args,
+                                                           const ioattn_params* params, size_t* bytes);
+
+/* The message of this thread's last failed call ("" when its last status-returning call succeeded). The pointer
+ * stays valid until this thread's next status-returning call. */
+IOATTN_C_API const char* ioattn_last_error(void);
+/* A constant name for a status, e.g. "IOATTN_ERROR_INVALID_ARGUMENT". */
+IOATTN_C_API const char* ioattn_status_string(ioattn_status status);
+
+/* The backends compiled into this library, space-separated, e.g. "reference tiled cuda". Static storage. */
+IOATTN_C_API const char* ioattn_backends(void);
+/* The backend impl "auto" prefers for tensors on `device` (IOATTN_DEVICE_*), "" when none. Static storage. */
+IOATTN_C_API const char* ioattn_default_backend(int32_t device);
+/* CUDA devices usable by this library: 0 without CUDA support, GPU or driver. */
+IOATTN_C_API int32_t ioattn_cuda_device_count(void);
+/* "MAJOR.MINOR.PATCH". Static storage. */
+IOATTN_C_API const char* ioattn_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* IOATTN_IOATTN_H */
