@@ -1,0 +1,72 @@
+// ioattn sm80 backward: tile shapes per head dim, and the shared-memory plan they imply.
+//
+// One CTA of 8 warps owns kBc keys of one (batch, kv head) and walks kBr-row query tiles. Each of the three
+// product phases splits its output over the 8 warps as kWm (rows) x (8 / kWm) (columns):
+//   phase 1  S^T, dP^T   [kBc keys][kBr queries]
+//   phase 2  dV, dK      [kBc keys][dim]          (accumulated in registers across every query tile)
+//   phase 3  dQ          [kBr queries][dim_qk]    (added to the fp32 accumulator in global memory)
+// Register budget (fp32 per thread): dK + dV = kBc (dim_qk + dim_v) / 256 live throughout, plus S^T and dP^T
+// (kBc kBr / 128) in phase 1. kBc = 128 for head dims up to 128 and 64 beyond keeps that under about 200.
+#pragma once
+
+#include <cstddef>
+
+namespace ioattn::detail::sm80::bwd {
+
+template <int kDimQK_, int kDimV_, int kBc_, int kBr_, int kWm1_, int kWm2_, int kWm3_>
+struct Config {
+  static constexpr int kDimQK = kDimQK_, kDimV = kDimV_, kBc = kBc_, kBr = kBr_;
+  static constexpr int kWarps = 8, kThreads = 32 * kWarps;
+  static constexpr int kWm1 = kWm1_, kWn1 = kWarps / kWm1_;
+  static constexpr int kWm2 = kWm2_, kWn2 = kWarps / kWm2_;
+  static constexpr int kWm3 = kWm3_, kWn3 = kWarps / kWm3_;
+  static constexpr int kStages = 2;  // Q, dO, lse2, D of the next query tile load while this one computes
+
+  // Warp tiles in m16 x n8 units.
+  static constexpr int kMt1 = kBc / kWm1 / 16, kNt1 = kBr / kWn1 / 8;
+  static constexpr int kMt2 = kBc / kWm2 / 16, kNtK = kDimQK / kWn2 / 8, kNtV = kDimV / kWn2 / 8;
+  static constexpr int kMt3 = kBr / kWm3 / 16, kNt3 = kDimQK / kWn3 / 8;
+  static_assert(kMt1 * kWm1 * 16 == kBc && kNt1 * kWn1 * 8 == kBr && kNt1 % 2 == 0);
+  static_assert(kMt2 * kWm2 * 16 == kBc && kNtK * kWn2 * 8 == kDimQK && kNtV * kWn2 * 8 == kDimV);
+  static_assert(kNtK % 2 == 0 && kNtV % 2 == 0);
+  static_assert(kMt3 * kWm3 * 16 == kBr && kNt3 * kWn3 * 8 == kDimQK && kNt3 % 2 == 0);
+
+  // Padded row strides (elements), see backward_mma.cuh.
+  static constexpr int kStrQK = kDimQK + 8, kStrV = kDimV + 8, kStrP = kBr + 8;
+
+  // Shared memory, in 16-bit elements then fp32.
+  static constexpr std::size_t kOffK = 0;
+  static constexpr std::size_t kOffV = kOffK + std::size_t(kBc) * kStrQK;
+  static constexpr std::size_t kOffQ = kOffV + std::size_t(kBc) * kStrV;
+  static constexpr std::size_t kOffDO = kOffQ + std::size_t(kStages) * kBr * kStrQK;
+  static constexpr std::size_t kOffP = kOffDO + std::size_t(kStages) * kBr * kStrV;
+  static constexpr std::size_t kOffDS = kOffP + std::size_t(kBc) * kStrP;
+  static constexpr std::size_t kElems = kOffDS + std::size_t(kBc) * kStrP;
+  static constexpr std::size_t kFloatOffset = kElems * 2;  // bytes; a multiple of 16
+  static constexpr std::size_t kSmemBytes = kFloatOffset + 2 * std::size_t(kStages) * kBr * sizeof(float);
+};
+
+template <int kDimQK, int kDimV>
+struct ConfigFor;
+template <>
+struct ConfigFor<64, 64> {
+  using type = Config<64, 64, 128, 64, 4, 4, 4>;
+};
+template <>
+struct ConfigFor<96, 96> {
+  using type = Config<96, 96, 128, 64, 4, 4, 4>;
+};
+template <>
+struct ConfigFor<128, 128> {
+  using type = Config<128, 128, 128, 64, 4, 4, 4>;
+};
+template <>
+struct ConfigFor<192, 128> {
+  using type = Config<192, 128, 64, 64, 4, 4, 4>;
+};
+template <>
+struct ConfigFor<256, 256> {
+  using type = Config<256, 256, 64, 64, 4, 4, 4>;
+};
+
+}  // namespace ioattn::detail::sm80::bwd

@@ -1,0 +1,316 @@
+// ioattn sm80 backward: the main kernel, one CTA per (key tile, kv head, batch).
+//
+// For each query head of the kv head's GQA group and each query tile that sees a key of this tile, it recomputes
+// S^T = K Q^T and P^T = exp(S^T - lse), then
+//   dV += P^T dO,   dP^T = V dO^T,   dS^T = P^T * (dP^T - D) * softcap'(S),   dK += dS^T Q,   dQ += dS K.
+// dK and dV stay in registers for the whole walk, so each is written once, summed over the group in a fixed order
+// (deterministic by construction). dQ goes to the fp32 accumulator with atomics, ordered per query tile by a
+// semaphore when the caller asked for determinism. The scale is applied once at the end (dK here, dQ in the
+// post-pass), not per tile.
+//
+// Pipeline: Q, dO, lse2 and D of the next query tile are fetched with cp.async into the other of two stages while
+// this one computes. Two barriers per tile: one before the stage is read (and the other stage overwritten), one
+// between writing P^T / dS^T to shared memory and reading them back as operands.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/sm80/backward_config.hpp"
+#include "cuda/sm80/backward_mma.cuh"
+#include "cuda/sm80/backward_params.hpp"
+#include "ioattn/core/mask.hpp"
+#include "ioattn/core/score_mod.hpp"
+#include "ioattn/core/seqlen.hpp"
+#include "ioattn/error.hpp"
+
+namespace ioattn::detail::sm80::bwd {
+
+__device__ __forceinline__ int load_acquire(const int* ptr) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(ptr) : "memory");
+  return v;
+}
+__device__ __forceinline__ void store_release(int* ptr, int v) {
+  asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(ptr), "r"(v) : "memory");
+}
+
+template <class Elem>
+__device__ __forceinline__ Elem* operand_row(const BwdOperand& op, std::int64_t b, std::int64_t row, std::int64_t h) {
+  return static_cast<Elem*>(op.ptr) + b * op.sb + row * op.ss + h * op.sh;
+}
+
+// First m in [lo, hi) with pred(m) true, or hi; pred must be false...false true...true on the range.
+template <class Pred>
+__device__ __forceinline__ int first_true(int lo, int hi, Pred pred) {
+  while (lo < hi) {
+    const int mid = lo + (hi - lo) / 2;
+    if (pred(mid)) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  return lo;
+}
+
+template <class Cfg, class Elem>
+__global__ void __launch_bounds__(Cfg::kThreads, 1) backward_main_kernel(const BwdMainParams p) {
+  constexpr int kBc = Cfg::kBc, kBr = Cfg::kBr, kDimQK = Cfg::kDimQK, kDimV = Cfg::kDimV;
+  constexpr int kThreads = Cfg::kThreads;
+  constexpr int kStrQK = Cfg::kStrQK, kStrV = Cfg::kStrV, kStrP = Cfg::kStrP;
+  constexpr float kLog2e = 1.4426950408889634f;
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  Elem* const sK = reinterpret_cast<Elem*>(smem_raw) + Cfg::kOffK;    // [kBc][kStrQK]
+  Elem* const sV = reinterpret_cast<Elem*>(smem_raw) + Cfg::kOffV;    // [kBc][kStrV]
+  Elem* const sQ = reinterpret_cast<Elem*>(smem_raw) + Cfg::kOffQ;    // [stage][kBr][kStrQK]
+  Elem* const sdO = reinterpret_cast<Elem*>(smem_raw) + Cfg::kOffDO;  // [stage][kBr][kStrV]
+  Elem* const sP = reinterpret_cast<Elem*>(smem_raw) + Cfg::kOffP;    // P^T  [kBc][kStrP]
+  Elem* const sdS = reinterpret_cast<Elem*>(smem_raw) + Cfg::kOffDS;  // dS^T [kBc][kStrP]
+  float* const sLse = reinterpret_cast<float*>(smem_raw + Cfg::kFloatOffset);  // [stage][kBr]
+  float* const sDpre = sLse + Cfg::kStages * kBr;                               // [stage][kBr]
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int n_tile = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+
+  const core::SeqSpan span = core::seq_span(b, p.cu_q, p.cu_k, p.seqlen_q, p.seqlen_k);
+  const std::int64_t k_begin = std::int64_t(n_tile) * kBc;
+  if (k_begin >= span.k_len) return;  // varlen: this sequence is shorter than the longest
+  const int k_valid = static_cast<int>(span.k_len - k_begin < kBc ? span.k_len - k_begin : kBc);
+  const std::int64_t k_end = k_begin + k_valid;
+  const std::int64_t q_len = span.q_len;
+  const core::MaskRule rule =
+      core::MaskRule::make(p.window_left, p.window_right, p.top_left, span.q_len, span.k_len);
+  const std::int64_t flat_q0 = p.cu_q ? span.q_offset : std::int64_t(b) * p.seqlen_q;
+
+  // The query tiles that see a key of this tile form one run [m_lo, m_hi): the first and last visible key of a row
+  // both grow with the row (core/mask.hpp), so "all rows end before k_begin" holds on a prefix of the tiles and
+  // "all rows start at or after k_end" on a suffix. This is MaskRule::classify's skip test, solved for m.
+  const int n_qt = static_cast<int>((q_len + kBr - 1) / kBr);
+  const int m_lo = first_true(0, n_qt, [&](int m) {
+    const std::int64_t last = (std::int64_t(m) + 1) * kBr < q_len ? (std::int64_t(m) + 1) * kBr - 1 : q_len - 1;
+    return rule.key_end(last) > k_begin;
+  });
+  const int m_hi = first_true(m_lo, n_qt, [&](int m) { return rule.key_begin(std::int64_t(m) * kBr) >= k_end; });
+  const int n_m = m_hi - m_lo;
+  const int group = p.group;
+  const int total = group * n_m;
+
+  load_rows_async<kBc, kDimQK, kThreads>(sK, kStrQK, operand_row<const Elem>(p.k, b, span.k_offset + k_begin, hk),
+                                         p.k.ss, k_valid, tid);
+  load_rows_async<kBc, kDimV, kThreads>(sV, kStrV, operand_row<const Elem>(p.v, b, span.k_offset + k_begin, hk),
+                                        p.v.ss, k_valid, tid);
+  cute::cp_async_fence();
+
+  auto load_item = [&](int it, int stage) {
+    const int h = hk * group + it / n_m;
+    const std::int64_t q0 = std::int64_t(m_lo + it % n_m) * kBr;
+    const int q_valid = static_cast<int>(q_len - q0 < kBr ? q_len - q0 : kBr);
+    load_rows_async<kBr, kDimQK, kThreads>(sQ + stage * kBr * kStrQK, kStrQK,
+                                           operand_row<const Elem>(p.q, b, span.q_offset + q0, h), p.q.ss, q_valid,
+                                           tid);
+    load_rows_async<kBr, kDimV, kThreads>(sdO + stage * kBr * kStrV, kStrV,
+                                          operand_row<const Elem>(p.dout, b, span.q_offset + q0, h), p.dout.ss,
+                                          q_valid, tid);
+    // Rows past the sequence get lse2 = 0 and D = 0: their Q and dO rows are zero, so S = 0 plus a non-positive
+    // ALiBi bias, P <= 1 and dS = P * (0 - 0) = 0: they add nothing anywhere, with no mask code.
+    if (tid < 2 * kBr) {
+      const int r = tid % kBr;
+      const bool ok = r < q_valid;
+      const float* src = (tid < kBr ? p.lse2 : p.dpre) + std::int64_t(h) * p.rows + flat_q0 + q0 + (ok ? r : 0);
+      float* dst = (tid < kBr ? sLse : sDpre) + stage * kBr + r;
+      cute::SM80_CP_ASYNC_CACHEALWAYS_ZFILL<float>::copy(*src, *dst, ok);
+    }
+    cute::cp_async_fence();
+  };
+
+  float acc_dk[Cfg::kMt2][Cfg::kNtK][4];
+  float acc_dv[Cfg::kMt2][Cfg::kNtV][4];
+  clear(acc_dk);
+  clear(acc_dv);
+
+  if (total > 0) load_item(0, 0);
+  for (int it = 0; it < total; ++it) {
+    const int stage = it & 1;
+    cute::cp_async_wait<0>();
+    __syncthreads();  // this stage has landed; every warp is done with the other stage and with sP / sdS
+    if (it + 1 < total) load_item(it + 1, stage ^ 1);
+
+    const int h = hk * group + it / n_m;
+    const int m = m_lo + it % n_m;
+    const std::int64_t q0 = std::int64_t(m) * kBr;
+    const std::int64_t q_end = q0 + kBr < q_len ? q0 + kBr : q_len;
+    const Elem* const sQs = sQ + stage * kBr * kStrQK;
+    const Elem* const sdOs = sdO + stage * kBr * kStrV;
+    const float* const sL = sLse + stage * kBr;
+    const float* const sD = sDpre + stage * kBr;
+
+    // Phase 1: S^T and dP^T for this warp's keys x queries, then P^T and dS^T to shared memory.
+    {
+      constexpr int kMt = Cfg::kMt1, kNt = Cfg::kNt1;
+      const int key0 = (warp / Cfg::kWn1) * (kBc / Cfg::kWm1);
+      const int qc0 = (warp % Cfg::kWn1) * (kBr / Cfg::kWn1);
+      float acc_s[kMt][kNt][4];
+      float acc_dp[kMt][kNt][4];
+      clear(acc_s);
+      clear(acc_dp);
+      warp_gemm<kMt, kNt, kDimQK, false, false>(acc_s, sK + key0 * kStrQK, kStrQK, sQs + qc0 * kStrQK, kStrQK, lane);
+      warp_gemm<kMt, kNt, kDimV, false, false>(acc_dp, sV + key0 * kStrV, kStrV, sdOs + qc0 * kStrV, kStrV, lane);
+
+      // A key tile overhanging the sequence is masked too: its zero rows give S = 0, not -inf.
+      const bool masked = rule.classify(q0, q_end, k_begin, k_end) != core::TileKind::full || k_valid < kBc;
+      const float slope = p.alibi ? p.alibi[std::int64_t(b) * p.alibi_bstride + h] : 0.0f;
+      const bool plain = !masked && !(p.softcap > 0.0f) && slope == 0.0f;
+      const float scale_log2 = p.scale * kLog2e;
+#pragma unroll
+      for (int mt = 0; mt < kMt; ++mt) {
+#pragma unroll
+        for (int nt = 0; nt < kNt; ++nt) {
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            const int key_l = key0 + mt * 16 + g + half * 8;
+            const int q_l = qc0 + nt * 8 + 2 * t;
+            float prob[2], dsc[2];
+#pragma unroll
+            for (int e2 = 0; e2 < 2; ++e2) {
+              const float s_raw = acc_s[mt][nt][half * 2 + e2];
+              const float lse2 = sL[q_l + e2];
+              float pr;
+              float cap_grad = 1.0f;
+              if (plain) {
+                pr = exp2f(fmaf(s_raw, scale_log2, -lse2));
+              } else {
+                float s = s_raw * p.scale;
+                if (p.softcap > 0.0f) {
+                  const float th = tanhf(s / p.softcap);
+                  s = p.softcap * th;
+                  cap_grad = 1.0f - th * th;  // core::softcap_grad_from_capped, with the tanh at hand
+                }
+                const std::int64_t i = q0 + q_l + e2;
+                const std::int64_t j = k_begin + key_l;
+                if (slope != 0.0f) s += core::alibi_bias(slope, j, rule.diag(i));
+                if (masked && !rule.visible(i, j)) s = -INFINITY;
+                pr = exp2f(fmaf(s, kLog2e, -lse2));
+              }
+              prob[e2] = pr;
+              dsc[e2] = pr * (acc_dp[mt][nt][half * 2 + e2] - sD[q_l + e2]) * cap_grad;
+            }
+            *reinterpret_cast<std::uint32_t*>(sP + key_l * kStrP + q_l) = pack2<Elem>(prob[0], prob[1]);
+            *reinterpret_cast<std::uint32_t*>(sdS + key_l * kStrP + q_l) = pack2<Elem>(dsc[0], dsc[1]);
+          }
+        }
+      }
+    }
+    __syncthreads();  // P^T and dS^T complete
+
+    // Phase 2: dV += P^T dO and dK += dS^T Q for this warp's keys x dims.
+    {
+      const int key0 = (warp / Cfg::kWn2) * (kBc / Cfg::kWm2);
+      const int wn = warp % Cfg::kWn2;
+      warp_gemm<Cfg::kMt2, Cfg::kNtV, kBr, false, true>(acc_dv, sP + key0 * kStrP, kStrP,
+                                                        sdOs + wn * (kDimV / Cfg::kWn2), kStrV, lane);
+      warp_gemm<Cfg::kMt2, Cfg::kNtK, kBr, false, true>(acc_dk, sdS + key0 * kStrP, kStrP,
+                                                        sQs + wn * (kDimQK / Cfg::kWn2), kStrQK, lane);
+    }
+
+    // Phase 3: dQ += dS K for this warp's queries x dims, into the fp32 accumulator.
+    {
+      constexpr int kMt = Cfg::kMt3, kNt = Cfg::kNt3;
+      const int qr0 = (warp / Cfg::kWn3) * (kBr / Cfg::kWm3);
+      const int d0 = (warp % Cfg::kWn3) * (kDimQK / Cfg::kWn3);
+      float acc_dq[kMt][kNt][4];
+      clear(acc_dq);
+      warp_gemm<kMt, kNt, kBc, true, true>(acc_dq, sdS + qr0, kStrP, sK + d0, kStrQK, lane);
+
+      // Deterministic mode: the key tiles that see query tile m are the run [key_begin(q0) / kBc, ...); each adds
+      // only when the semaphore says all earlier ones have, so the fp32 sums happen in key-tile order every run.
+      int* sem = nullptr;
+      int my_turn = 0;
+      if (p.dq_sem != nullptr) {
+        sem = p.dq_sem + (std::int64_t(b) * p.heads_q + h) * p.n_qtiles + m;
+        my_turn = n_tile - static_cast<int>(rule.key_begin(q0) / kBc);
+        if (tid == 0) {
+          while (load_acquire(sem) != my_turn) {
+          }
+        }
+        __syncthreads();
+      }
+      const std::int64_t row_stride = std::int64_t(p.heads_q) * kDimQK;
+      float* const dq_tile = p.dq_accum + (flat_q0 + q0) * row_stride + std::int64_t(h) * kDimQK;
+#pragma unroll
+      for (int mt = 0; mt < kMt; ++mt) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int r = qr0 + mt * 16 + g + half * 8;
+          if (q0 + r < q_len) {
+#pragma unroll
+            for (int nt = 0; nt < kNt; ++nt) {
+              float* dst = dq_tile + r * row_stride + d0 + nt * 8 + 2 * t;
+              atomicAdd(dst, acc_dq[mt][nt][half * 2]);
+              atomicAdd(dst + 1, acc_dq[mt][nt][half * 2 + 1]);
+            }
+          }
+        }
+      }
+      if (sem != nullptr) {
+        __threadfence();
+        __syncthreads();
+        if (tid == 0) store_release(sem, my_turn + 1);
+      }
+    }
+  }
+  cute::cp_async_wait<0>();  // a tile seen by no query still has its K / V copies in flight
+
+  // Epilogue: dK (scaled) and dV, rows of this key tile inside the sequence.
+  {
+    const int key0 = (warp / Cfg::kWn2) * (kBc / Cfg::kWm2);
+    const int wn = warp % Cfg::kWn2;
+    Elem* const dk_base = operand_row<Elem>(p.dk, b, span.k_offset + k_begin, hk) + wn * (kDimQK / Cfg::kWn2);
+    Elem* const dv_base = operand_row<Elem>(p.dv, b, span.k_offset + k_begin, hk) + wn * (kDimV / Cfg::kWn2);
+#pragma unroll
+    for (int mt = 0; mt < Cfg::kMt2; ++mt) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int r = key0 + mt * 16 + g + half * 8;
+        if (r < k_valid) {
+#pragma unroll
+          for (int nt = 0; nt < Cfg::kNtK; ++nt) {
+            *reinterpret_cast<std::uint32_t*>(dk_base + r * p.dk.ss + nt * 8 + 2 * t) = pack2<Elem>(
+                acc_dk[mt][nt][half * 2] * p.scale, acc_dk[mt][nt][half * 2 + 1] * p.scale);
+          }
+#pragma unroll
+          for (int nt = 0; nt < Cfg::kNtV; ++nt) {
+            *reinterpret_cast<std::uint32_t*>(dv_base + r * p.dv.ss + nt * 8 + 2 * t) =
+                pack2<Elem>(acc_dv[mt][nt][half * 2], acc_dv[mt][nt][half * 2 + 1]);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Launches the main kernel for one (dtype, head dims) on `stream`; one explicit instantiation per source file in
+// instantiations/.
+template <class Elem, int kDimQK, int kDimV>
+void launch_backward_main(const BwdMainParams& p, cudaStream_t stream) {
+  using Cfg = typename ConfigFor<kDimQK, kDimV>::type;
+  auto* kernel = &backward_main_kernel<Cfg, Elem>;
+  cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Cfg::kSmemBytes));
+  if (err == cudaSuccess) {
+    const dim3 grid(static_cast<unsigned>((p.seqlen_k + Cfg::kBc - 1) / Cfg::kBc), static_cast<unsigned>(p.heads_kv),
+                    static_cast<unsigned>(p.batch));
+    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
+    err = cudaGetLastError();
+  }
+  if (err != cudaSuccess) {
+    throw Error(ErrorCode::backend_failure,
+                std::string("cuda backward: main kernel launch failed: ") + cudaGetErrorString(err));
+  }
+}
+
+}  // namespace ioattn::detail::sm80::bwd
