@@ -80,7 +80,7 @@ ParsedFlags parse_flags(std::string_view command, std::span<const FlagSpec> spec
       continue;
     }
     if (arg.size() < 3 || arg.substr(0, 2) != "--") {
-      throw UsageError(std::string(command) + ": unexpected argument '" + std::string(arg) + "'" + see_help);
+      throw UsageError("unexpected argument '" + std::string(arg) + "'" + see_help);
     }
     std::string_view name = arg.substr(2);
     std::string value;
@@ -92,10 +92,10 @@ ParsedFlags parse_flags(std::string_view command, std::span<const FlagSpec> spec
     }
     const FlagSpec* spec = find_spec(specs, name);
     if (spec == nullptr) {
-      throw UsageError(std::string(command) + ": unknown flag '--" + std::string(name) + "'" + see_help);
+      throw UsageError("unknown flag '--" + std::string(name) + "'" + see_help);
     }
     if (parsed.has(name)) {
-      throw UsageError(std::string(command) + ": --" + std::string(name) + " given twice");
+      throw UsageError("--" + std::string(name) + " given twice");
     }
     if (spec->kind == FlagKind::boolean) {
       if (inline_value) {
