@@ -1,0 +1,20 @@
+# The API layer: argument validation, backend dispatch, the C ABI.
+ioattn_add_test(ioattn_api_tests
+  api/validate_test.cpp
+  api/dispatch_test.cpp
+  api/c_api_test.cpp
+  support/random.cpp
+  LABELS api)
+
+# ioattn.h must compile as plain C and work from a C program.
+include(CheckLanguage)
+check_language(C)
+if(CMAKE_C_COMPILER)
+  enable_language(C)
+  add_executable(ioattn_c_abi_smoke api/c_abi_smoke.c)
+  set_target_properties(ioattn_c_abi_smoke PROPERTIES C_STANDARD 99 C_STANDARD_REQUIRED ON C_EXTENSIONS OFF)
+  target_compile_options(ioattn_c_abi_smoke PRIVATE -Wall -Wextra -pedantic -Werror)
+  target_link_libraries(ioattn_c_abi_smoke PRIVATE ioattn m)
+  add_test(NAME ioattn_c_abi_smoke COMMAND ioattn_c_abi_smoke)
+  set_tests_properties(ioattn_c_abi_smoke PROPERTIES LABELS api TIMEOUT 60)
+endif()
