@@ -38,6 +38,10 @@ std::int64_t stride_of(const TensorView& t, int dim) { return t.stride[static_ca
 // may not repeat an element (a zero stride over an extent above 1), since concurrent writes to it would race.
 void check_view(const TensorView& t, const std::string& name, bool is_output) {
   if (t.rank < 1 || t.rank > kMaxRank) fail(name, "a tensor of rank 1 to " + std::to_string(kMaxRank), t.describe());
+  if (t.device != Device::cpu && t.device != Device::cuda) fail(name, "device cpu or cuda", t.describe());
+  if (t.device == Device::cuda && t.device_index < 0) {
+    fail(name, "a CUDA device ordinal >= 0", "ordinal " + std::to_string(t.device_index));
+  }
   for (int d = 0; d < t.rank; ++d) {
     if (extent(t, d) < 0) fail(name, "non-negative sizes", t.describe());
     if (stride_of(t, d) < 0) fail(name, "non-negative strides", t.describe());

@@ -199,6 +199,13 @@ TEST(Validate, TensorsOnDifferentDevices) {
   BackwardArgs b = p.backward_args();
   b.dq.device = Device::cuda;
   expect_backward_rejected(p, b, {}, "dq", {"on cpu"});
+  a = p.forward_args();
+  for (TensorView* t : {&a.q, &a.k, &a.v, &a.out, &a.lse}) t->device = Device::cuda;
+  a.q.device_index = -1;
+  expect_forward_rejected(p, a, {}, "q", {"ordinal >= 0", "got ordinal -1"});
+  a = p.forward_args();
+  a.q.device = static_cast<Device>(5);
+  expect_forward_rejected(p, a, {}, "q", {"device cpu or cuda"});
   AttentionParams params;
   params.sinks = p.sinks_view();
   params.sinks.device = Device::cuda;
