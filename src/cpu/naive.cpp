@@ -185,7 +185,8 @@ void backward(const Problem& p, DType dtype, const double* q64, const double* k6
             dp[j - j0] = dot_rounded(dtype, do_row, v.data() + head.key_row(j) * dv, dv);
             row_dot += r.s[j - j0] * dp[j - j0];
           }
-          dsink -= p_sink * row_dot;  // the sink column has dP = 0
+          // The sink is one more softmax column, with dP = 0: its softmax-backward entry, rounded like the others.
+          dsink += round_to(dtype, p_sink * (0.0f - row_dot));
           ds.assign(static_cast<std::size_t>(j1 - j0), 0.0f);
           for (std::int64_t j = j0; j < j1; ++j) {
             float d = round_to(dtype, r.s[j - j0] * (dp[j - j0] - row_dot));
@@ -226,7 +227,7 @@ void backward(const Problem& p, DType dtype, const double* q64, const double* k6
     for (std::int64_t h = 0; h < H; ++h) {
       float sum = 0.0f;
       for (std::int64_t b = 0; b < p.batch; ++b) sum += dsink_part[static_cast<std::size_t>(b * H + h)];
-      dsinks[h] = sum;
+      dsinks[h] = round_to(dtype, sum);  // the sum of a dtype tensor is a dtype value
     }
   }
 }

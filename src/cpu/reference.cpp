@@ -210,6 +210,12 @@ std::string reference_unsupported(const Problem& p, bool /*backward*/) {
   if (p.device != Device::cpu) {
     return std::string("the reference backend runs on the CPU; the tensors are on ") + to_string(p.device);
   }
+  // Not a limit of the math: the API promises head dims up to 512, and every backend refuses the same beyond.
+  constexpr std::int64_t kMaxHeadDim = 512;
+  if (p.dim_qk > kMaxHeadDim || p.dim_v > kMaxHeadDim) {
+    return "head dims up to " + std::to_string(kMaxHeadDim) + ", got head_dim_qk " + std::to_string(p.dim_qk) +
+           " and head_dim_v " + std::to_string(p.dim_v);
+  }
   return {};
 }
 

@@ -62,7 +62,8 @@ void forward(const detail::Problem& p, DType dtype, const double* q, const doubl
              double* lse);
 
 // The autograd backward of the program above, in the same precision, recomputing its own forward (as autograd keeps
-// its saved tensors); dsinks (fp32) when p.sinks is set.
+// its saved tensors); dsinks when p.sinks is set (the sink joins the softmax as one more column; its gradient,
+// summed over rows, is rounded to dtype as the sum of a dtype tensor is).
 void backward(const detail::Problem& p, DType dtype, const double* q, const double* k, const double* v,
               const double* dout, double* dq, double* dk, double* dv, double* dsinks);
 

@@ -1,0 +1,154 @@
+#include "support/cases.hpp"
+
+#include <string>
+
+namespace ioattn::test {
+namespace {
+
+constexpr DType f32 = DType::f32, f16 = DType::f16, bf16 = DType::bf16;
+
+const Mask none = Mask::none();
+const Mask causal_br = Mask::causal(Alignment::bottom_right);
+const Mask causal_tl = Mask::causal(Alignment::top_left);
+Mask win_br(std::int64_t left, std::int64_t right) { return Mask::window(left, right, Alignment::bottom_right); }
+Mask win_tl(std::int64_t left, std::int64_t right) { return Mask::window(left, right, Alignment::top_left); }
+
+std::vector<Case> build_table() {
+  using L = Layout;
+  std::vector<Case> t;
+  // Single row, single key: the smallest tile, every dtype.
+  t.push_back({.dtype = f32, .seqlen_q = 1, .seqlen_k = 1, .dim_qk = 32, .dim_v = 32, .mask = none});
+  t.push_back({.dtype = f16, .seqlen_q = 1, .seqlen_k = 1, .mask = causal_br, .sinks = true});
+  t.push_back({.dtype = bf16, .seqlen_q = 1, .seqlen_k = 1, .dim_qk = 256, .dim_v = 256, .mask = causal_tl,
+               .alibi = Alibi::per_head});
+
+  // 17 x 17: shorter than any tile, every head dim appears.
+  t.push_back({.dtype = bf16, .batch = 2, .mask = causal_br});
+  t.push_back({.dtype = f16, .heads_q = 4, .dim_qk = 80, .dim_v = 80, .mask = causal_tl});
+  t.push_back({.dtype = f32, .dim_qk = 96, .dim_v = 96, .mask = win_br(3, 2), .softcap = 2.5f});
+  t.push_back({.dtype = f16, .dim_qk = 512, .dim_v = 512, .mask = none});
+  t.push_back({.dtype = bf16, .heads_q = 6, .dim_qk = 192, .dim_v = 128, .mask = win_tl(4, 0)});
+  t.push_back({.dtype = f16, .batch = 2, .heads_q = 8, .heads_kv = 1, .mask = none, .alibi = Alibi::per_batch_head});
+  t.push_back({.dtype = bf16, .batch = 2, .heads_q = 3, .heads_kv = 3, .dim_qk = 256, .dim_v = 256, .mask = none,
+               .softcap = 5.0f, .layout = L::padded});
+
+  // 113 x 203: ragged tails on both sides, more keys than queries.
+  t.push_back({.dtype = bf16, .heads_q = 4, .seqlen_q = 113, .seqlen_k = 203, .dim_qk = 128, .dim_v = 128,
+               .mask = causal_br});
+  t.push_back({.dtype = f16, .seqlen_q = 113, .seqlen_k = 203, .dim_qk = 128, .dim_v = 128, .mask = causal_tl,
+               .alibi = Alibi::per_head});
+  t.push_back({.dtype = f32, .seqlen_q = 113, .seqlen_k = 203, .mask = none, .scale = 0.3f, .sinks = true});
+  t.push_back({.dtype = bf16, .seqlen_q = 113, .seqlen_k = 203, .dim_qk = 96, .dim_v = 96, .mask = win_br(32, 16)});
+  t.push_back({.dtype = f16, .heads_q = 3, .heads_kv = 1, .seqlen_q = 113, .seqlen_k = 203, .dim_qk = 256,
+               .dim_v = 256, .mask = win_tl(16, 0)});
+  t.push_back({.dtype = bf16, .heads_q = 4, .seqlen_q = 113, .seqlen_k = 203, .dim_qk = 192, .dim_v = 128,
+               .mask = causal_br, .softcap = 2.0f});
+  t.push_back({.dtype = bf16, .heads_q = 1, .heads_kv = 1, .seqlen_q = 113, .seqlen_k = 203, .dim_qk = 512,
+               .dim_v = 512, .mask = causal_br});
+  t.push_back({.dtype = f16, .seqlen_q = 113, .seqlen_k = 203, .dim_qk = 80, .dim_v = 80, .mask = win_br(-1, 8)});
+  t.push_back({.dtype = f32, .seqlen_q = 113, .seqlen_k = 203, .dim_qk = 32, .dim_v = 32, .mask = win_tl(20, -1)});
+  t.push_back({.dtype = f32, .batch = 2, .seqlen_q = 113, .seqlen_k = 203, .dim_qk = 96, .dim_v = 96,
+               .mask = win_tl(10, 10), .alibi = Alibi::per_batch_head, .layout = L::padded});
+
+  // More queries than keys: rows that see nothing (out 0, lse -inf, zero gradients) unless a sink catches them.
+  t.push_back({.dtype = f16, .seqlen_q = 203, .seqlen_k = 113, .mask = win_tl(8, 0), .sinks = true});
+  t.push_back({.dtype = bf16, .seqlen_q = 203, .seqlen_k = 113, .mask = causal_br});
+  t.push_back({.dtype = f32, .seqlen_q = 239, .seqlen_k = 1, .dim_qk = 128, .dim_v = 128, .mask = causal_br,
+               .sinks = true});
+  t.push_back({.dtype = bf16, .seqlen_q = 239, .seqlen_k = 1, .mask = causal_br});
+  t.push_back({.dtype = f16, .heads_q = 4, .seqlen_q = 239, .seqlen_k = 1, .dim_qk = 32, .dim_v = 32, .mask = none});
+  t.push_back({.dtype = f16, .seqlen_q = 239, .seqlen_k = 1, .dim_qk = 96, .dim_v = 96, .mask = causal_tl,
+               .alibi = Alibi::per_head});
+  t.push_back({.dtype = bf16, .seqlen_q = 239, .seqlen_k = 17, .dim_qk = 128, .dim_v = 128, .mask = win_br(2, 3),
+               .softcap = 3.0f});
+
+  // Long sequences (fp32/bf16, few heads): many tiles, the online softmax's rescaling across them.
+  t.push_back({.dtype = bf16, .heads_q = 2, .heads_kv = 1, .seqlen_q = 1023, .seqlen_k = 1024, .dim_qk = 128,
+               .dim_v = 128, .mask = causal_br});
+  t.push_back({.dtype = f32, .seqlen_q = 1024, .seqlen_k = 1023, .mask = causal_tl});
+  t.push_back({.dtype = bf16, .seqlen_q = 1024, .seqlen_k = 1023, .mask = win_br(128, 64), .alibi = Alibi::per_head,
+               .sinks = true});
+  t.push_back({.dtype = bf16, .seqlen_q = 2048, .seqlen_k = 2048, .dim_qk = 128, .dim_v = 128, .mask = causal_br});
+  t.push_back({.dtype = f32, .heads_q = 2, .heads_kv = 1, .seqlen_q = 2048, .seqlen_k = 2048, .mask = none});
+
+  // Varlen batches with empty sequences (no queries, no keys, or neither) next to full ones.
+  t.push_back({.dtype = f16, .heads_q = 4, .mask = causal_br, .varlen_q = {17, 0, 113, 1, 0},
+               .varlen_k = {23, 5, 203, 1, 0}});
+  t.push_back({.dtype = bf16, .heads_q = 4, .dim_qk = 128, .dim_v = 128, .mask = causal_tl,
+               .alibi = Alibi::per_batch_head, .sinks = true, .varlen_q = {1, 0, 239, 64},
+               .varlen_k = {0, 7, 1, 100}});
+  t.push_back({.dtype = f32, .heads_q = 3, .heads_kv = 1, .dim_qk = 80, .dim_v = 80, .mask = win_br(5, 5),
+               .softcap = 4.0f, .varlen_q = {33, 17}, .varlen_k = {17, 50}});
+  t.push_back({.dtype = bf16, .dim_qk = 192, .dim_v = 128, .mask = none, .varlen_q = {0, 113, 40},
+               .varlen_k = {203, 0, 40}});
+  t.push_back({.dtype = f16, .heads_q = 8, .heads_kv = 1, .dim_qk = 128, .dim_v = 128, .mask = win_tl(16, 4),
+               .softcap = 2.0f, .alibi = Alibi::per_head, .sinks = true, .varlen_q = {5, 100, 0, 30},
+               .varlen_k = {9, 90, 3, 0}});
+  t.push_back({.dtype = bf16, .heads_q = 4, .mask = causal_br, .varlen_q = {64, 0, 17}, .varlen_k = {64, 9, 30},
+               .layout = L::padded});
+
+  // Non-contiguous: q, k, v as slices of one packed qkv tensor.
+  t.push_back({.dtype = bf16, .heads_q = 4, .seqlen_q = 113, .seqlen_k = 113, .dim_qk = 128, .dim_v = 128,
+               .mask = causal_br, .layout = L::packed_qkv});
+  t.push_back({.dtype = f16, .batch = 2, .heads_q = 3, .heads_kv = 1, .seqlen_q = 17, .seqlen_k = 17,
+               .mask = none, .sinks = true, .layout = L::packed_qkv});
+  t.push_back({.dtype = f32, .seqlen_q = 17, .seqlen_k = 17, .dim_qk = 80, .dim_v = 80, .mask = causal_tl,
+               .softcap = 2.0f, .layout = L::packed_qkv});
+  return t;
+}
+
+std::string mask_name(const Mask& m) {
+  const char* align = m.alignment == Alignment::top_left ? "tl" : "br";
+  if (m.is_none()) return "none";
+  if (m.is_causal()) return std::string("causal_") + align;
+  auto side = [](std::int64_t w) { return w < 0 ? std::string("inf") : std::to_string(w); };
+  return "win" + side(m.window_left) + "_" + side(m.window_right) + "_" + align;
+}
+
+const char* dtype_name(DType d) {
+  switch (d) {
+    case DType::f32: return "fp32";
+    case DType::f16: return "fp16";
+    case DType::bf16: return "bf16";
+    default: return "i32";
+  }
+}
+
+std::string lengths(const std::vector<std::int32_t>& v) {
+  std::string s;
+  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? "_" : "") + std::to_string(v[i]);
+  return s;
+}
+
+}  // namespace
+
+std::string Case::name() const {
+  std::string n = dtype_name(dtype);
+  n += "_d" + std::to_string(dim_qk);
+  if (dim_v != dim_qk) n += "v" + std::to_string(dim_v);
+  if (is_varlen()) {
+    n += "_varlen_q" + lengths(varlen_q) + "_k" + lengths(varlen_k);
+  } else {
+    n += "_" + std::to_string(seqlen_q) + "x" + std::to_string(seqlen_k);
+  }
+  n += "_" + mask_name(mask);
+  n += "_h" + std::to_string(heads_q);
+  if (group() > 1) n += "_gqa" + std::to_string(group());
+  if (!is_varlen() && batch > 1) n += "_b" + std::to_string(batch);
+  if (scale) n += "_scaled";
+  if (softcap > 0) n += "_softcap";
+  if (alibi == Alibi::per_head) n += "_alibi";
+  if (alibi == Alibi::per_batch_head) n += "_alibi_bh";
+  if (sinks) n += "_sinks";
+  if (layout == Layout::packed_qkv) n += "_packed_qkv";
+  if (layout == Layout::padded) n += "_padded";
+  if (!backward) n += "_fwd";
+  return n;
+}
+
+const std::vector<Case>& attention_cases() {
+  static const std::vector<Case> table = build_table();
+  return table;
+}
+
+}  // namespace ioattn::test

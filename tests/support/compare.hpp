@@ -1,0 +1,54 @@
+// Test support: when is a backend's result right?
+//
+// THE BOUND (after FlashAttention's test_flash_attn.py). For every output X (out, lse, dq, dk, dv, dsinks):
+//   err(X)   = max over elements |X_backend - X_ref|           X_ref: the fp64 reference on the same inputs
+//   naive(X) = max over elements |X_naive   - X_ref|           X_naive: the same-precision naive program
+//                                                              (src/cpu/reference.hpp, namespace naive)
+//   pass  iff  err(X) <= 2 * naive(X) + allowance(X),  allowance(X) = kAllowanceUlps * eps * max |X_ref|
+// eps is the machine epsilon of the inputs' dtype (2^-23 fp32, 2^-10 fp16, 2^-7 bf16), except for lse, which is
+// fp32 math on exactly representable inputs whatever their dtype, so fp32's. (dsinks is stored in fp32 too, but it
+// sums D_i = dout_i . out_i over the dtype-rounded out, so its accuracy is the dtype's.) The factor 2 lets a backend round differently from the naive program (other
+// summation orders, fp32 P in place of dtype P); the allowance covers the last rounding of the result to its
+// dtype and outputs whose naive error happens to be near zero.
+// Exact requirements on top: where X_ref = -inf (lse of a row that sees nothing) X_backend must be -inf, and no
+// element expected to hold a value may be NaN or infinite (outputs are poisoned with NaN before each run).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ioattn/tensor.hpp"
+
+namespace ioattn::test {
+
+inline constexpr double kNaiveFactor = 2.0;
+inline constexpr double kAllowanceUlps = 4.0;
+
+// Machine epsilon (the gap between 1 and the next value) of a floating dtype.
+double dtype_eps(DType dtype);
+
+struct Comparison {
+  std::string what;          // "out", "dq", ...
+  std::int64_t count = 0;    // elements compared
+  double err = 0;            // max |actual - ref|
+  double naive_err = 0;      // max |naive - ref|
+  double ref_max = 0;        // max |ref| over finite elements
+  double allowance = 0;
+  double bound = 0;          // kNaiveFactor * naive_err + allowance
+  std::int64_t worst = -1;   // canonical index of the largest error
+  double worst_actual = 0, worst_ref = 0;
+  std::int64_t non_finite = 0;      // NaN or inf where the reference is finite
+  std::int64_t inf_mismatch = 0;    // reference -inf but actual not -inf
+  std::int64_t first_bad = -1;      // index of the first non-finite or mismatching element
+
+  bool ok() const { return non_finite == 0 && inf_mismatch == 0 && err <= bound; }
+  std::string describe() const;  // one line with every number above, for the failure message
+};
+
+// Compares canonical arrays of equal length (see src/cpu/reference.hpp for the layout). `eps` is dtype_eps() of
+// the dtype the output is stored in.
+Comparison compare(const std::string& what, const std::vector<double>& actual, const std::vector<double>& ref,
+                   const std::vector<double>& naive, double eps);
+
+}  // namespace ioattn::test

@@ -1,0 +1,63 @@
+// Test support: one case of the table made concrete, and a backend run on it.
+//
+// CaseData allocates the operands in the case's layout, draws fresh random inputs (seeded per case name, see
+// support/random.hpp), and computes the two yardsticks on those inputs once: the fp64 reference (forward, then the
+// exact gradient from the fp64 out and lse) and the same-precision naive program. run_backend() then runs any
+// backend on the same inputs, on the CPU or on a GPU, with every output poisoned (NaN) beforehand, and returns its
+// outputs in the canonical layout of src/cpu/reference.hpp for support/compare.hpp.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "api/problem.hpp"
+#include "support/buffers.hpp"
+#include "support/cases.hpp"
+#include "support/compare.hpp"
+
+namespace ioattn::test {
+
+struct Results {
+  std::vector<double> out, lse, dq, dk, dv, dsinks;
+};
+
+class CaseData {
+ public:
+  explicit CaseData(const Case& c);
+  CaseData(const CaseData&) = delete;  // the views point into this object's buffers
+  CaseData& operator=(const CaseData&) = delete;
+
+  const Case& kase() const { return case_; }
+  const Results& ref() const { return ref_; }
+  const Results& naive() const { return naive_; }
+  // The validated problem over the host buffers (every pointer is host memory).
+  const detail::BackwardProblem& problem() const { return problem_; }
+
+  // Forward (and, when `backward`, the backward from the backend's own out and lse) with AttentionParams::impl =
+  // `impl` on tensors on `device`. Throws what the library throws (ioattn::Error), e.g. unsupported.
+  Results run(const std::string& impl, Device device, bool backward);
+
+  // Every comparison for results of run(): out and lse, and dq, dk, dv (and dsinks) when `backward`.
+  std::vector<Comparison> compare_all(const Results& got, bool backward) const;
+
+  ForwardArgs forward_args() const;
+  BackwardArgs backward_args() const;
+  AttentionParams params(const std::string& impl) const;
+  // The host buffers of the outputs, for tests that inspect or tamper with them.
+  HostBuffer& out_buffer() { return out_; }
+
+ private:
+  void allocate();
+  void draw_inputs();
+  Results gather_outputs(bool backward) const;
+
+  Case case_;
+  std::int64_t batch_ = 0, total_q_ = 0, total_k_ = 0;
+  HostBuffer qkv_, q_, k_, v_, out_, lse_, dout_, dq_, dk_, dv_, alibi_, sinks_, dsinks_, cu_q_, cu_k_;
+  TensorView vq_, vk_, vv_, vout_, vlse_, vdout_, vdq_, vdk_, vdv_, valibi_, vsinks_, vdsinks_, vcu_q_, vcu_k_;
+  detail::BackwardProblem problem_;
+  Results ref_, naive_;
+};
+
+}  // namespace ioattn::test
