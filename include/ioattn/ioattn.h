@@ -122,14 +122,19 @@ typedef struct ioattn_backward_args {
 /* Fills *params with the defaults (scale 1/sqrt(head_dim_qk), no mask, no softcap/ALiBi/sinks, impl "auto"). */
 IOATTN_C_API void ioattn_params_init(ioattn_params* params);
 
-/* Exact attention forward: out (and lse, natural log) from q, k, v. params may be NULL (defaults). */
+/* Exact attention forward: out [.., heads_q, head_dim_v] and, when given, lse (fp32, NATURAL log, [batch, heads_q,
+ * seqlen_q] or [heads_q, total_q] for varlen) from q, k, v in the layouts above. The mask's diagonal is bottom-right
+ * aligned unless params->mask.alignment says IOATTN_ALIGN_TOP_LEFT. params may be NULL (the defaults). */
 IOATTN_C_API ioattn_status ioattn_forward(const ioattn_forward_args* args, const ioattn_params* params);
 
-/* Exact attention backward: dq, dk, dv (and dsinks) from q, k, v, the forward's out and lse, and dout.
- * params must describe the same attention as the forward's (scale, mask, softcap, ALiBi, sinks). */
+/* Exact attention backward: dq (shape of q), dk (of k), dv (of v) and, with sinks, dsinks (fp32 [heads_q]) from
+ * q, k, v, the forward's out and natural-log lse, and dout (shape of out). dk and dv are summed over each GQA group.
+ * params must describe the same attention as the forward's (scale, mask and its alignment, softcap, ALiBi, sinks).
+ * Rows that saw no key get zero gradients. */
 IOATTN_C_API ioattn_status ioattn_backward(const ioattn_backward_args* args, const ioattn_params* params);
 
-/* Scratch bytes the chosen backend needs for these arguments (0 when none) in *bytes. Nothing is written. */
+/* Scratch bytes the chosen backend needs for these arguments (0 when none) in *bytes; the arguments are checked as
+ * by ioattn_forward / ioattn_backward, and no tensor is read or written. */
 IOATTN_C_API ioattn_status ioattn_forward_workspace_bytes(const ioattn_forward_args* args,
                                                           const ioattn_params* params, size_t* bytes);
 IOATTN_C_API ioattn_status ioattn_backward_workspace_bytes(const ioattn_backward_args* args,

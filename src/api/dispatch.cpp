@@ -1,4 +1,6 @@
 // ioattn: the one place that picks a backend. Public entry points validate, pick, then call the backend.
+#include <exception>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -84,6 +86,21 @@ const Backend& select(const Problem& problem, const std::string& impl, bool back
               "params.impl: expected one of " + known_impls() + " (the backends in this build), got '" + impl + "'");
 }
 
+// The C++ API throws ioattn::Error and nothing else: a backend's allocation failure or stray standard exception is
+// translated here, once, rather than in every backend.
+template <class Fn>
+auto call_backend(const Backend& backend, const char* what, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::out_of_memory, std::string("impl '") + backend.name + "' " + what + ": out of host memory");
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::backend_failure, std::string("impl '") + backend.name + "' " + what + ": " + e.what());
+  }
+}
+
 void check_workspace(const Workspace& workspace, std::size_t needed) {
   if (workspace.data != nullptr && workspace.bytes < needed) {
     throw Error(ErrorCode::invalid_argument, "params.workspace: expected at least " + std::to_string(needed) +
@@ -99,28 +116,36 @@ void attention_forward(const ForwardArgs& args, const AttentionParams& params) {
   const detail::Problem problem = detail::make_forward_problem(args, params);
   const detail::Backend& backend = detail::select(problem, params.impl, false);
   if (detail::nothing_to_do(problem)) return;
-  detail::check_workspace(problem.workspace, backend.forward_workspace_bytes(problem));
-  backend.forward(problem);
+  detail::call_backend(backend, "forward", [&] {
+    detail::check_workspace(problem.workspace, backend.forward_workspace_bytes(problem));
+    backend.forward(problem);
+  });
 }
 
 void attention_backward(const BackwardArgs& args, const AttentionParams& params) {
   const detail::BackwardProblem problem = detail::make_backward_problem(args, params);
   const detail::Backend& backend = detail::select(problem, params.impl, true);
   if (detail::nothing_to_do(problem)) return;
-  detail::check_workspace(problem.workspace, backend.backward_workspace_bytes(problem));
-  backend.backward(problem);
+  detail::call_backend(backend, "backward", [&] {
+    detail::check_workspace(problem.workspace, backend.backward_workspace_bytes(problem));
+    backend.backward(problem);
+  });
 }
 
 std::size_t forward_workspace_bytes(const ForwardArgs& args, const AttentionParams& params) {
   const detail::Problem problem = detail::make_forward_problem(args, params);
   const detail::Backend& backend = detail::select(problem, params.impl, false);
-  return detail::nothing_to_do(problem) ? 0 : backend.forward_workspace_bytes(problem);
+  if (detail::nothing_to_do(problem)) return 0;
+  return detail::call_backend(backend, "forward_workspace_bytes",
+                              [&] { return backend.forward_workspace_bytes(problem); });
 }
 
 std::size_t backward_workspace_bytes(const BackwardArgs& args, const AttentionParams& params) {
   const detail::BackwardProblem problem = detail::make_backward_problem(args, params);
   const detail::Backend& backend = detail::select(problem, params.impl, true);
-  return detail::nothing_to_do(problem) ? 0 : backend.backward_workspace_bytes(problem);
+  if (detail::nothing_to_do(problem)) return 0;
+  return detail::call_backend(backend, "backward_workspace_bytes",
+                              [&] { return backend.backward_workspace_bytes(problem); });
 }
 
 std::string backends() {
