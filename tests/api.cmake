@@ -18,3 +18,11 @@ if(CMAKE_C_COMPILER)
   add_test(NAME ioattn_c_abi_smoke COMMAND ioattn_c_abi_smoke)
   set_tests_properties(ioattn_c_abi_smoke PROPERTIES LABELS api TIMEOUT 60)
 endif()
+
+# ...and from Python through ctypes, when a Python interpreter is around (shared builds only: ctypes loads a .so).
+find_package(Python3 COMPONENTS Interpreter QUIET)
+if(Python3_Interpreter_FOUND AND BUILD_SHARED_LIBS)
+  add_test(NAME ioattn_ctypes_smoke
+           COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/api/ctypes_smoke.py $<TARGET_FILE:ioattn>)
+  set_tests_properties(ioattn_ctypes_smoke PROPERTIES LABELS api TIMEOUT 60)
+endif()
