@@ -1,0 +1,94 @@
+// ioattn sm80 forward: tile choice per head dim, and the launch. Included by the instantiation files only.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <cutlass/numeric_types.h>
+
+#include "api/problem.hpp"
+#include "cuda/sm80/common/cuda_check.cuh"
+#include "cuda/sm80/forward.cuh"
+#include "cuda/sm80/forward_kernel.cuh"
+#include "cuda/sm80/forward_params.cuh"
+#include "cuda/sm80/forward_traits.cuh"
+
+namespace ioattn::detail::sm80 {
+
+template <DType kDtype>
+using ElementOf = std::conditional_t<kDtype == DType::f16, cutlass::half_t, cutlass::bfloat16_t>;
+
+// Tile shapes per head dim (kBlockM x kBlockN, warps). The accumulators of O (kBlockM x dim_v) and S
+// (kBlockM x kBlockN) live in registers: 128 x 64 with 4 warps keeps both under the 255-register limit up to dim 128;
+// larger dims take 8 warps so each thread's share of O stays the same.
+template <DType kDtype, int kDimQK, int kDimV>
+struct ForwardConfig;
+template <DType kDtype>
+struct ForwardConfig<kDtype, 64, 64> {
+  using Traits = ForwardTraits<ElementOf<kDtype>, 64, 64, 128, 128, 4>;
+};
+template <DType kDtype>
+struct ForwardConfig<kDtype, 96, 96> {
+  using Traits = ForwardTraits<ElementOf<kDtype>, 96, 96, 128, 64, 4>;
+};
+template <DType kDtype>
+struct ForwardConfig<kDtype, 128, 128> {
+  using Traits = ForwardTraits<ElementOf<kDtype>, 128, 128, 128, 64, 4>;
+};
+template <DType kDtype>
+struct ForwardConfig<kDtype, 192, 128> {
+  using Traits = ForwardTraits<ElementOf<kDtype>, 192, 128, 128, 64, 8>;
+};
+template <DType kDtype>
+struct ForwardConfig<kDtype, 256, 256> {
+  using Traits = ForwardTraits<ElementOf<kDtype>, 256, 256, 128, 64, 8>;
+};
+
+inline ForwardParams make_forward_params(const Problem& p, int block_m) {
+  ForwardParams fp{};
+  fp.q = p.q.ptr;
+  fp.k = p.k.ptr;
+  fp.v = p.v.ptr;
+  fp.out = p.out.ptr;
+  fp.lse = static_cast<float*>(p.lse.ptr);
+  fp.q_batch_stride = p.q.batch_stride, fp.q_row_stride = p.q.seq_stride, fp.q_head_stride = p.q.head_stride;
+  fp.k_batch_stride = p.k.batch_stride, fp.k_row_stride = p.k.seq_stride, fp.k_head_stride = p.k.head_stride;
+  fp.v_batch_stride = p.v.batch_stride, fp.v_row_stride = p.v.seq_stride, fp.v_head_stride = p.v.head_stride;
+  fp.o_batch_stride = p.out.batch_stride, fp.o_row_stride = p.out.seq_stride, fp.o_head_stride = p.out.head_stride;
+  fp.lse_batch_stride = p.lse.batch_stride, fp.lse_row_stride = p.lse.seq_stride;
+  fp.lse_head_stride = p.lse.head_stride;
+  fp.cu_seqlens_q = p.cu_seqlens_q;
+  fp.cu_seqlens_k = p.cu_seqlens_k;
+  fp.seqlen_q = static_cast<int>(p.seqlen_q);
+  fp.seqlen_k = static_cast<int>(p.seqlen_k);
+  fp.group_size = static_cast<int>(p.group_size());
+  fp.scale = p.scale;
+  fp.softcap = p.softcap;
+  fp.alibi_slopes = p.alibi_slopes;
+  fp.alibi_batch_stride = p.alibi_batch_stride;
+  fp.sinks = p.sinks;
+  fp.window_left = p.mask.window_left;
+  fp.window_right = p.mask.window_right;
+  fp.top_left = p.mask.alignment == Alignment::top_left;
+  fp.num_m_blocks = static_cast<int>((p.seqlen_q + block_m - 1) / block_m);
+  return fp;
+}
+
+template <DType kDtype, int kDimQK, int kDimV>
+void launch_forward(const Problem& p) {
+  using Traits = typename ForwardConfig<kDtype, kDimQK, kDimV>::Traits;
+  constexpr int kSmem = Traits::kSmemBytes;
+  auto kernel = &forward_kernel<Traits>;
+
+  DeviceScope device(p.device_index);
+  // Above 48 KB a kernel must opt in to dynamic shared memory, once per device it runs on.
+  cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem),
+             "cudaFuncSetAttribute(max dynamic shared memory)");
+
+  const ForwardParams fp = make_forward_params(p, Traits::kBlockM);
+  if (fp.num_m_blocks == 0 || p.batch == 0 || p.heads_q == 0) return;
+  const dim3 grid(static_cast<unsigned>(fp.num_m_blocks), static_cast<unsigned>(p.heads_q),
+                  static_cast<unsigned>(p.batch));
+  kernel<<<grid, Traits::kNThreads, kSmem, static_cast<cudaStream_t>(p.stream)>>>(fp);
+  cuda_check(cudaGetLastError(), "forward kernel launch");
+}
+
+}  // namespace ioattn::detail::sm80
