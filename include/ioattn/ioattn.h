@@ -81,8 +81,11 @@ typedef struct ioattn_mask {
   int32_t alignment;    /* IOATTN_ALIGN_* */
 } ioattn_mask;
 
-/* Varlen (packed) batches: int32 [batch + 1] cumulative offsets on the tensors' device, starting at 0 and
- * non-decreasing. max_seqlen_* may be 0: they are then read off the offsets. */
+/* Varlen (packed) batches: int32 [batch + 1] cumulative offsets on the tensors' device, starting at 0,
+ * non-decreasing, the last at most the packed tensor's rows. max_seqlen_* may be 0: they are then read off the
+ * offsets. Offsets in CPU memory are checked before anything runs; offsets in GPU memory cannot be read by the
+ * argument checks, which then check only their dtype, shape and device (and take max_seqlen_* = 0 as "up to
+ * total rows"), leaving their contents to the CUDA backend. */
 typedef struct ioattn_varlen {
   ioattn_tensor cu_seqlens_q;
   ioattn_tensor cu_seqlens_k;
