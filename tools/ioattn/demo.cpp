@@ -42,7 +42,7 @@ std::vector<FlagSpec> demo_flags() {
 
 std::string phase_line(const PhaseResult& r, int repeat) {
   return fmt("%.3f ms", r.median_ms) + "  " + fmt("%.3f TFLOP/s", r.tflops) + "  (median of " +
-         std::to_string(repeat) + ", " + fmt("%.1f GFLOP", r.flops / 1e9) + ")";
+         std::to_string(repeat) + ", " + fmt("%.3g GFLOP", r.flops / 1e9) + ")";
 }
 
 std::string memory_part(const char* name, const PhaseResult& r, Device device) {

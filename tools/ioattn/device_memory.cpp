@@ -56,8 +56,9 @@ void fill_async(void* device_dst, int byte, std::size_t bytes, void* stream) {
 }
 
 void* create_stream() {
+  // A blocking stream: it orders itself after the legacy default stream, where cudaMemcpy and cudaMemset run.
   cudaStream_t stream = nullptr;
-  check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+  check(cudaStreamCreateWithFlags(&stream, cudaStreamDefault), "cudaStreamCreateWithFlags");
   return stream;
 }
 
@@ -66,6 +67,8 @@ void destroy_stream(void* stream) noexcept {
 }
 
 void synchronize(void* stream) { check(cudaStreamSynchronize(as_stream(stream)), "cudaStreamSynchronize"); }
+
+void synchronize_device() { check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
 
 double time_on_stream_ms(void* stream, const std::function<void()>& enqueue) {
   cudaEvent_t start = nullptr;

@@ -22,6 +22,7 @@ void fill_async(void*, int, std::size_t, void*) { no_cuda(); }
 void* create_stream() { no_cuda(); }
 void destroy_stream(void*) noexcept {}
 void synchronize(void*) { no_cuda(); }
+void synchronize_device() { no_cuda(); }
 double time_on_stream_ms(void*, const std::function<void()>&) { no_cuda(); }
 std::size_t free_bytes() { no_cuda(); }
 const char* device_name() { return "none"; }

@@ -139,13 +139,24 @@ std::string describe_mask(const Mask& mask) {
          ")";
 }
 
+namespace {
+
+std::string fmt_softcap(float softcap) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", static_cast<double>(softcap));
+  return text;
+}
+
+}  // namespace
+
 std::string describe_problem(const ProblemSpec& s) {
   std::string text = "batch " + std::to_string(s.batch) + ", heads " + std::to_string(s.heads_q) + " (kv " +
                      std::to_string(s.heads_kv) + "), seqlen " + std::to_string(s.seqlen_q) + " x " +
                      std::to_string(s.seqlen_k) + ", head dim " + std::to_string(s.dim_qk);
-  if (s.dim_v != s.dim_qk) text += "/" + std::to_string(s.dim_v);
-  text += std::string(", ") + dtype_name(s.dtype) + ", " + describe_mask(s.mask);
-  if (s.softcap > 0.0f) text += ", softcap " + std::to_string(s.softcap);
+  // append() rather than "/" + ...: GCC 12 warns falsely (-Wrestrict) on that operator+ form.
+  if (s.dim_v != s.dim_qk) text.append("/").append(std::to_string(s.dim_v));
+  text.append(", ").append(dtype_name(s.dtype)).append(", ").append(describe_mask(s.mask));
+  if (s.softcap > 0.0f) text.append(", softcap ").append(fmt_softcap(s.softcap));
   return text;
 }
 

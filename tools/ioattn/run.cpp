@@ -108,6 +108,7 @@ AttentionRun::AttentionRun(const ProblemSpec& spec, const RunOptions& options, b
     dv_ = DeviceBuffer(dev, tensor_bytes_of(inputs_.v));
     dout_.upload(inputs_.dout.data());
   }
+  if (dev == Device::cuda) gpu::synchronize_device();
 }
 
 AttentionRun::~AttentionRun() {
