@@ -1,0 +1,361 @@
+// ioattn: the backward of the "tiled" CPU backend. Scores are recomputed tile by tile from the forward's LSE
+// (P = exp(s - lse)), after a pre-pass that stores D = rowsum(dO * O) for every query row.
+//
+// Work split, chosen for determinism without any O(N) reduction buffers:
+//   pass 1, parallel over (query tile, head):       dQ  = sum over key tiles of dS K
+//   pass 2, parallel over (key tile, kv head):      dK  = sum over the group's heads and query tiles of dS^T Q,
+//                                                   dV  = the same of P^T dO
+// Every element of dQ, dK, dV is accumulated by one work item in a fixed order, so the result is bitwise identical
+// for any thread count and whatever `deterministic` says. The price is recomputing S and dP in both passes (7 tile
+// products instead of the 5 of a single pass with dQ partials); the gain is a workspace of a few tiles per thread
+// plus one float per query row and head, independent of the thread count times seqlen.
+#include <omp.h>
+
+#include <cmath>
+#include <string>
+
+#include "cpu/tiled_common.hpp"
+
+namespace ioattn::cpu::tiled {
+namespace {
+
+// Tiles of the backward: the union of what pass 1 and pass 2 use. Carved from an arena (null base: measure).
+struct BackwardTiles {
+  float* q;     // [br][dq_pad]
+  float* dout;  // [br][dv_pad]
+  float* kt;    // [dim_qk][bc]   K tile transposed (for S)
+  float* k;     // [bc][dq_pad]   K tile (pass 1, for dQ)
+  float* vt;    // [dim_v][bc]    V tile transposed (for dP)
+  float* s;     // [br][bc]       logits, then P, then dS
+  float* dp;    // [br][bc]
+  float* cap;   // [br][bc]       softcap derivative (only touched with softcap)
+  float* pt;    // [bc][br]       P^T (pass 2)
+  float* dst;   // [bc][br]       dS^T (pass 2)
+  float* acc_a; // [br][dq_pad] dQ (pass 1) or [bc][dq_pad] dK (pass 2)
+  float* acc_b; // [bc][dv_pad]   dV (pass 2)
+  float* lse;   // [br]
+  float* d;     // [br]
+  float* row;   // [max(dq_pad, dv_pad)]
+
+  BackwardTiles(Arena& a, const detail::Problem& p, const TileShape& t)
+      : q(a.floats(t.br * t.dq_pad)),
+        dout(a.floats(t.br * t.dv_pad)),
+        kt(a.floats(p.dim_qk * t.bc)),
+        k(a.floats(t.bc * t.dq_pad)),
+        vt(a.floats(p.dim_v * t.bc)),
+        s(a.floats(t.br * t.bc)),
+        dp(a.floats(t.br * t.bc)),
+        cap(a.floats(t.br * t.bc)),
+        pt(a.floats(t.bc * t.br)),
+        dst(a.floats(t.bc * t.br)),
+        acc_a(a.floats(std::max(t.br, t.bc) * t.dq_pad)),
+        acc_b(a.floats(t.bc * t.dv_pad)),
+        lse(a.floats(t.br)),
+        d(a.floats(t.br)),
+        row(a.floats(std::max(t.dq_pad, t.dv_pad))) {}
+};
+
+std::size_t backward_thread_bytes(const detail::Problem& p, const TileShape& t) {
+  Arena measure(nullptr);
+  BackwardTiles tiles(measure, p, t);
+  return measure.used();
+}
+
+// Query rows over the whole batch: D is stored per (head, row).
+std::int64_t query_rows(const detail::Problem& p) { return p.is_varlen() ? p.total_q : p.batch * p.seqlen_q; }
+std::int64_t row_index(const detail::Problem& p, std::int64_t b, std::int64_t seq_row) {
+  return (p.is_varlen() ? 0 : b * p.seqlen_q) + seq_row;
+}
+
+struct BackwardLayout {
+  TileShape t;
+  std::size_t prefix_bytes;  // each of the two varlen prefix arrays (queries, keys)
+  std::size_t d_bytes;
+  std::size_t thread_bytes;
+  int threads;
+
+  explicit BackwardLayout(const detail::Problem& p)
+      : t(TileShape::for_problem(p)),
+        prefix_bytes(TileGrid::prefix_bytes(p)),
+        d_bytes((static_cast<std::size_t>(query_rows(p) * p.heads_q) * sizeof(float) + 63) / 64 * 64),
+        thread_bytes(backward_thread_bytes(p, t)),
+        threads(thread_count(p)) {}
+  std::size_t total() const { return 64 + 2 * prefix_bytes + d_bytes + threads * thread_bytes; }
+};
+
+struct BackwardContext {
+  const detail::BackwardProblem* p;
+  TileShape t;
+  TileGrid q_grid;
+  TileGrid k_grid;
+  float* d_all;  // [heads_q][query_rows]
+  std::size_t thread_bytes;
+};
+
+// P = exp(s - lse) row by row (a row with lse = -inf saw nothing: core::exp_offset keeps it at 0, not NaN), then
+// dP = dO V^T and dS = P * (dP - D) * d(cap)/d(s), left in tiles.s. Shared by both passes.
+template <int VW>
+IOATTN_TILED_INLINE void recompute_ds(const BackwardContext& ctx, const BackwardTiles& x, std::int64_t rows,
+                                      std::int64_t q0, std::int64_t k0, std::int64_t kn, core::TileKind kind,
+                                      const ScoreMods& mods) {
+  using V = Simd<VW>;
+  const detail::BackwardProblem& p = *ctx.p;
+  const TileShape& t = ctx.t;
+  const std::int64_t n_pad = pad_columns(kn);
+  const bool capped = p.softcap > 0.0f;
+  gemm_nn<VW>(rows, n_pad, p.dim_qk, x.q, t.dq_pad, x.kt, t.bc, x.s, t.bc, false);
+  scores_to_logits<VW>(x.s, t.bc, rows, q0, k0, kn, n_pad, kind, mods, capped ? x.cap : nullptr);
+  gemm_nn<VW>(rows, n_pad, p.dim_v, x.dout, t.dv_pad, x.vt, t.bc, x.dp, t.bc, false);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* s = x.s + r * t.bc;
+    const float* dp = x.dp + r * t.bc;
+    const typename V::vf offset = V::splat(core::exp_offset(x.lse[r]));
+    const typename V::vf d = V::splat(x.d[r]);
+    for (std::int64_t c = 0; c < n_pad; c += VW) {
+      const typename V::vf prob = V::exp(V::load(s + c) - offset);
+      V::store(s + c, prob);  // P, kept for dV by pass 2 before it is overwritten below
+      typename V::vf ds = prob * (V::load(dp + c) - d);
+      if (capped) ds *= V::load(x.cap + r * t.bc + c);
+      V::store(x.cap + r * t.bc + c, ds);  // dS goes to cap's storage; P stays in s
+    }
+  }
+}
+
+template <DType D>
+IOATTN_TILED_INLINE void load_query_side(const BackwardContext& ctx, const BackwardTiles& x, std::int64_t b,
+                                         const core::SeqSpan& span, std::int64_t q0, std::int64_t rows,
+                                         std::int64_t h) {
+  const detail::BackwardProblem& p = *ctx.p;
+  load_rows<D>(p.q, b, span.q_offset + q0, h, rows, p.dim_qk, x.q, ctx.t.dq_pad);
+  load_rows<D>(p.dout, b, span.q_offset + q0, h, rows, p.dim_v, x.dout, ctx.t.dv_pad);
+  const float* lse = static_cast<const float*>(p.lse.ptr);
+  const float* d_head = ctx.d_all + h * query_rows(p);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::int64_t row = span.q_offset + q0 + r;
+    x.lse[r] = lse[p.lse.offset(b, row, h)];
+    x.d[r] = d_head[row_index(p, b, row)];
+  }
+}
+
+// D = rowsum(dO * O) for one query tile of one head. Summed in fp32 in the same order and with the same
+// contraction as the dP = dO V^T tile product (a sequential fused multiply-add over the head dim, in a function of
+// the same ISA), so that where P is one-hot (O equals a row of V) dP - D cancels exactly and dS is exactly 0.
+template <int VW, DType D>
+IOATTN_TILED_INLINE void d_item(const BackwardContext& ctx, std::int64_t item, char* thread_ws) {
+  const detail::BackwardProblem& p = *ctx.p;
+  const std::int64_t h = item % p.heads_q;
+  std::int64_t b = 0;
+  std::int64_t tile = 0;
+  ctx.q_grid.locate(item / p.heads_q, b, tile);
+  const core::SeqSpan span = p.span(b);
+  const std::int64_t q0 = tile * ctx.t.br;
+  const std::int64_t rows = std::min(ctx.t.br, span.q_len - q0);
+  Arena arena(thread_ws);
+  const BackwardTiles x(arena, p, ctx.t);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::int64_t row = span.q_offset + q0 + r;
+    load_row<D>(p.out.ptr, p.out.offset(b, row, h), p.dim_v, x.row);
+    load_row<D>(p.dout.ptr, p.dout.offset(b, row, h), p.dim_v, x.dout);
+    // The micro-kernel's update acc += a * b is contracted to one FMA exactly in the AVX2 variant (the baseline ISA
+    // has none): round the same way here.
+    float sum = 0.0f;
+    for (std::int64_t c = 0; c < p.dim_v; ++c) {
+      if constexpr (VW == 8) {
+        sum = std::fma(x.dout[c], x.row[c], sum);
+      } else {
+        const float product = x.dout[c] * x.row[c];
+        sum += product;
+      }
+    }
+    ctx.d_all[h * query_rows(p) + row_index(p, b, row)] = sum;
+  }
+}
+
+// Pass 1: dQ of one query tile of one head.
+template <int VW, DType D>
+IOATTN_TILED_INLINE void dq_item(const BackwardContext& ctx, std::int64_t item, char* thread_ws) {
+  using V = Simd<VW>;
+  const detail::BackwardProblem& p = *ctx.p;
+  const TileShape& t = ctx.t;
+  const std::int64_t h = item % p.heads_q;
+  std::int64_t b = 0;
+  std::int64_t tile = 0;
+  ctx.q_grid.locate(item / p.heads_q, b, tile);
+  const core::SeqSpan span = p.span(b);
+  const std::int64_t q0 = tile * t.br;
+  const std::int64_t rows = std::min(t.br, span.q_len - q0);
+  const std::int64_t h_kv = h / p.group_size();
+  const ScoreMods mods = score_mods(p, b, h, span);
+  Arena arena(thread_ws);
+  const BackwardTiles x(arena, p, t);
+
+  load_query_side<D>(ctx, x, b, span, q0, rows, h);
+  for (std::int64_t e = 0; e < rows * t.dq_pad; ++e) x.acc_a[e] = 0.0f;
+  const std::int64_t k_begin = mods.rule.tile_key_begin(q0);
+  const std::int64_t k_end = mods.rule.tile_key_end(q0 + rows);
+  for (std::int64_t k0 = k_begin; k0 < k_end; k0 += t.bc) {
+    const std::int64_t kn = std::min(t.bc, k_end - k0);
+    const core::TileKind kind = mods.rule.classify(q0, q0 + rows, k0, k0 + kn);
+    if (kind == core::TileKind::skip) continue;
+    load_rows_transposed<D>(p.k, b, span.k_offset + k0, h_kv, kn, p.dim_qk, x.kt, t.bc, x.row);
+    load_rows<D>(p.k, b, span.k_offset + k0, h_kv, kn, p.dim_qk, x.k, t.dq_pad);
+    load_rows_transposed<D>(p.v, b, span.k_offset + k0, h_kv, kn, p.dim_v, x.vt, t.bc, x.row);
+    recompute_ds<VW>(ctx, x, rows, q0, k0, kn, kind, mods);
+    // acc_a[rows][dq_pad] += dS[rows][kn] . k[kn][dq_pad]
+    gemm_nn<VW>(rows, t.dq_pad, kn, x.cap, t.bc, x.k, t.dq_pad, x.acc_a, t.dq_pad, true);
+  }
+  const typename V::vf scale = V::splat(p.scale);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* g = x.acc_a + r * t.dq_pad;
+    for (std::int64_t c = 0; c < t.dq_pad; c += VW) V::store(g + c, V::load(g + c) * scale);
+    store_row<D>(p.dq.ptr, p.dq.offset(b, span.q_offset + q0 + r, h), p.dim_qk, g);
+  }
+}
+
+// The query rows [first, last) of a sequence that see any of keys [k0, k1): both ends of every row's key range
+// grow with the row, so each bound is a binary search over MaskRule.
+void query_range(const core::MaskRule& rule, std::int64_t q_len, std::int64_t k0, std::int64_t k1,
+                 std::int64_t& first, std::int64_t& last) {
+  std::int64_t lo = 0;
+  std::int64_t hi = q_len;
+  while (lo < hi) {  // first row whose key_end passes k0
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    if (rule.key_end(mid) > k0) hi = mid; else lo = mid + 1;
+  }
+  first = lo;
+  hi = q_len;
+  while (lo < hi) {  // first row whose key_begin reaches k1
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    if (rule.key_begin(mid) >= k1) hi = mid; else lo = mid + 1;
+  }
+  last = lo;
+}
+
+// Pass 2: dK and dV of one key tile of one kv head, summed over the heads of its group.
+template <int VW, DType D>
+IOATTN_TILED_INLINE void dkv_item(const BackwardContext& ctx, std::int64_t item, char* thread_ws) {
+  using V = Simd<VW>;
+  const detail::BackwardProblem& p = *ctx.p;
+  const TileShape& t = ctx.t;
+  const std::int64_t h_kv = item % p.heads_kv;
+  std::int64_t b = 0;
+  std::int64_t tile = 0;
+  ctx.k_grid.locate(item / p.heads_kv, b, tile);
+  const core::SeqSpan span = p.span(b);
+  const std::int64_t k0 = tile * t.bc;
+  const std::int64_t kn = std::min(t.bc, span.k_len - k0);
+  Arena arena(thread_ws);
+  const BackwardTiles x(arena, p, t);
+
+  load_rows_transposed<D>(p.k, b, span.k_offset + k0, h_kv, kn, p.dim_qk, x.kt, t.bc, x.row);
+  load_rows_transposed<D>(p.v, b, span.k_offset + k0, h_kv, kn, p.dim_v, x.vt, t.bc, x.row);
+  for (std::int64_t e = 0; e < kn * t.dq_pad; ++e) x.acc_a[e] = 0.0f;
+  for (std::int64_t e = 0; e < kn * t.dv_pad; ++e) x.acc_b[e] = 0.0f;
+
+  for (std::int64_t g = 0; g < p.group_size(); ++g) {
+    const std::int64_t h = h_kv * p.group_size() + g;
+    const ScoreMods mods = score_mods(p, b, h, span);
+    std::int64_t first = 0;
+    std::int64_t last = 0;
+    query_range(mods.rule, span.q_len, k0, k0 + kn, first, last);
+    for (std::int64_t q0 = first; q0 < last; q0 += t.br) {
+      const std::int64_t rows = std::min(t.br, last - q0);
+      const core::TileKind kind = mods.rule.classify(q0, q0 + rows, k0, k0 + kn);
+      if (kind == core::TileKind::skip) continue;
+      load_query_side<D>(ctx, x, b, span, q0, rows, h);
+      recompute_ds<VW>(ctx, x, rows, q0, k0, kn, kind, mods);
+      // acc_b[kn][dv_pad] += P^T[kn][rows] . dout[rows][dv_pad];  acc_a[kn][dq_pad] += dS^T[kn][rows] . q
+      transpose(rows, kn, x.s, t.bc, x.pt, t.br);
+      gemm_nn<VW>(kn, t.dv_pad, rows, x.pt, t.br, x.dout, t.dv_pad, x.acc_b, t.dv_pad, true);
+      transpose(rows, kn, x.cap, t.bc, x.dst, t.br);
+      gemm_nn<VW>(kn, t.dq_pad, rows, x.dst, t.br, x.q, t.dq_pad, x.acc_a, t.dq_pad, true);
+    }
+  }
+  const typename V::vf scale = V::splat(p.scale);
+  for (std::int64_t r = 0; r < kn; ++r) {
+    float* gk = x.acc_a + r * t.dq_pad;
+    for (std::int64_t c = 0; c < t.dq_pad; c += VW) V::store(gk + c, V::load(gk + c) * scale);
+    store_row<D>(p.dk.ptr, p.dk.offset(b, span.k_offset + k0 + r, h_kv), p.dim_qk, gk);
+    store_row<D>(p.dv.ptr, p.dv.offset(b, span.k_offset + k0 + r, h_kv), p.dim_v, x.acc_b + r * t.dv_pad);
+  }
+}
+
+// Each kernel compiled twice (see tiled_simd.hpp); flatten pulls the helpers into the chosen ISA.
+#define IOATTN_TILED_VARIANTS(name)                                                                          \
+  template <DType D>                                                                                         \
+  __attribute__((target("avx2,fma"), flatten)) void name##_avx2(const BackwardContext& c, std::int64_t i,   \
+                                                                 char* w) {                                  \
+    name<8, D>(c, i, w);                                                                                     \
+  }                                                                                                          \
+  template <DType D>                                                                                         \
+  __attribute__((flatten)) void name##_baseline(const BackwardContext& c, std::int64_t i, char* w) {        \
+    name<4, D>(c, i, w);                                                                                     \
+  }
+IOATTN_TILED_VARIANTS(d_item)
+IOATTN_TILED_VARIANTS(dq_item)
+IOATTN_TILED_VARIANTS(dkv_item)
+#undef IOATTN_TILED_VARIANTS
+
+using ItemFn = void (*)(const BackwardContext&, std::int64_t, char*);
+
+void run_items(const BackwardContext& ctx, char* thread_base, int threads, std::int64_t items, ItemFn fn) {
+  // Reverse order: under a causal mask the last tiles carry the most work; results do not depend on the order.
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (std::int64_t n = 0; n < items; ++n) {
+    fn(ctx, items - 1 - n, thread_base + static_cast<std::size_t>(omp_get_thread_num()) * ctx.thread_bytes);
+  }
+}
+
+// dsinks[h] = -sum over the head's rows of exp(sink - lse) * D: the sink takes part in the softmax but carries no
+// value, so its dP is 0 and its dS is -P_sink * D. Summed in fp64, row by row in order.
+void sink_gradients(const detail::BackwardProblem& p, const float* d_all, int threads) {
+  const float* lse = static_cast<const float*>(p.lse.ptr);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (std::int64_t h = 0; h < p.heads_q; ++h) {
+    double sum = 0.0;
+    for (std::int64_t b = 0; b < p.batch; ++b) {
+      const core::SeqSpan span = p.span(b);
+      for (std::int64_t i = 0; i < span.q_len; ++i) {
+        const std::int64_t row = span.q_offset + i;
+        const double l = lse[p.lse.offset(b, row, h)];
+        if (std::isinf(l) && l < 0) continue;
+        sum -= std::exp(static_cast<double>(p.sinks[h]) - l) * d_all[h * query_rows(p) + row_index(p, b, row)];
+      }
+    }
+    p.dsinks[h] = static_cast<float>(sum);
+  }
+}
+
+}  // namespace
+
+std::size_t backward_workspace_bytes(const detail::BackwardProblem& p) { return BackwardLayout(p).total(); }
+
+void backward(const detail::BackwardProblem& p) {
+  const BackwardLayout layout(p);
+  Scratch scratch(p.workspace, layout.total());
+  char* base = scratch.data();
+  auto* q_prefix = reinterpret_cast<std::int64_t*>(base);
+  auto* k_prefix = reinterpret_cast<std::int64_t*>(base + layout.prefix_bytes);
+  float* d_all = reinterpret_cast<float*>(base + 2 * layout.prefix_bytes);
+  char* thread_base = base + 2 * layout.prefix_bytes + layout.d_bytes;
+
+  BackwardContext ctx{&p,
+                      layout.t,
+                      TileGrid::make(p, layout.t.br, true, q_prefix),
+                      TileGrid::make(p, layout.t.bc, false, k_prefix),
+                      d_all,
+                      layout.thread_bytes};
+  const bool avx2 = cpu_has_avx2_fma();
+  const std::int64_t q_items = ctx.q_grid.count * p.heads_q;
+  const std::int64_t k_items = ctx.k_grid.count * p.heads_kv;
+
+  visit_dtype(p.dtype, [&](auto d) {
+    constexpr DType kD = decltype(d)::value;
+    run_items(ctx, thread_base, layout.threads, q_items, avx2 ? &d_item_avx2<kD> : &d_item_baseline<kD>);
+    if (p.sinks != nullptr) sink_gradients(p, d_all, layout.threads);
+    run_items(ctx, thread_base, layout.threads, q_items, avx2 ? &dq_item_avx2<kD> : &dq_item_baseline<kD>);
+    run_items(ctx, thread_base, layout.threads, k_items, avx2 ? &dkv_item_avx2<kD> : &dkv_item_baseline<kD>);
+  });
+}
+
+}  // namespace ioattn::cpu::tiled

@@ -1,0 +1,225 @@
+// ioattn internal: what the tiled CPU forward and backward share: tile sizes, the per-thread workspace, the
+// enumeration of work items over a (dense or varlen) batch, tile loads, and the one place where raw products q.k
+// become masked logits.
+//
+// Memory: the kernels keep fp32 copies of a few tiles per thread (sizes below) and, in the backward, one fp32 per
+// query row and head (D = rowsum(dO * O)). Nothing is ever O(seqlen_q * seqlen_k).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+#include "api/backend.hpp"
+#include "api/problem.hpp"
+#include "cpu/tensor_access.hpp"
+#include "cpu/tiled_simd.hpp"
+#include "ioattn/core/mask.hpp"
+#include "ioattn/core/score_mod.hpp"
+#include "ioattn/core/softmax_state.hpp"
+#include "ioattn/error.hpp"
+
+namespace ioattn::cpu::tiled {
+
+inline constexpr std::int64_t kMaxHeadDim = 512;
+
+// Tile edge lengths for one problem. Query tiles of br rows, key tiles of bc keys; dq_pad / dv_pad are the padded
+// row lengths of the head dims. bc is chosen so that one key tile and one value tile in fp32,
+// bc * (dq_pad + dv_pad) * 4 bytes, take about 64 KiB: they stay in L2 (and mostly L1) while the micro-kernel
+// sweeps the query tile across them.
+struct TileShape {
+  std::int64_t br = 0;
+  std::int64_t bc = 0;
+  std::int64_t dq_pad = 0;
+  std::int64_t dv_pad = 0;
+
+  static TileShape for_problem(const detail::Problem& p) {
+    TileShape t;
+    t.dq_pad = pad_columns(p.dim_qk);
+    t.dv_pad = pad_columns(p.dim_v);
+    const std::int64_t budget_floats = (64 * 1024) / 4;
+    std::int64_t bc = budget_floats / (t.dq_pad + t.dv_pad) / kColumnPad * kColumnPad;
+    t.bc = std::clamp<std::int64_t>(bc, 32, 128);
+    t.br = 96;  // a multiple of the micro-kernel's 6 rows; measured best of 48..192 at head dim 128 (docs/PERF.md)
+    return t;
+  }
+};
+
+// Threads a call uses: params.num_threads when positive, else the OpenMP default. The workspace size depends on it.
+int thread_count(const detail::Problem& p);
+
+// Bump allocator over one thread's slice of the workspace; every block starts on a 64-byte boundary. With a null
+// base it only measures: the kernels size their workspace by carving their tiles from such an arena, so the size
+// and the layout cannot disagree.
+class Arena {
+ public:
+  explicit Arena(void* base) : base_(static_cast<char*>(base)) {}
+  float* floats(std::int64_t n) { return static_cast<float*>(take(static_cast<std::size_t>(n) * sizeof(float))); }
+  void* take(std::size_t bytes) {
+    const std::size_t start = used_;
+    used_ += (bytes + 63) / 64 * 64;
+    return base_ != nullptr ? base_ + start : nullptr;
+  }
+  std::size_t used() const { return used_; }
+
+ private:
+  char* base_;
+  std::size_t used_ = 0;
+};
+
+// The workspace of one call: caller-owned when params.workspace is set, else allocated once here. Aligns the base
+// to 64 bytes (the size functions include the slack for that).
+class Scratch {
+ public:
+  Scratch(const ioattn::Workspace& given, std::size_t bytes);
+  ~Scratch();
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  char* data() const { return aligned_; }
+
+ private:
+  char* owned_ = nullptr;
+  char* aligned_ = nullptr;
+};
+
+// Tiles of `tile` rows over the sequences of a batch, numbered sequence by sequence. For varlen batches the first
+// tile of each sequence comes from a prefix sum kept in the workspace (batch + 1 int64).
+struct TileGrid {
+  std::int64_t tile = 1;
+  std::int64_t batch = 0;
+  std::int64_t dense_tiles = 0;           // tiles per sequence when dense
+  const std::int64_t* prefix = nullptr;   // varlen: first tile of sequence b; prefix[batch] = count
+  std::int64_t count = 0;
+
+  static std::size_t prefix_bytes(const detail::Problem& p) {
+    return p.is_varlen() ? static_cast<std::size_t>(p.batch + 1) * sizeof(std::int64_t) + 64 : 0;
+  }
+  // query_side: tiles over each sequence's queries, else over its keys.
+  static TileGrid make(const detail::Problem& p, std::int64_t tile, bool query_side, std::int64_t* prefix_storage) {
+    TileGrid g;
+    g.tile = tile;
+    g.batch = p.batch;
+    if (!p.is_varlen()) {
+      const std::int64_t len = query_side ? p.seqlen_q : p.seqlen_k;
+      g.dense_tiles = (len + tile - 1) / tile;
+      g.count = g.dense_tiles * p.batch;
+      return g;
+    }
+    prefix_storage[0] = 0;
+    for (std::int64_t b = 0; b < p.batch; ++b) {
+      const core::SeqSpan s = p.span(b);
+      const std::int64_t len = query_side ? s.q_len : s.k_len;
+      prefix_storage[b + 1] = prefix_storage[b] + (len + tile - 1) / tile;
+    }
+    g.prefix = prefix_storage;
+    g.count = prefix_storage[p.batch];
+    return g;
+  }
+  // Sequence and tile-within-sequence of global tile t.
+  void locate(std::int64_t t, std::int64_t& b, std::int64_t& local) const {
+    if (prefix == nullptr) {
+      b = t / dense_tiles;
+      local = t % dense_tiles;
+      return;
+    }
+    b = std::upper_bound(prefix, prefix + batch + 1, t) - prefix - 1;
+    local = t - prefix[b];
+  }
+};
+
+// Everything that turns q.k into the logit of one (sequence, head), as attention.hpp defines it.
+struct ScoreMods {
+  float scale = 1.0f;
+  float softcap = 0.0f;
+  float alibi_slope = 0.0f;
+  bool alibi = false;
+  core::MaskRule rule;
+};
+
+inline ScoreMods score_mods(const detail::Problem& p, std::int64_t b, std::int64_t h, const core::SeqSpan& span) {
+  ScoreMods m;
+  m.scale = p.scale;
+  m.softcap = p.softcap;
+  m.alibi = p.alibi_slopes != nullptr;
+  m.alibi_slope = p.alibi_slope(b, h);
+  m.rule = p.mask_rule(span);
+  return m;
+}
+
+// S[rows x n_pad] holds q.k for queries q0.. and keys k0.. (kn real keys, n_pad >= kn the padded width). Turns it
+// into logits in place; entries the mask hides, and the padding columns, become -inf. `kind` comes from
+// MaskRule::classify: a `full` tile runs no mask code. When `cap_grad` is given (backward with softcap) it receives
+// d(capped)/d(uncapped) per entry.
+template <int VW>
+IOATTN_TILED_INLINE void scores_to_logits(float* S, std::int64_t lds, std::int64_t rows, std::int64_t q0,
+                                          std::int64_t k0, std::int64_t kn, std::int64_t n_pad, core::TileKind kind,
+                                          const ScoreMods& mods, float* cap_grad) {
+  using V = Simd<VW>;
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  const typename V::vf scale = V::splat(mods.scale);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* s = S + r * lds;
+    for (std::int64_t c = 0; c < n_pad; c += VW) V::store(s + c, V::load(s + c) * scale);
+    if (mods.softcap > 0.0f) {
+      // In fp64: the derivative 1 - (capped / softcap)^2 cancels where tanh saturates, and the fp32 capped value
+      // would carry its rounding into it.
+      float* g = cap_grad + r * lds;
+      const double softcap = mods.softcap;
+      for (std::int64_t c = 0; c < kn; ++c) {
+        const double capped = core::apply_softcap(static_cast<double>(s[c]), softcap);
+        s[c] = static_cast<float>(capped);
+        if (cap_grad != nullptr) g[c] = static_cast<float>(core::softcap_grad_from_capped(capped, softcap));
+      }
+      if (cap_grad != nullptr) {
+        for (std::int64_t c = kn; c < n_pad; ++c) g[c] = 0.0f;
+      }
+    }
+    const std::int64_t i = q0 + r;
+    if (mods.alibi) {
+      const std::int64_t diag = mods.rule.diag(i);
+      for (std::int64_t c = 0; c < kn; ++c) s[c] += core::alibi_bias(mods.alibi_slope, k0 + c, diag);
+    }
+    if (kind == core::TileKind::partial) {
+      const std::int64_t begin = std::clamp<std::int64_t>(mods.rule.key_begin(i) - k0, 0, kn);
+      const std::int64_t end = std::clamp<std::int64_t>(mods.rule.key_end(i) - k0, begin, kn);
+      for (std::int64_t c = 0; c < begin; ++c) s[c] = neg_inf;
+      for (std::int64_t c = end; c < kn; ++c) s[c] = neg_inf;
+    }
+    for (std::int64_t c = kn; c < n_pad; ++c) s[c] = neg_inf;
+  }
+}
+
+// dst[r * ld + c] = row (row0 + r) of operand `op` (batch b, head h), widened to fp32, for r < rows, c < dim; the
+// padding columns [dim, ld) are zeroed so they add nothing to any product.
+template <DType D>
+IOATTN_TILED_INLINE void load_rows(const detail::Operand& op, std::int64_t b, std::int64_t row0, std::int64_t h,
+                                   std::int64_t rows, std::int64_t dim, float* dst, std::int64_t ld) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* d = dst + r * ld;
+    load_row<D>(op.ptr, op.offset(b, row0 + r, h), dim, d);
+    for (std::int64_t c = dim; c < ld; ++c) d[c] = 0.0f;
+  }
+}
+
+// dst[c * ld + r] = the same elements turned around (a K^T or V^T tile), columns [rows, ld) zeroed.
+template <DType D>
+IOATTN_TILED_INLINE void load_rows_transposed(const detail::Operand& op, std::int64_t b, std::int64_t row0,
+                                              std::int64_t h, std::int64_t rows, std::int64_t dim, float* dst,
+                                              std::int64_t ld, float* row_scratch) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    load_row<D>(op.ptr, op.offset(b, row0 + r, h), dim, row_scratch);
+    for (std::int64_t c = 0; c < dim; ++c) dst[c * ld + r] = row_scratch[c];
+  }
+  for (std::int64_t c = 0; c < dim; ++c)
+    for (std::int64_t r = rows; r < ld; ++r) dst[c * ld + r] = 0.0f;
+}
+
+// Which implementation of the kernels this CPU runs: AVX2 + FMA (8 lanes) or the x86-64 baseline (4 lanes).
+bool cpu_has_avx2_fma();
+
+// The backward half, defined in tiled_backward.cpp, wired into kTiledBackend by tiled_forward.cpp.
+std::size_t backward_workspace_bytes(const detail::BackwardProblem& p);
+void backward(const detail::BackwardProblem& p);
+
+}  // namespace ioattn::cpu::tiled
