@@ -3,6 +3,8 @@
 // "reference" is left out here (it would be compared with itself); tests/attention/test_reference_fd.cpp checks it.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <set>
 #include <sstream>
@@ -100,7 +102,9 @@ class AttentionTable : public ::testing::TestWithParam<Param> {
   }
 
   void expect_all_within_bound(const Results& got, bool backward) {
+    static const bool verbose = std::getenv("IOATTN_TEST_VERBOSE") != nullptr;
     for (const Comparison& cmp : case_data(*GetParam().kase).compare_all(got, backward)) {
+      if (verbose) std::printf("  %s\n", cmp.describe().c_str());
       EXPECT_TRUE(cmp.ok()) << cmp.describe();
     }
   }

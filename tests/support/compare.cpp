@@ -51,7 +51,7 @@ Comparison compare(const std::string& what, const std::vector<double>& actual, c
       c.worst_ref = r;
     }
   }
-  c.allowance = kAllowanceUlps * eps * c.ref_max;
+  c.allowance = kAllowanceUlps * eps * std::max(c.ref_max, kMagnitudeFloor);
   c.bound = kNaiveFactor * c.naive_err + c.allowance;
   return c;
 }
