@@ -231,7 +231,18 @@ TEST(Validate, OutputsThatOverlapThemselves) {
   Problem p = dense();
   ForwardArgs a = p.forward_args();
   a.out = TensorView::strided(p.out.data(), DType::f32, {2, 5, 4, 6}, {0, 24, 6, 1});
-  expect_forward_rejected(p, a, {}, "out", {"zero stride"});
+  expect_forward_rejected(p, a, {}, "out", {"do not overlap"});
+  // Heads three elements apart while each head is six wide: rows overlap without any zero stride.
+  a.out = TensorView::strided(p.out.data(), DType::f32, {2, 5, 4, 6}, {120, 24, 3, 1});
+  expect_forward_rejected(p, a, {}, "out", {"do not overlap"});
+  a = p.forward_args();
+  a.lse = TensorView::strided(p.lse.data(), DType::f32, {2, 4, 5}, {20, 4, 1});
+  expect_forward_rejected(p, a, {}, "lse", {"do not overlap"});
+  // Permuted and padded outputs are fine: out stored as [batch, heads, seqlen, dim] with room between batches.
+  std::vector<float> roomy(2 * 200);
+  ForwardArgs c = p.forward_args();
+  c.out = TensorView::strided(roomy.data(), DType::f32, {2, 5, 4, 6}, {200, 6, 30, 1});
+  EXPECT_NO_THROW(forward_workspace_bytes(c));
   // Broadcast inputs are fine (k shared over the batch by a zero stride).
   ForwardArgs b = p.forward_args();
   b.k = TensorView::strided(p.k.data(), DType::f32, {2, 7, 2, 8}, {0, 16, 8, 1});
@@ -333,7 +344,7 @@ TEST(Validate, BackwardOperands) {
   expect_backward_rejected(p, b, {}, "out");
   b = p.backward_args();
   b.dq = TensorView::strided(p.dq.data(), DType::f32, {2, 5, 4, 8}, {160, 32, 0, 1});
-  expect_backward_rejected(p, b, {}, "dq", {"zero stride"});
+  expect_backward_rejected(p, b, {}, "dq", {"do not overlap"});
 }
 
 TEST(Validate, VarlenOffsets) {
