@@ -70,9 +70,10 @@ const Backend& select(const Problem& problem, const std::string& impl, bool back
   for (const Backend* b : all_backends()) {
     if (impl != b->name) continue;
     if (b->device != problem.device) {
-      throw Error(ErrorCode::invalid_argument,
-                  "params.impl: expected a backend for tensors on " + device_text(problem.device, problem.device_index) +
-                      " (where q is), got '" + impl + "', which runs on " + to_string(b->device));
+      const std::string where = device_text(problem.device, problem.device_index);
+      throw Error(ErrorCode::invalid_argument, "params.impl: expected a backend for tensors on " + where +
+                                                   " (where q is), got '" + impl + "', which runs on " +
+                                                   to_string(b->device));
     }
     const std::string why = b->unsupported(problem, backward);
     if (!why.empty()) {

@@ -166,10 +166,18 @@ struct Dims {
     if (!varlen) rest.insert(rest.begin(), batch);
     return rest;
   }
-  const char* q_meaning() const { return varlen ? "[total_q, heads_q, head_dim_qk]" : "[batch, seqlen_q, heads_q, head_dim_qk]"; }
-  const char* k_meaning() const { return varlen ? "[total_k, heads_kv, head_dim_qk]" : "[batch, seqlen_k, heads_kv, head_dim_qk]"; }
-  const char* v_meaning() const { return varlen ? "[total_k, heads_kv, head_dim_v]" : "[batch, seqlen_k, heads_kv, head_dim_v]"; }
-  const char* out_meaning() const { return varlen ? "[total_q, heads_q, head_dim_v]" : "[batch, seqlen_q, heads_q, head_dim_v]"; }
+  const char* q_meaning() const {
+    return varlen ? "[total_q, heads_q, head_dim_qk]" : "[batch, seqlen_q, heads_q, head_dim_qk]";
+  }
+  const char* k_meaning() const {
+    return varlen ? "[total_k, heads_kv, head_dim_qk]" : "[batch, seqlen_k, heads_kv, head_dim_qk]";
+  }
+  const char* v_meaning() const {
+    return varlen ? "[total_k, heads_kv, head_dim_v]" : "[batch, seqlen_k, heads_kv, head_dim_v]";
+  }
+  const char* out_meaning() const {
+    return varlen ? "[total_q, heads_q, head_dim_v]" : "[batch, seqlen_q, heads_q, head_dim_v]";
+  }
   const char* lse_meaning() const { return varlen ? "[heads_q, total_q]" : "[batch, heads_q, seqlen_q]"; }
 };
 
@@ -251,7 +259,9 @@ std::int64_t check_offsets(const TensorView& cu, const std::string& name, const 
   check_dtype(cu, name, DType::i32, " (cumulative sequence offsets)");
   if (cu.rank != 1 || extent(cu, 0) < 1) fail(name, "int32 [batch + 1] (rank 1, at least one element)", cu.describe());
   check_device(cu, name, q);
-  if (max_seqlen < 0) fail(max_name, "0 (read off the offsets) or a positive maximum length", std::to_string(max_seqlen));
+  if (max_seqlen < 0) {
+    fail(max_name, "0 (read off the offsets) or a positive maximum length", std::to_string(max_seqlen));
+  }
   if (cu.device != Device::cpu) {
     // Device-resident offsets: their contents are the backend's to check (see validate.hpp).
     return max_seqlen > 0 ? max_seqlen : rows;

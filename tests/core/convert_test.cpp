@@ -131,7 +131,8 @@ TEST(Convert, ExactMidpointsRoundToEven) {
       ASSERT_EQ(f.encode(-x), static_cast<std::uint16_t>(0x8000u | even)) << f.name << " -midpoint " << i;
       // Just off the midpoint, the nearer neighbour wins whatever its parity.
       ASSERT_EQ(f.encode(std::nextafter(x, 0.0f)), static_cast<std::uint16_t>(i)) << f.name << " below mid " << i;
-      ASSERT_EQ(f.encode(std::nextafter(x, std::numeric_limits<float>::infinity())), static_cast<std::uint16_t>(i + 1)) << f.name << " above " << i;
+      const float above = std::nextafter(x, std::numeric_limits<float>::infinity());
+      ASSERT_EQ(f.encode(above), static_cast<std::uint16_t>(i + 1)) << f.name << " above mid " << i;
     }
   }
 }
