@@ -139,6 +139,37 @@ TEST(Dispatch, VarlenWithEmptySequencesEqualsPerSequenceDenseCalls) {
   }
 }
 
+TEST(Dispatch, CallerWorkspaceIsCheckedAndUsed) {
+  int checked = 0;
+  for (const char* impl : {"reference", "tiled"}) {
+    Problem p(2, 33, 47, 4, 2, 16, 16);
+    AttentionParams params;
+    params.impl = impl;
+    const std::size_t fwd = forward_workspace_bytes(p.forward_args(), params);
+    const std::size_t bwd = backward_workspace_bytes(p.backward_args(), params);
+    if (fwd == 0 || bwd == 0) continue;  // this backend needs no scratch: nothing to check
+    ++checked;
+    std::vector<unsigned char> scratch(std::max(fwd, bwd));
+    params.workspace = {scratch.data(), fwd - 1};
+    expect_rejected(p, [&] { attention_forward(p.forward_args(), params); }, "params.workspace",
+                    {"at least " + std::to_string(fwd) + " bytes", "got " + std::to_string(fwd - 1)});
+    params.workspace = {scratch.data(), bwd - 1};
+    expect_rejected(p, [&] { attention_backward(p.backward_args(), params); }, "params.workspace",
+                    {"at least " + std::to_string(bwd) + " bytes"});
+    // Exactly the size asked for is enough, and gives the result of a self-allocating call.
+    Problem self(2, 33, 47, 4, 2, 16, 16);
+    AttentionParams own;
+    own.impl = impl;
+    attention_forward(self.forward_args(), own);
+    params.workspace = {scratch.data(), fwd};
+    ASSERT_NO_THROW(attention_forward(p.forward_args(), params)) << impl;
+    EXPECT_EQ(p.out, self.out) << impl;
+    params.workspace = {scratch.data(), bwd};
+    ASSERT_NO_THROW(attention_backward(p.backward_args(), params)) << impl;
+  }
+  if (checked == 0) GTEST_SKIP() << "no CPU backend in this build asks for workspace";
+}
+
 TEST(Dispatch, BackendListsAndDefaults) {
   const std::string list = backends();
   EXPECT_TRUE(listed(list, "reference")) << list;
