@@ -1,0 +1,5 @@
+# GPU-only tests of the cuda backward (src/cuda/sm80/backward*): they skip, saying so, without a GPU.
+if(IOATTN_CUDA AND TARGET ioattn_attention_support)
+  ioattn_add_test(test_cuda_backward ${CMAKE_CURRENT_SOURCE_DIR}/cuda/backward_test.cpp LABELS cuda TIMEOUT 600)
+  target_link_libraries(test_cuda_backward PRIVATE ioattn_attention_support)
+endif()
