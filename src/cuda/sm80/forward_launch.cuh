@@ -57,6 +57,8 @@ inline ForwardParams make_forward_params(const Problem& p, int block_m) {
   fp.lse_head_stride = p.lse.head_stride;
   fp.cu_seqlens_q = p.cu_seqlens_q;
   fp.cu_seqlens_k = p.cu_seqlens_k;
+  fp.total_q = p.total_q;
+  fp.total_k = p.total_k;
   fp.seqlen_q = static_cast<int>(p.seqlen_q);
   fp.seqlen_k = static_cast<int>(p.seqlen_k);
   fp.group_size = static_cast<int>(p.group_size());

@@ -21,6 +21,7 @@ struct ForwardParams {
 
   const std::int32_t* cu_seqlens_q;  // device, [batch + 1]; null for dense
   const std::int32_t* cu_seqlens_k;
+  std::int64_t total_q, total_k;  // varlen: rows of the packed tensors
   int seqlen_q;  // dense: every sequence's; varlen: the max (sizes the grid)
   int seqlen_k;
   int group_size;  // query heads per kv head

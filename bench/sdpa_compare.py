@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""ioattn's cuda backend against PyTorch SDPA (flash and cuDNN backends), in one run on one GPU.
+
+Grid (docs/PERF.md): 16k total tokens, hidden 2048 (heads = 2048 / D), D in 64/128/256, seqlen 512..16k, causal and
+not, bf16, forward and backward. ioattn is called through its C ABI (include/ioattn/ioattn.h) with ctypes, on
+PyTorch's current CUDA stream, on the same tensors. Times are CUDA-event medians after warm-up; TFLOP/s count
+4*B*H*S*S*D for the forward (halved when causal) and 2.5 times that for the backward. Outputs are checked: ioattn's
+out (and gradients) against flash's, with the flash-vs-cuDNN difference as the yardstick of what two correct
+kernels disagree by.
+
+Usage: python3 bench/sdpa_compare.py --lib build/libioattn.so [--json out.json] [--dims 64,128,256]
+       [--seqlens 512,1024,...] [--no-backward] [--warmup 5] [--repeat 20]
+"""
+import argparse
+import ctypes
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+MAX_RANK = 4
+DTYPE_BF16, DTYPE_F32 = 2, 0
+DEVICE_CUDA = 1
+
+
+class Tensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("dtype", ctypes.c_int32), ("device", ctypes.c_int32),
+                ("device_index", ctypes.c_int32), ("rank", ctypes.c_int32),
+                ("shape", ctypes.c_int64 * MAX_RANK), ("stride", ctypes.c_int64 * MAX_RANK)]
+
+
+class Mask(ctypes.Structure):
+    _fields_ = [("window_left", ctypes.c_int64), ("window_right", ctypes.c_int64), ("alignment", ctypes.c_int32)]
+
+
+class Params(ctypes.Structure):
+    _fields_ = [("softmax_scale", ctypes.c_float), ("softcap", ctypes.c_float), ("mask", Mask),
+                ("alibi_slopes", Tensor), ("sinks", Tensor), ("deterministic", ctypes.c_int32),
+                ("num_threads", ctypes.c_int32), ("impl", ctypes.c_char_p), ("stream", ctypes.c_void_p),
+                ("workspace", ctypes.c_void_p), ("workspace_bytes", ctypes.c_size_t)]
+
+
+class ForwardArgs(ctypes.Structure):
+    _fields_ = [("q", Tensor), ("k", Tensor), ("v", Tensor), ("out", Tensor), ("lse", Tensor),
+                ("varlen", ctypes.c_void_p)]
+
+
+class BackwardArgs(ctypes.Structure):
+    _fields_ = [("q", Tensor), ("k", Tensor), ("v", Tensor), ("out", Tensor), ("dout", Tensor), ("lse", Tensor),
+                ("dq", Tensor), ("dk", Tensor), ("dv", Tensor), ("dsinks", Tensor), ("varlen", ctypes.c_void_p)]
+
+
+def view(t):
+    """An ioattn_tensor over a torch CUDA tensor (shape and strides in elements)."""
+    v = Tensor()
+    v.data = t.data_ptr()
+    v.dtype = {torch.bfloat16: DTYPE_BF16, torch.float32: DTYPE_F32}[t.dtype]
+    v.device = DEVICE_CUDA
+    v.device_index = t.device.index or 0
+    v.rank = t.dim()
+    for i in range(t.dim()):
+        v.shape[i] = t.shape[i]
+        v.stride[i] = t.stride(i)
+    return v
+
+
+class IoAttn:
+    def __init__(self, path):
+        self.lib = ctypes.CDLL(path)
+        self.lib.ioattn_forward.restype = ctypes.c_int
+        self.lib.ioattn_backward.restype = ctypes.c_int
+        self.lib.ioattn_last_error.restype = ctypes.c_char_p
+        self.lib.ioattn_backends.restype = ctypes.c_char_p
+        self.lib.ioattn_version.restype = ctypes.c_char_p
+
+    def params(self, causal):
+        p = Params()
+        self.lib.ioattn_params_init(ctypes.byref(p))
+        p.impl = b"cuda"
+        if causal:
+            p.mask.window_left, p.mask.window_right = -1, 0
+        p.stream = torch.cuda.current_stream().cuda_stream
+        return p
+
+    def check(self, status, what):
+        if status != 0:
+            raise RuntimeError(f"ioattn {what}: {self.lib.ioattn_last_error().decode()}")
+
+    def forward_fn(self, q, k, v, out, lse, causal):
+        args = ForwardArgs(view(q), view(k), view(v), view(out), view(lse), None)
+        params = self.params(causal)
+        fwd, a, p = self.lib.ioattn_forward, ctypes.byref(args), ctypes.byref(params)
+        return lambda: self.check(fwd(a, p), "forward")
+
+    def backward_fn(self, q, k, v, out, dout, lse, dq, dk, dv, causal):
+        args = BackwardArgs(view(q), view(k), view(v), view(out), view(dout), view(lse), view(dq), view(dk),
+                            view(dv), Tensor(), None)
+        params = self.params(causal)
+        bwd, a, p = self.lib.ioattn_backward, ctypes.byref(args), ctypes.byref(params)
+        return lambda: self.check(bwd(a, p), "backward")
+
+
+def time_ms(fn, warmup, repeat):
+    """Median of `repeat` CUDA-event timings, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeat)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeat)]
+    for s, e in zip(starts, ends):
+        s.record()
+        fn()
+        e.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+
+
+def sdpa(backend, q, k, v, causal):
+    """q, k, v: [B, S, H, D]; SDPA wants [B, H, S, D] (a transposed view, no copy)."""
+    with sdpa_kernel(backend):
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal)
+    return o.transpose(1, 2)
+
+
+def max_diff(a, b):
+    return (a.float() - b.float()).abs().max().item()
+
+
+def environment():
+    env = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
+           "cudnn": torch.backends.cudnn.version(), "date": time.strftime("%Y-%m-%d", time.gmtime())}
+    try:
+        env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                       capture_output=True, text=True, check=True).stdout.strip().splitlines()[0]
+    except Exception:  # noqa: BLE001 - the table says "unknown" rather than fail
+        env["driver"] = "unknown"
+    return env
+
+
+def run_point(lib, dim, seqlen, causal, args):
+    total_tokens, hidden = 16384, 2048
+    batch, heads = total_tokens // seqlen, hidden // dim
+    gen = torch.Generator(device="cuda").manual_seed(seqlen * 1000 + dim + int(causal))
+    shape = (batch, seqlen, heads, dim)
+    q, k, v, dout = (torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in range(4))
+    out = torch.full(shape, float("nan"), device="cuda", dtype=torch.bfloat16)
+    lse = torch.full((batch, heads, seqlen), float("nan"), device="cuda", dtype=torch.float32)
+    flops_fwd = 4.0 * batch * heads * seqlen * seqlen * dim * (0.5 if causal else 1.0)
+    row = {"dim": dim, "seqlen": seqlen, "batch": batch, "heads": heads, "causal": causal}
+
+    fwd = lib.forward_fn(q, k, v, out, lse, causal)
+    fwd()
+    torch.cuda.synchronize()
+    o_flash = sdpa(SDPBackend.FLASH_ATTENTION, q, k, v, causal)
+    o_cudnn = sdpa(SDPBackend.CUDNN_ATTENTION, q, k, v, causal)
+    row["fwd_err_vs_flash"] = max_diff(out, o_flash)
+    row["fwd_flash_vs_cudnn"] = max_diff(o_flash, o_cudnn)
+    row["fwd_nonfinite"] = int((~torch.isfinite(out)).sum().item())
+    # Two correct bf16 kernels differ by a few bf16 ulps of |out| <= max|v|; allow 2x what flash and cuDNN differ by.
+    row["fwd_ok"] = row["fwd_nonfinite"] == 0 and row["fwd_err_vs_flash"] <= max(2 * row["fwd_flash_vs_cudnn"], 2e-2)
+
+    for name, fn in (("ioattn", fwd), ("flash", lambda: sdpa(SDPBackend.FLASH_ATTENTION, q, k, v, causal)),
+                     ("cudnn", lambda: sdpa(SDPBackend.CUDNN_ATTENTION, q, k, v, causal))):
+        ms = time_ms(fn, args.warmup, args.repeat)
+        row[f"fwd_{name}_ms"] = ms
+        row[f"fwd_{name}_tflops"] = flops_fwd / ms / 1e9
+
+    if args.backward:
+        flops_bwd = 2.5 * flops_fwd
+        dq, dk, dv = (torch.full_like(t, float("nan")) for t in (q, k, v))
+        try:
+            bwd = lib.backward_fn(q, k, v, out, dout, lse, dq, dk, dv, causal)
+            bwd()
+            torch.cuda.synchronize()
+            row["bwd_ioattn_ms"] = time_ms(bwd, args.warmup, args.repeat)
+            row["bwd_ioattn_tflops"] = flops_bwd / row["bwd_ioattn_ms"] / 1e9
+        except RuntimeError as e:
+            row["bwd_ioattn_error"] = str(e)
+        for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+            qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
+            o = sdpa(backend, qg, kg, vg, causal)
+            grads = torch.autograd.grad(o, (qg, kg, vg), dout, retain_graph=True)
+            if name == "flash" and "bwd_ioattn_ms" in row:
+                row["bwd_err_vs_flash"] = max(max_diff(a, b) for a, b in zip((dq, dk, dv), grads))
+            if name == "cudnn" and "bwd_err_vs_flash" in row:
+                row["bwd_flash_vs_cudnn"] = max(max_diff(a, b) for a, b in zip(flash_grads, grads))
+                row["bwd_ok"] = row["bwd_err_vs_flash"] <= max(2 * row["bwd_flash_vs_cudnn"], 5e-2)
+            flash_grads = grads
+            ms = time_ms(lambda: torch.autograd.grad(o, (qg, kg, vg), dout, retain_graph=True), args.warmup,
+                         args.repeat)
+            row[f"bwd_{name}_ms"] = ms
+            row[f"bwd_{name}_tflops"] = flops_bwd / ms / 1e9
+    return row
+
+
+def fmt(x, spec=".0f"):
+    return "-" if x is None else format(x, spec)
+
+
+def print_table(rows, env):
+    print(f"\n{env['date']}  {env['gpu']}  driver {env['driver']}  torch {env['torch']}  CUDA {env['cuda']}  "
+          f"cuDNN {env['cudnn']}  bf16, TFLOP/s (CUDA-event medians)\n")
+    head = ("| D | seqlen | causal | fwd ioattn | fwd flash | fwd cuDNN | /flash | /cuDNN | out ok |"
+            " bwd ioattn | bwd flash | bwd cuDNN | /flash | /cuDNN | grads ok |")
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for r in rows:
+        fi, ff, fc = r["fwd_ioattn_tflops"], r["fwd_flash_tflops"], r["fwd_cudnn_tflops"]
+        bi, bf, bc = r.get("bwd_ioattn_tflops"), r.get("bwd_flash_tflops"), r.get("bwd_cudnn_tflops")
+        print(f"| {r['dim']} | {r['seqlen']} | {'yes' if r['causal'] else 'no'} | {fmt(fi)} | {fmt(ff)} | {fmt(fc)} | "
+              f"{fi / ff:.2f} | {fi / fc:.2f} | {'yes' if r['fwd_ok'] else 'NO'} | {fmt(bi)} | {fmt(bf)} | {fmt(bc)} | "
+              f"{fmt(bi / bf if bi else None, '.2f')} | {fmt(bi / bc if bi else None, '.2f')} | "
+              f"{ {True: 'yes', False: 'NO', None: '-'}[r.get('bwd_ok')] } |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lib", required=True, help="path to libioattn.so (built with CUDA)")
+    ap.add_argument("--json", help="write every measured row here")
+    ap.add_argument("--dims", default="64,128,256")
+    ap.add_argument("--seqlens", default="512,1024,2048,4096,8192,16384")
+    ap.add_argument("--no-backward", dest="backward", action="store_false")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=20)
+    args = ap.parse_args()
+
+    lib = IoAttn(args.lib)
+    env = environment()
+    env["ioattn"] = lib.lib.ioattn_version().decode()
+    print(f"ioattn {env['ioattn']} backends: {lib.lib.ioattn_backends().decode()}", flush=True)
+    rows = []
+    for dim in (int(d) for d in args.dims.split(",")):
+        for seqlen in (int(s) for s in args.seqlens.split(",")):
+            for causal in (False, True):
+                try:
+                    row = run_point(lib, dim, seqlen, causal, args)
+                except Exception as e:  # noqa: BLE001 - one failing point must not hide the rest of the grid
+                    print(f"D={dim} S={seqlen} causal={causal}: FAILED: {e}", flush=True)
+                    continue
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                torch.cuda.empty_cache()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"env": env, "rows": rows}, f, indent=1)
+    print_table(rows, env)
+    bad = [r for r in rows if not r["fwd_ok"] or r.get("bwd_ok") is False]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
