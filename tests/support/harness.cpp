@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <numeric>
+#include <stdexcept>
 
 #include "api/validate.hpp"
 #include "cpu/reference.hpp"
@@ -35,28 +36,36 @@ CaseData::CaseData(const Case& c) : case_(c) {
 
   const detail::Problem& p = problem_;
   const cpu::ref::Canonical canon(p);
-  const auto q = cpu::ref::gather(p, p.q, c.dtype, true, c.heads_q, c.dim_qk);
-  const auto k = cpu::ref::gather(p, p.k, c.dtype, false, c.heads_kv, c.dim_qk);
-  const auto v = cpu::ref::gather(p, p.v, c.dtype, false, c.heads_kv, c.dim_v);
-  const auto dout = cpu::ref::gather(p, problem_.dout, c.dtype, true, c.heads_q, c.dim_v);
+  q64_ = cpu::ref::gather(p, p.q, c.dtype, true, c.heads_q, c.dim_qk);
+  k64_ = cpu::ref::gather(p, p.k, c.dtype, false, c.heads_kv, c.dim_qk);
+  v64_ = cpu::ref::gather(p, p.v, c.dtype, false, c.heads_kv, c.dim_v);
   for (Results* r : {&ref_, &naive_}) {
     r->out.resize(static_cast<std::size_t>(canon.tokens_q * c.heads_q * c.dim_v));
     r->lse.resize(static_cast<std::size_t>(canon.tokens_q * c.heads_q));
-    if (!c.backward) continue;
-    r->dq.resize(q.size());
-    r->dk.resize(k.size());
-    r->dv.resize(v.size());
+  }
+  cpu::ref::forward_f64(p, q64_.data(), k64_.data(), v64_.data(), ref_.out.data(), ref_.lse.data());
+  cpu::naive::forward(p, c.dtype, q64_.data(), k64_.data(), v64_.data(), naive_.out.data(), naive_.lse.data());
+}
+
+// The backward yardsticks cost twice the forward ones: computed on first need only (forward-only tests, and a
+// process that ctest starts for one forward test, never pay for them).
+void CaseData::ensure_backward_yardsticks() {
+  if (have_backward_) return;
+  const Case& c = case_;
+  const detail::Problem& p = problem_;
+  const auto dout = cpu::ref::gather(p, problem_.dout, c.dtype, true, c.heads_q, c.dim_v);
+  for (Results* r : {&ref_, &naive_}) {
+    r->dq.resize(q64_.size());
+    r->dk.resize(k64_.size());
+    r->dv.resize(v64_.size());
     r->dsinks.resize(c.sinks ? static_cast<std::size_t>(c.heads_q) : 0);
   }
-  cpu::ref::forward_f64(p, q.data(), k.data(), v.data(), ref_.out.data(), ref_.lse.data());
-  cpu::naive::forward(p, c.dtype, q.data(), k.data(), v.data(), naive_.out.data(), naive_.lse.data());
-  if (c.backward) {
-    // The oracle's gradient is the exact one: from the fp64 out and lse, not from anything rounded.
-    cpu::ref::backward_f64(p, q.data(), k.data(), v.data(), ref_.out.data(), ref_.lse.data(), dout.data(),
-                           ref_.dq.data(), ref_.dk.data(), ref_.dv.data(), ref_.dsinks.data());
-    cpu::naive::backward(p, c.dtype, q.data(), k.data(), v.data(), dout.data(), naive_.dq.data(), naive_.dk.data(),
-                         naive_.dv.data(), naive_.dsinks.data());
-  }
+  // The oracle's gradient is the exact one: from the fp64 out and lse, not from anything rounded.
+  cpu::ref::backward_f64(p, q64_.data(), k64_.data(), v64_.data(), ref_.out.data(), ref_.lse.data(), dout.data(),
+                         ref_.dq.data(), ref_.dk.data(), ref_.dv.data(), ref_.dsinks.data());
+  cpu::naive::backward(p, c.dtype, q64_.data(), k64_.data(), v64_.data(), dout.data(), naive_.dq.data(),
+                       naive_.dk.data(), naive_.dv.data(), naive_.dsinks.data());
+  have_backward_ = true;
 }
 
 void CaseData::allocate() {
@@ -176,6 +185,7 @@ AttentionParams CaseData::params(const std::string& impl) const {
 }
 
 Results CaseData::run(const std::string& impl, Device device, bool backward) {
+  if (backward) ensure_backward_yardsticks();
   for (HostBuffer* b : {&out_, &lse_, &dq_, &dk_, &dv_, &dsinks_}) b->poison();
   ForwardArgs fa = forward_args();
   BackwardArgs ba = backward_args();
@@ -241,6 +251,7 @@ Results CaseData::gather_outputs(bool backward) const {
 }
 
 std::vector<Comparison> CaseData::compare_all(const Results& got, bool backward) const {
+  if (backward && !have_backward_) throw std::logic_error("CaseData::compare_all: run(..., backward = true) first");
   const double eps = dtype_eps(case_.dtype), eps32 = dtype_eps(DType::f32);
   std::vector<Comparison> all;
   all.push_back(compare("out", got.out, ref_.out, naive_.out, eps));

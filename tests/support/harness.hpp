@@ -29,6 +29,7 @@ class CaseData {
   CaseData& operator=(const CaseData&) = delete;
 
   const Case& kase() const { return case_; }
+  // The yardsticks: forward parts always, gradients once a backward run has asked for them.
   const Results& ref() const { return ref_; }
   const Results& naive() const { return naive_; }
   // The validated problem over the host buffers (every pointer is host memory).
@@ -50,6 +51,7 @@ class CaseData {
  private:
   void allocate();
   void draw_inputs();
+  void ensure_backward_yardsticks();
   Results gather_outputs(bool backward) const;
 
   Case case_;
@@ -57,7 +59,9 @@ class CaseData {
   HostBuffer qkv_, q_, k_, v_, out_, lse_, dout_, dq_, dk_, dv_, alibi_, sinks_, dsinks_, cu_q_, cu_k_;
   TensorView vq_, vk_, vv_, vout_, vlse_, vdout_, vdq_, vdk_, vdv_, valibi_, vsinks_, vdsinks_, vcu_q_, vcu_k_;
   detail::BackwardProblem problem_;
+  std::vector<double> q64_, k64_, v64_;  // the inputs, canonical
   Results ref_, naive_;
+  bool have_backward_ = false;
 };
 
 }  // namespace ioattn::test
