@@ -143,10 +143,10 @@ IOATTN_TILED_INLINE void load_query_side(const BackwardContext& ctx, const Backw
 template <int VW, DType D>
 IOATTN_TILED_INLINE void d_item(const BackwardContext& ctx, std::int64_t item, char* thread_ws) {
   const detail::BackwardProblem& p = *ctx.p;
-  const std::int64_t h = item % p.heads_q;
-  std::int64_t b = 0;
-  std::int64_t tile = 0;
-  ctx.q_grid.locate(item / p.heads_q, b, tile);
+  const ItemCoords at = query_item(ctx.q_grid, p, item);
+  const std::int64_t b = at.b;
+  const std::int64_t h = at.h;
+  const std::int64_t tile = at.tile;
   const core::SeqSpan span = p.span(b);
   const std::int64_t q0 = tile * ctx.t.br;
   const std::int64_t rows = std::min(ctx.t.br, span.q_len - q0);
@@ -177,10 +177,10 @@ IOATTN_TILED_INLINE void dq_item(const BackwardContext& ctx, std::int64_t item, 
   using V = Simd<VW>;
   const detail::BackwardProblem& p = *ctx.p;
   const TileShape& t = ctx.t;
-  const std::int64_t h = item % p.heads_q;
-  std::int64_t b = 0;
-  std::int64_t tile = 0;
-  ctx.q_grid.locate(item / p.heads_q, b, tile);
+  const ItemCoords at = query_item(ctx.q_grid, p, item);
+  const std::int64_t b = at.b;
+  const std::int64_t h = at.h;
+  const std::int64_t tile = at.tile;
   const core::SeqSpan span = p.span(b);
   const std::int64_t q0 = tile * t.br;
   const std::int64_t rows = std::min(t.br, span.q_len - q0);
@@ -237,10 +237,10 @@ IOATTN_TILED_INLINE void dkv_item(const BackwardContext& ctx, std::int64_t item,
   using V = Simd<VW>;
   const detail::BackwardProblem& p = *ctx.p;
   const TileShape& t = ctx.t;
-  const std::int64_t h_kv = item % p.heads_kv;
-  std::int64_t b = 0;
-  std::int64_t tile = 0;
-  ctx.k_grid.locate(item / p.heads_kv, b, tile);
+  const ItemCoords at = key_item(ctx.k_grid, item);
+  const std::int64_t b = at.b;
+  const std::int64_t h_kv = at.h;
+  const std::int64_t tile = at.tile;
   const core::SeqSpan span = p.span(b);
   const std::int64_t k0 = tile * t.bc;
   const std::int64_t kn = std::min(t.bc, span.k_len - k0);

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -25,9 +26,12 @@ namespace ioattn::cpu::tiled {
 inline constexpr std::int64_t kMaxHeadDim = 512;
 
 // Tile edge lengths for one problem. Query tiles of br rows, key tiles of bc keys; dq_pad / dv_pad are the padded
-// row lengths of the head dims. bc is chosen so that one key tile and one value tile in fp32,
-// bc * (dq_pad + dv_pad) * 4 bytes, take about 64 KiB: they stay in L2 (and mostly L1) while the micro-kernel
-// sweeps the query tile across them.
+// row lengths of the head dims.
+//   bc: one key tile and one value tile in fp32, bc * (dq_pad + dv_pad) * 4 bytes, take about 64 KiB, so the
+//       micro-kernel's column panels of them stay in L1 while it sweeps down the query tile.
+//   br: the query tile, its output accumulator and its score tile, br * (dq_pad + dv_pad + bc) * 4 bytes, take
+//       about 320 KiB (L2). A taller query tile reads each K/V row from memory fewer times (every query tile streams
+//       the whole K and V of its head); measured on the machine of docs/PERF.md, 96 -> 256 rows gave about 10%.
 struct TileShape {
   std::int64_t br = 0;
   std::int64_t bc = 0;
@@ -38,10 +42,13 @@ struct TileShape {
     TileShape t;
     t.dq_pad = pad_columns(p.dim_qk);
     t.dv_pad = pad_columns(p.dim_v);
-    const std::int64_t budget_floats = (64 * 1024) / 4;
-    std::int64_t bc = budget_floats / (t.dq_pad + t.dv_pad) / kColumnPad * kColumnPad;
-    t.bc = std::clamp<std::int64_t>(bc, 32, 128);
-    t.br = 96;  // a multiple of the micro-kernel's 6 rows; measured best of 48..192 at head dim 128 (docs/PERF.md)
+    const std::int64_t kv_budget_floats = (64 * 1024) / 4;
+    t.bc = std::clamp<std::int64_t>(kv_budget_floats / (t.dq_pad + t.dv_pad) / kColumnPad * kColumnPad, 32, 128);
+    if (const char* e = std::getenv("TUNE_BC")) t.bc = std::atoi(e);
+    const std::int64_t q_budget_floats = (320 * 1024) / 4;
+    const std::int64_t rows = q_budget_floats / (t.dq_pad + t.dv_pad + t.bc);
+    t.br = std::clamp<std::int64_t>(rows / 24 * 24, 48, 384);  // whole micro-kernel blocks of 6 rows
+    if (const char* e = std::getenv("TUNE_BR")) t.br = std::atoi(e);
     return t;
   }
 };
@@ -127,6 +134,30 @@ struct TileGrid {
     local = t - prefix[b];
   }
 };
+
+// Where work item n lies. Items nest as (kv head, tile, query head within the group), so that consecutive items,
+// which the threads pick up at about the same time, read the same K and V rows and find them in cache.
+struct ItemCoords {
+  std::int64_t b = 0;
+  std::int64_t tile = 0;  // within sequence b
+  std::int64_t h = 0;     // query head (query items) or kv head (key items)
+};
+
+inline ItemCoords query_item(const TileGrid& grid, const detail::Problem& p, std::int64_t item) {
+  const std::int64_t group = p.group_size();
+  const std::int64_t rest = item / group;
+  ItemCoords c;
+  grid.locate(rest % grid.count, c.b, c.tile);
+  c.h = rest / grid.count * group + item % group;
+  return c;
+}
+
+inline ItemCoords key_item(const TileGrid& grid, std::int64_t item) {
+  ItemCoords c;
+  grid.locate(item % grid.count, c.b, c.tile);
+  c.h = item / grid.count;
+  return c;
+}
 
 // Everything that turns q.k into the logit of one (sequence, head), as attention.hpp defines it.
 struct ScoreMods {

@@ -21,6 +21,9 @@ bool cpu_has_avx2_fma() {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   }();
+  // IOATTN_TILED_ISA=baseline forces the 4-lane variant, so that the tests check it on AVX2 machines too.
+  const char* forced = std::getenv("IOATTN_TILED_ISA");
+  if (forced != nullptr && std::string(forced) == "baseline") return false;
   return has;
 }
 
@@ -86,10 +89,10 @@ IOATTN_TILED_INLINE void forward_item(const ForwardContext& ctx, std::int64_t it
   using V = Simd<VW>;
   const detail::Problem& p = *ctx.p;
   const TileShape& t = ctx.t;
-  const std::int64_t h = item % p.heads_q;
-  std::int64_t b = 0;
-  std::int64_t q_tile_index = 0;
-  ctx.grid.locate(item / p.heads_q, b, q_tile_index);
+  const ItemCoords at = query_item(ctx.grid, p, item);
+  const std::int64_t b = at.b;
+  const std::int64_t h = at.h;
+  const std::int64_t q_tile_index = at.tile;
   const core::SeqSpan span = p.span(b);
   const std::int64_t q0 = q_tile_index * t.br;
   const std::int64_t rows = std::min(t.br, span.q_len - q0);
