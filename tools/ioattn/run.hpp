@@ -41,7 +41,7 @@ struct PhaseResult {
   double flops = 0.0;
   double tflops = 0.0;                // flops / median time
   std::size_t workspace_bytes = 0;    // what the backend asked for; the tool allocates and passes it
-  std::int64_t measured_bytes = 0;    // MemoryProbe over the first run, beyond inputs, outputs and workspace
+  std::int64_t measured_bytes = 0;    // MemoryProbe over the first timed run, beyond tensors and workspace
   std::int64_t peak_extra_bytes() const { return static_cast<std::int64_t>(workspace_bytes) + measured_bytes; }
 };
 

@@ -32,7 +32,7 @@ class MemoryProbe {
 struct TimedRuns {
   std::vector<double> ms;  // the timed runs, in order
   double median_ms = 0.0;
-  std::int64_t extra_bytes = 0;  // MemoryProbe over the first run (a warmup one when there is any)
+  std::int64_t extra_bytes = 0;  // MemoryProbe over the first timed run (after the warmup)
 };
 
 // Runs prepare() then work(), warmup + repeat times; only work() is timed. cpu: std::chrono::steady_clock around
