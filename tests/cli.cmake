@@ -31,6 +31,7 @@ endfunction()
 # Help and version.
 ioattn_cli_test(cli_help ARGS "--help" EXIT 0
                 EXPECT "usage: ioattn <command>" "  demo +run" "  bench +time" "--version")
+ioattn_cli_test(cli_help_command ARGS "help bench" EXIT 0 EXPECT "usage: ioattn bench")
 ioattn_cli_test(cli_no_command ARGS "" EXIT 2 EXPECT "usage: ioattn")
 ioattn_cli_test(cli_unknown_command ARGS "frobnicate" EXIT 2 EXPECT "unknown command 'frobnicate'")
 ioattn_cli_test(cli_version ARGS "--version" EXIT 0
@@ -67,6 +68,9 @@ ioattn_cli_json_test(cli_bench_json_fp16_causal
 ioattn_cli_json_test(cli_bench_json_bf16_sampled
   ARGS "bench --device cpu --batch 2 --heads 4 --kv-heads 2 --seqlen 1000 --head-dim 64 --dtype bf16 --causal --backward --check --json --repeat 1 --warmup 0"
   ROWS "fwd bwd" MAX_ERR 1e-1)
+ioattn_cli_json_test(cli_bench_json_head_dim_v
+  ARGS "bench --device cpu --batch 1 --heads 3 --kv-heads 3 --seqlen-q 17 --seqlen-k 1 --head-dim 96 --head-dim-v 64 --dtype fp32 --backward --check --json"
+  ROWS "fwd bwd" MAX_ERR 1e-4)
 ioattn_cli_json_test(cli_bench_json_forward_only
   ARGS "bench --device cpu --batch 1 --heads 2 --kv-heads 2 --seqlen 1 --head-dim 16 --dtype fp32 --check --json"
   ROWS "fwd" MAX_ERR 1e-4)
