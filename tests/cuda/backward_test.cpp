@@ -157,21 +157,26 @@ TEST_F(CudaBackward, DeterministicRunsAreBitwiseIdentical) {
 }
 
 // A caller-owned workspace of backward_workspace_bytes() gives the same bits as the backend's own allocation.
+// (Also the small run that scripts feed to compute-sanitizer: both kernel shapes, 128-key and 64-key tiles.)
 TEST_F(CudaBackward, CallerWorkspaceGivesTheSameResult) {
-  GpuProblem p(1, 4, 4, 300, 64, Mask::causal());
-  p.forward();
-  p.backward(true);
-  const auto own = p.grads();
-  AttentionParams params = p.params(true);
-  const std::size_t bytes = backward_workspace_bytes(p.backward_args(), params);
-  ASSERT_GT(bytes, 0u);
-  HostBuffer scratch(DType::f32, static_cast<std::int64_t>((bytes + 3) / 4));
-  scratch.poison();  // the backend must initialize what it reads
-  DeviceBuffer scratch_dev(scratch);
-  const TensorView ws_view = scratch_dev.rebase(scratch.view({scratch.elements()}), scratch);
-  p.backward(true, Workspace{ws_view.data, bytes});
-  const auto given = p.grads();
-  for (std::size_t i = 0; i < own.size(); ++i) EXPECT_TRUE(bitwise_equal(own[i], given[i])) << "gradient " << i;
+  for (std::int64_t dim : {64, 128}) {
+    GpuProblem p(1, 4, 2, 300, dim, Mask::causal());
+    p.forward();
+    p.backward(true);
+    const auto own = p.grads();
+    AttentionParams params = p.params(true);
+    const std::size_t bytes = backward_workspace_bytes(p.backward_args(), params);
+    ASSERT_GT(bytes, 0u);
+    HostBuffer scratch(DType::f32, static_cast<std::int64_t>((bytes + 3) / 4));
+    scratch.poison();  // the backend must initialize what it reads
+    DeviceBuffer scratch_dev(scratch);
+    const TensorView ws_view = scratch_dev.rebase(scratch.view({scratch.elements()}), scratch);
+    p.backward(true, Workspace{ws_view.data, bytes});
+    const auto given = p.grads();
+    for (std::size_t i = 0; i < own.size(); ++i) {
+      EXPECT_TRUE(bitwise_equal(own[i], given[i])) << "head dim " << dim << ", gradient " << i;
+    }
+  }
 }
 
 // Rows not on a 16-byte boundary cannot be fetched by cp.async: a clear `unsupported` error naming the operand,

@@ -2,6 +2,7 @@
 # IOATTN_CUDA_DTYPES, IOATTN_CUDA_ARCHS and IOATTN_CUTLASS_DIR and applies them to every CUDA source of `ioattn`).
 # One main-kernel instantiation per (dtype, head dims) file in instantiations/; the ones this build compiles are
 # listed for backward.cu's dispatch in the generated ioattn_bwd_kernels.inc.
+option(IOATTN_SM80_BWD_VARIANTS "Also build the backward's alternative tilings (tuning builds)" OFF)
 set(_ioattn_bwd_dir "${CMAKE_CURRENT_LIST_DIR}")
 set(_ioattn_bwd_inc "")
 foreach(dtype IN LISTS IOATTN_CUDA_DTYPES)
@@ -25,7 +26,18 @@ foreach(dtype IN LISTS IOATTN_CUDA_DTYPES)
       message(FATAL_ERROR "IOATTN_CUDA_HEAD_DIMS: the backward has kernels for 64 96 128 192 256, got '${dim}'")
     endif()
     target_sources(ioattn PRIVATE "${_ioattn_bwd_dir}/instantiations/bwd_${_dt}_${_name}.cu")
-    string(APPEND _ioattn_bwd_inc "IOATTN_BWD_KERNEL(${_dt}, ${_qk}, ${_v})\n")
+    string(APPEND _ioattn_bwd_inc "IOATTN_BWD_KERNEL(${_dt}, ${_qk}, ${_v}, 0)\n")
+    # Alternative tilings for tuning on a GPU (bf16, head dims 64 and 128), picked by IOATTN_SM80_BWD_VARIANT=N.
+    if(IOATTN_SM80_BWD_VARIANTS AND _dt STREQUAL "bf16" AND _qk EQUAL _v AND _qk MATCHES "^(64|128)$")
+      set(_vars 1 2 3)
+      if(_qk EQUAL 128)
+        list(APPEND _vars 4)
+      endif()
+      foreach(_var IN LISTS _vars)
+        target_sources(ioattn PRIVATE "${_ioattn_bwd_dir}/instantiations/bwd_${_dt}_${_name}_v${_var}.cu")
+        string(APPEND _ioattn_bwd_inc "IOATTN_BWD_KERNEL(${_dt}, ${_qk}, ${_v}, ${_var})\n")
+      endforeach()
+    endif()
   endforeach()
 endforeach()
 file(CONFIGURE OUTPUT "${CMAKE_CURRENT_BINARY_DIR}/generated/ioattn_bwd_kernels.inc"

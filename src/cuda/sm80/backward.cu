@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <sstream>
 #include <string>
 
@@ -28,33 +29,44 @@ struct Shape {
   std::size_t smem = 0;
 };
 
-// Tile shape of the kernel for these dims, or bc = 0 when no such kernel is compiled for `dtype`.
-Shape compiled_shape(DType dtype, std::int64_t dqk, std::int64_t dv) {
-#define IOATTN_BWD_KERNEL(DT, DQK, DV)                                                  \
-  if (dtype == DType::DT && dqk == DQK && dv == DV) {                                   \
-    using Cfg = ConfigFor<DQK, DV>::type;                                               \
-    return Shape{Cfg::kBc, Cfg::kBr, Cfg::kSmemBytes};                                  \
+// Tile shape of the kernel for these dims and variant, or bc = 0 when no such kernel is compiled for `dtype`.
+Shape compiled_shape(DType dtype, std::int64_t dqk, std::int64_t dv, int variant) {
+#define IOATTN_BWD_KERNEL(DT, DQK, DV, VAR)                                    \
+  if (dtype == DType::DT && dqk == DQK && dv == DV && variant == VAR) {        \
+    using Cfg = ConfigFor<DQK, DV, VAR>::type;                                 \
+    return Shape{Cfg::kBc, Cfg::kBr, Cfg::kSmemBytes};                         \
   }
 #include "ioattn_bwd_kernels.inc"
 #undef IOATTN_BWD_KERNEL
   return Shape{};
 }
 
+// Variant 0 unless IOATTN_SM80_BWD_VARIANT names another one compiled for these dims (tuning builds only; read on
+// every call so that one process can compare variants).
+int selected_variant(DType dtype, std::int64_t dqk, std::int64_t dv) {
+  const char* env = std::getenv("IOATTN_SM80_BWD_VARIANT");
+  const int requested = env ? std::atoi(env) : 0;
+  return requested != 0 && compiled_shape(dtype, dqk, dv, requested).bc > 0 ? requested : 0;
+}
+
 std::string compiled_list() {
   std::string s;
-#define IOATTN_BWD_KERNEL(DT, DQK, DV) \
-  s += (s.empty() ? "" : ", ");        \
-  s += #DT " " #DQK "/" #DV;
+#define IOATTN_BWD_KERNEL(DT, DQK, DV, VAR) \
+  if (VAR == 0) {                            \
+    s += (s.empty() ? "" : ", ");            \
+    s += #DT " " #DQK "/" #DV;               \
+  }
 #include "ioattn_bwd_kernels.inc"
 #undef IOATTN_BWD_KERNEL
   return s.empty() ? "none" : s;
 }
 
-void launch_main(DType dtype, std::int64_t dqk, std::int64_t dv, const bwd::BwdMainParams& mp, cudaStream_t s) {
-#define IOATTN_BWD_KERNEL(DT, DQK, DV)                          \
-  if (dtype == DType::DT && dqk == DQK && dv == DV) {           \
-    bwd::launch_backward_main<elem_##DT, DQK, DV>(mp, s);       \
-    return;                                                     \
+void launch_main(DType dtype, std::int64_t dqk, std::int64_t dv, int variant, const bwd::BwdMainParams& mp,
+                 cudaStream_t s) {
+#define IOATTN_BWD_KERNEL(DT, DQK, DV, VAR)                                 \
+  if (dtype == DType::DT && dqk == DQK && dv == DV && variant == VAR) {     \
+    bwd::launch_backward_main<elem_##DT, DQK, DV, VAR>(mp, s);              \
+    return;                                                                 \
   }
 #include "ioattn_bwd_kernels.inc"
 #undef IOATTN_BWD_KERNEL
@@ -92,7 +104,7 @@ struct Layout {
 Layout workspace_layout(const BackwardProblem& p) {
   Layout l;
   l.rows = p.is_varlen() ? p.total_q : p.batch * p.seqlen_q;
-  const Shape shape = compiled_shape(p.dtype, p.dim_qk, p.dim_v);
+  const Shape shape = compiled_shape(p.dtype, p.dim_qk, p.dim_v, selected_variant(p.dtype, p.dim_qk, p.dim_v));
   const int br = shape.br > 0 ? shape.br : 64;
   l.n_qtiles = static_cast<int>((p.seqlen_q + br - 1) / br);
   std::size_t off = 0;
@@ -129,7 +141,7 @@ std::string backward_unsupported(const Problem& p) {
   if (p.dtype != DType::f16 && p.dtype != DType::bf16) {
     return std::string("cuda backward: dtype must be fp16 or bf16, got ") + to_string(p.dtype);
   }
-  const Shape shape = compiled_shape(p.dtype, p.dim_qk, p.dim_v);
+  const Shape shape = compiled_shape(p.dtype, p.dim_qk, p.dim_v, selected_variant(p.dtype, p.dim_qk, p.dim_v));
   if (shape.bc == 0) {
     std::ostringstream msg;
     msg << "cuda backward: no kernel for " << to_string(p.dtype) << " head dims " << p.dim_qk << "/" << p.dim_v
@@ -235,7 +247,7 @@ void run_backward(const BackwardProblem& p) {
     mp.window_left = p.mask.window_left;
     mp.window_right = p.mask.window_right;
     mp.top_left = p.mask.alignment == Alignment::top_left;
-    launch_main(p.dtype, p.dim_qk, p.dim_v, mp, stream);
+    launch_main(p.dtype, p.dim_qk, p.dim_v, selected_variant(p.dtype, p.dim_qk, p.dim_v), mp, stream);
   }
   if (layout.rows > 0) bwd::launch_backward_postpass(p, ws, stream);
   if (p.sinks != nullptr && p.dsinks != nullptr) bwd::launch_backward_dsinks(p, ws, stream);

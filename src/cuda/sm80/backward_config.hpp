@@ -13,9 +13,11 @@
 
 namespace ioattn::detail::sm80::bwd {
 
-template <int kDimQK_, int kDimV_, int kBc_, int kBr_, int kWm1_, int kWm2_, int kWm3_>
+template <int kDimQK_, int kDimV_, int kBc_, int kBr_, int kWm1_, int kWm2_, int kWm3_, bool kPipe_, int kMinBlocks_ = 1>
 struct Config {
+  static constexpr int kMinBlocks = kMinBlocks_;  // CTAs per SM the register budget is cut for (__launch_bounds__)
   static constexpr int kDimQK = kDimQK_, kDimV = kDimV_, kBc = kBc_, kBr = kBr_;
+  static constexpr bool kPipe = kPipe_;  // double-buffered ldmatrix fragments (backward_mma.cuh)
   static constexpr int kWarps = 8, kThreads = 32 * kWarps;
   static constexpr int kWm1 = kWm1_, kWn1 = kWarps / kWm1_;
   static constexpr int kWm2 = kWm2_, kWn2 = kWarps / kWm2_;
@@ -46,27 +48,57 @@ struct Config {
   static constexpr std::size_t kSmemBytes = kFloatOffset + 2 * std::size_t(kStages) * kBr * sizeof(float);
 };
 
-template <int kDimQK, int kDimV>
+// Variant 0 is what a build uses; the others are alternative tilings for head dims 64 and 128 kept for tuning on
+// the device (IOATTN_SM80_BWD_VARIANT, read by backward.cu), each compiled only when listed in backward.cmake.
+template <int kDimQK, int kDimV, int kVariant = 0>
 struct ConfigFor;
 template <>
-struct ConfigFor<64, 64> {
-  using type = Config<64, 64, 128, 64, 4, 4, 4>;
+struct ConfigFor<64, 64, 0> {
+  using type = Config<64, 64, 128, 64, 4, 4, 4, false>;
 };
 template <>
-struct ConfigFor<96, 96> {
-  using type = Config<96, 96, 128, 64, 4, 4, 4>;
+struct ConfigFor<64, 64, 1> {
+  using type = Config<64, 64, 128, 64, 4, 4, 2, true>;
 };
 template <>
-struct ConfigFor<128, 128> {
-  using type = Config<128, 128, 128, 64, 4, 4, 4>;
+struct ConfigFor<64, 64, 2> {
+  using type = Config<64, 64, 64, 64, 4, 4, 2, true>;
 };
 template <>
-struct ConfigFor<192, 128> {
-  using type = Config<192, 128, 64, 64, 4, 4, 4>;
+struct ConfigFor<64, 64, 3> {
+  using type = Config<64, 64, 64, 64, 4, 4, 2, true, 2>;  // 74 KB of shared memory: two CTAs per SM
 };
 template <>
-struct ConfigFor<256, 256> {
-  using type = Config<256, 256, 64, 64, 4, 4, 4>;
+struct ConfigFor<96, 96, 0> {
+  using type = Config<96, 96, 128, 64, 4, 4, 4, false>;
+};
+template <>
+struct ConfigFor<128, 128, 0> {
+  using type = Config<128, 128, 128, 64, 4, 4, 4, false>;
+};
+template <>
+struct ConfigFor<128, 128, 1> {
+  using type = Config<128, 128, 128, 64, 4, 4, 2, true>;
+};
+template <>
+struct ConfigFor<128, 128, 2> {
+  using type = Config<128, 128, 64, 64, 4, 4, 2, true>;
+};
+template <>
+struct ConfigFor<128, 128, 3> {
+  using type = Config<128, 128, 64, 128, 4, 4, 4, true>;
+};
+template <>
+struct ConfigFor<128, 128, 4> {
+  using type = Config<128, 128, 64, 32, 4, 4, 2, true, 2>;  // 80 KB of shared memory: two CTAs per SM
+};
+template <>
+struct ConfigFor<192, 128, 0> {
+  using type = Config<192, 128, 64, 64, 4, 4, 4, false>;
+};
+template <>
+struct ConfigFor<256, 256, 0> {
+  using type = Config<256, 256, 64, 64, 4, 4, 4, false>;
 };
 
 }  // namespace ioattn::detail::sm80::bwd

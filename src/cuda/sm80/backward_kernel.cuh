@@ -57,7 +57,7 @@ __device__ __forceinline__ int first_true(int lo, int hi, Pred pred) {
 }
 
 template <class Cfg, class Elem>
-__global__ void __launch_bounds__(Cfg::kThreads, 1) backward_main_kernel(const BwdMainParams p) {
+__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) backward_main_kernel(const BwdMainParams p) {
   constexpr int kBc = Cfg::kBc, kBr = Cfg::kBr, kDimQK = Cfg::kDimQK, kDimV = Cfg::kDimV;
   constexpr int kThreads = Cfg::kThreads;
   constexpr int kStrQK = Cfg::kStrQK, kStrV = Cfg::kStrV, kStrP = Cfg::kStrP;
@@ -158,49 +158,72 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) backward_main_kernel(const B
       float acc_dp[kMt][kNt][4];
       clear(acc_s);
       clear(acc_dp);
-      warp_gemm<kMt, kNt, kDimQK, false, false>(acc_s, sK + key0 * kStrQK, kStrQK, sQs + qc0 * kStrQK, kStrQK, lane);
-      warp_gemm<kMt, kNt, kDimV, false, false>(acc_dp, sV + key0 * kStrV, kStrV, sdOs + qc0 * kStrV, kStrV, lane);
+      warp_gemm<kMt, kNt, kDimQK, false, false, Cfg::kPipe>(acc_s, sK + key0 * kStrQK, kStrQK, sQs + qc0 * kStrQK, kStrQK, lane);
+      warp_gemm<kMt, kNt, kDimV, false, false, Cfg::kPipe>(acc_dp, sV + key0 * kStrV, kStrV, sdOs + qc0 * kStrV, kStrV, lane);
 
       // A key tile overhanging the sequence is masked too: its zero rows give S = 0, not -inf.
       const bool masked = rule.classify(q0, q_end, k_begin, k_end) != core::TileKind::full || k_valid < kBc;
       const float slope = p.alibi ? p.alibi[std::int64_t(b) * p.alibi_bstride + h] : 0.0f;
       const bool plain = !masked && !(p.softcap > 0.0f) && slope == 0.0f;
       const float scale_log2 = p.scale * kLog2e;
-#pragma unroll
-      for (int mt = 0; mt < kMt; ++mt) {
+      // Element (mt, nt, half, e2) of the warp tile is key key0 + mt*16 + g + 8*half, query qc0 + nt*8 + 2t + e2;
+      // each (mt, nt, half) is one 32-bit pair in P^T and dS^T.
+      const auto store_pair = [&](int mt, int nt, int half, const float (&prob)[2], const float (&dsc)[2]) {
+        const int key_l = key0 + mt * 16 + g + half * 8;
+        const int q_l = qc0 + nt * 8 + 2 * t;
+        *reinterpret_cast<std::uint32_t*>(sP + key_l * kStrP + q_l) = pack2<Elem>(prob[0], prob[1]);
+        *reinterpret_cast<std::uint32_t*>(sdS + key_l * kStrP + q_l) = pack2<Elem>(dsc[0], dsc[1]);
+      };
+      if (plain) {
+        // Inside the mask, no score transform: the scale folds into the exponent's FFMA.
 #pragma unroll
         for (int nt = 0; nt < kNt; ++nt) {
+          const int q_l = qc0 + nt * 8 + 2 * t;
+          const float lse2[2] = {sL[q_l], sL[q_l + 1]};
+          const float dpre[2] = {sD[q_l], sD[q_l + 1]};
 #pragma unroll
-          for (int half = 0; half < 2; ++half) {
-            const int key_l = key0 + mt * 16 + g + half * 8;
-            const int q_l = qc0 + nt * 8 + 2 * t;
-            float prob[2], dsc[2];
+          for (int mt = 0; mt < kMt; ++mt) {
 #pragma unroll
-            for (int e2 = 0; e2 < 2; ++e2) {
-              const float s_raw = acc_s[mt][nt][half * 2 + e2];
-              const float lse2 = sL[q_l + e2];
-              float pr;
-              float cap_grad = 1.0f;
-              if (plain) {
-                pr = exp2f(fmaf(s_raw, scale_log2, -lse2));
-              } else {
-                float s = s_raw * p.scale;
+            for (int half = 0; half < 2; ++half) {
+              float prob[2], dsc[2];
+#pragma unroll
+              for (int e2 = 0; e2 < 2; ++e2) {
+                prob[e2] = exp2_approx(fmaf(acc_s[mt][nt][half * 2 + e2], scale_log2, -lse2[e2]));
+                dsc[e2] = prob[e2] * (acc_dp[mt][nt][half * 2 + e2] - dpre[e2]);
+              }
+              store_pair(mt, nt, half, prob, dsc);
+            }
+          }
+        }
+      } else {
+#pragma unroll
+        for (int nt = 0; nt < kNt; ++nt) {
+          const int q_l = qc0 + nt * 8 + 2 * t;
+          const float lse2[2] = {sL[q_l], sL[q_l + 1]};
+          const float dpre[2] = {sD[q_l], sD[q_l + 1]};
+#pragma unroll
+          for (int mt = 0; mt < kMt; ++mt) {
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+              const std::int64_t j = k_begin + key0 + mt * 16 + g + half * 8;
+              float prob[2], dsc[2];
+#pragma unroll
+              for (int e2 = 0; e2 < 2; ++e2) {
+                float s = acc_s[mt][nt][half * 2 + e2] * p.scale;
+                float cap_grad = 1.0f;
                 if (p.softcap > 0.0f) {
                   const float th = tanhf(s / p.softcap);
                   s = p.softcap * th;
                   cap_grad = 1.0f - th * th;  // core::softcap_grad_from_capped, with the tanh at hand
                 }
                 const std::int64_t i = q0 + q_l + e2;
-                const std::int64_t j = k_begin + key_l;
                 if (slope != 0.0f) s += core::alibi_bias(slope, j, rule.diag(i));
                 if (masked && !rule.visible(i, j)) s = -INFINITY;
-                pr = exp2f(fmaf(s, kLog2e, -lse2));
+                prob[e2] = exp2_approx(fmaf(s, kLog2e, -lse2[e2]));
+                dsc[e2] = prob[e2] * (acc_dp[mt][nt][half * 2 + e2] - dpre[e2]) * cap_grad;
               }
-              prob[e2] = pr;
-              dsc[e2] = pr * (acc_dp[mt][nt][half * 2 + e2] - sD[q_l + e2]) * cap_grad;
+              store_pair(mt, nt, half, prob, dsc);
             }
-            *reinterpret_cast<std::uint32_t*>(sP + key_l * kStrP + q_l) = pack2<Elem>(prob[0], prob[1]);
-            *reinterpret_cast<std::uint32_t*>(sdS + key_l * kStrP + q_l) = pack2<Elem>(dsc[0], dsc[1]);
           }
         }
       }
@@ -211,9 +234,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) backward_main_kernel(const B
     {
       const int key0 = (warp / Cfg::kWn2) * (kBc / Cfg::kWm2);
       const int wn = warp % Cfg::kWn2;
-      warp_gemm<Cfg::kMt2, Cfg::kNtV, kBr, false, true>(acc_dv, sP + key0 * kStrP, kStrP,
+      warp_gemm<Cfg::kMt2, Cfg::kNtV, kBr, false, true, Cfg::kPipe>(acc_dv, sP + key0 * kStrP, kStrP,
                                                         sdOs + wn * (kDimV / Cfg::kWn2), kStrV, lane);
-      warp_gemm<Cfg::kMt2, Cfg::kNtK, kBr, false, true>(acc_dk, sdS + key0 * kStrP, kStrP,
+      warp_gemm<Cfg::kMt2, Cfg::kNtK, kBr, false, true, Cfg::kPipe>(acc_dk, sdS + key0 * kStrP, kStrP,
                                                         sQs + wn * (kDimQK / Cfg::kWn2), kStrQK, lane);
     }
 
@@ -224,7 +247,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) backward_main_kernel(const B
       const int d0 = (warp % Cfg::kWn3) * (kDimQK / Cfg::kWn3);
       float acc_dq[kMt][kNt][4];
       clear(acc_dq);
-      warp_gemm<kMt, kNt, kBc, true, true>(acc_dq, sdS + qr0, kStrP, sK + d0, kStrQK, lane);
+      warp_gemm<kMt, kNt, kBc, true, true, Cfg::kPipe>(acc_dq, sdS + qr0, kStrP, sK + d0, kStrQK, lane);
 
       // Deterministic mode: the key tiles that see query tile m are the run [key_begin(q0) / kBc, ...); each adds
       // only when the semaphore says all earlier ones have, so the fp32 sums happen in key-tile order every run.
@@ -249,9 +272,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) backward_main_kernel(const B
           if (q0 + r < q_len) {
 #pragma unroll
             for (int nt = 0; nt < kNt; ++nt) {
-              float* dst = dq_tile + r * row_stride + d0 + nt * 8 + 2 * t;
-              atomicAdd(dst, acc_dq[mt][nt][half * 2]);
-              atomicAdd(dst + 1, acc_dq[mt][nt][half * 2 + 1]);
+              red_add2(dq_tile + r * row_stride + d0 + nt * 8 + 2 * t, acc_dq[mt][nt][half * 2],
+                       acc_dq[mt][nt][half * 2 + 1]);
             }
           }
         }
@@ -295,9 +317,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) backward_main_kernel(const B
 
 // Launches the main kernel for one (dtype, head dims) on `stream`; one explicit instantiation per source file in
 // instantiations/.
-template <class Elem, int kDimQK, int kDimV>
+template <class Elem, int kDimQK, int kDimV, int kVariant>
 void launch_backward_main(const BwdMainParams& p, cudaStream_t stream) {
-  using Cfg = typename ConfigFor<kDimQK, kDimV>::type;
+  using Cfg = typename ConfigFor<kDimQK, kDimV, kVariant>::type;
   auto* kernel = &backward_main_kernel<Cfg, Elem>;
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Cfg::kSmemBytes));

@@ -21,7 +21,7 @@ struct Workspace {
   std::int64_t rows = 0;  // R
 };
 
-template <class Elem, int kDimQK, int kDimV>
+template <class Elem, int kDimQK, int kDimV, int kVariant>
 void launch_backward_main(const BwdMainParams& p, cudaStream_t stream);
 
 // D = rowsum(dO * O) and lse2 for every (row, head).

@@ -1,5 +1,5 @@
 // ioattn sm80 backward main kernel: bf16, head dims 192/128 (one instantiation per file keeps builds parallel).
 #include "cuda/sm80/backward_kernel.cuh"
 
-template void ioattn::detail::sm80::bwd::launch_backward_main<cutlass::bfloat16_t, 192, 128>(
+template void ioattn::detail::sm80::bwd::launch_backward_main<cutlass::bfloat16_t, 192, 128, 0>(
     const ioattn::detail::sm80::bwd::BwdMainParams&, cudaStream_t);
