@@ -232,4 +232,24 @@ void backward(const Problem& p, DType dtype, const double* q64, const double* k6
   }
 }
 
+void backward_from_stored(const Problem& p, DType dtype, const double* q64, const double* k64, const double* v64,
+                          const double* out64, const double* lse64, const double* dout64, double* dq, double* dk,
+                          double* dv_out, double* dsinks) {
+  const Canonical canon(p);
+  const std::int64_t H = p.heads_q, Hk = p.heads_kv, dqk = p.dim_qk, dv = p.dim_v;
+  const auto q = to_f32(q64, canon.tokens_q * H * dqk);
+  const auto k = to_f32(k64, canon.tokens_k * Hk * dqk);
+  const auto v = to_f32(v64, canon.tokens_k * Hk * dv);
+  const auto out = to_f32(out64, canon.tokens_q * H * dv);
+  const auto lse = to_f32(lse64, canon.tokens_q * H);
+  const auto dout = to_f32(dout64, canon.tokens_q * H * dv);
+  std::vector<float> gq(q.size()), gk(k.size()), gv(v.size()), gs(static_cast<std::size_t>(H));
+  ref::backward_f32(p, q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), gq.data(), gk.data(),
+                    gv.data(), gs.data());
+  for (std::size_t e = 0; e < gq.size(); ++e) dq[e] = round_to(dtype, gq[e]);
+  for (std::size_t e = 0; e < gk.size(); ++e) dk[e] = round_to(dtype, gk[e]);
+  for (std::size_t e = 0; e < gv.size(); ++e) dv_out[e] = round_to(dtype, gv[e]);
+  if (p.sinks && dsinks) std::copy(gs.begin(), gs.end(), dsinks);
+}
+
 }  // namespace ioattn::cpu::naive

@@ -26,9 +26,17 @@ constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
 int thread_count(const Problem& p) { return p.num_threads > 0 ? p.num_threads : omp_get_max_threads(); }
 
-double dot(const double* a, const double* b, std::int64_t n) {
-  // Four partial sums: independent chains the compiler can pipeline; fp64 makes the reassociation harmless.
-  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+// fp32 (the yardstick): one sequential chain, the plainest program and the largest rounding a backend may show.
+inline float dot(const float* a, const float* b, std::int64_t n) {
+  float s = 0;
+  for (std::int64_t c = 0; c < n; ++c) s += a[c] * b[c];
+  return s;
+}
+
+template <class T>
+T dot(const T* a, const T* b, std::int64_t n) {
+  // Four partial sums: independent chains the compiler can pipeline; in fp64 the reassociation is harmless.
+  T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
   std::int64_t c = 0;
   for (; c + 4 <= n; c += 4) {
     s0 += a[c] * b[c];
@@ -40,20 +48,22 @@ double dot(const double* a, const double* b, std::int64_t n) {
   return (s0 + s1) + (s2 + s3);
 }
 
-void axpy(double alpha, const double* x, double* y, std::int64_t n) {
+template <class T>
+void axpy(T alpha, const T* x, T* y, std::int64_t n) {
   for (std::int64_t c = 0; c < n; ++c) y[c] += alpha * x[c];
 }
 
 // The masked logit of (i, j) for a visible j, before any softmax: scale, softcap, ALiBi, in that order.
+template <class T>
 struct ScoreFn {
-  double scale, softcap, slope;
+  T scale, softcap, slope;
   const core::MaskRule& rule;
 
   // Returns the final logit; *capped receives the value after softcap (the backward's derivative needs it).
-  double operator()(double qk, std::int64_t i, std::int64_t j, double* capped = nullptr) const {
-    double s = core::apply_softcap(scale * qk, softcap);
+  T operator()(T qk, std::int64_t i, std::int64_t j, T* capped = nullptr) const {
+    T s = core::apply_softcap(scale * qk, softcap);
     if (capped) *capped = s;
-    if (slope != 0.0) s += core::alibi_bias(slope, j, rule.diag(i));
+    if (slope != T(0)) s += core::alibi_bias(slope, j, rule.diag(i));
     return s;
   }
 };
@@ -109,7 +119,7 @@ void forward_f64(const Problem& p, const double* q, const double* k, const doubl
       const std::int64_t b = task / H, h = task % H, hk = h / G;
       const core::SeqSpan s = p.span(b);
       const core::MaskRule rule = p.mask_rule(s);
-      const ScoreFn score_of{p.scale, p.softcap, p.alibi_slope(b, h), rule};
+      const ScoreFn<double> score_of{p.scale, p.softcap, p.alibi_slope(b, h), rule};
       if (static_cast<std::int64_t>(score.size()) < s.k_len) score.resize(static_cast<std::size_t>(s.k_len));
       for (std::int64_t i = 0; i < s.q_len; ++i) {
         const std::int64_t tq = Canonical::token_q(p, b, s, i);
@@ -140,15 +150,21 @@ void forward_f64(const Problem& p, const double* q, const double* k, const doubl
   }
 }
 
-void backward_f64(const Problem& p, const double* q, const double* k, const double* v, const double* out,
-                  const double* lse, const double* dout, double* dq, double* dk, double* dv_out, double* dsinks) {
+namespace {
+
+// The FlashAttention backward, materialized row by row in arithmetic T: fp64 for the oracle, fp32 for the
+// same-precision yardstick of the FlashAttention formulation (naive::backward_from_stored).
+template <class T>
+void backward_rows(const Problem& p, const T* q, const T* k, const T* v, const T* out, const T* lse, const T* dout,
+                   T* dq, T* dk, T* dv_out, T* dsinks) {
   const std::int64_t H = p.heads_q, Hk = p.heads_kv, G = p.group_size(), dqk = p.dim_qk, dv = p.dim_v;
   const Canonical canon(p);
-  std::fill(dq, dq + canon.tokens_q * H * dqk, 0.0);
-  std::fill(dk, dk + canon.tokens_k * Hk * dqk, 0.0);
-  std::fill(dv_out, dv_out + canon.tokens_k * Hk * dv, 0.0);
+  const T neg_inf = core::neg_inf<T>();
+  std::fill(dq, dq + canon.tokens_q * H * dqk, T(0));
+  std::fill(dk, dk + canon.tokens_k * Hk * dqk, T(0));
+  std::fill(dv_out, dv_out + canon.tokens_k * Hk * dv, T(0));
   // One partial dsink per (batch, head), summed afterwards in a fixed order: reproducible for any thread count.
-  std::vector<double> dsink_part(static_cast<std::size_t>(p.batch * H), 0.0);
+  std::vector<T> dsink_part(static_cast<std::size_t>(p.batch * H), T(0));
 
   // A task owns kv head hk of sequence b, so the dk/dv rows it accumulates into are its alone, and so are the dq
   // rows of the query heads of its group.
@@ -159,28 +175,28 @@ void backward_f64(const Problem& p, const double* q, const double* k, const doub
     const core::SeqSpan s = p.span(b);
     const core::MaskRule rule = p.mask_rule(s);
     for (std::int64_t h = hk * G; h < (hk + 1) * G; ++h) {
-      const ScoreFn score_of{p.scale, p.softcap, p.alibi_slope(b, h), rule};
-      double dsink = 0.0;
+      const ScoreFn<T> score_of{p.scale, p.softcap, p.alibi_slope(b, h), rule};
+      T dsink = 0;
       for (std::int64_t i = 0; i < s.q_len; ++i) {
         const std::int64_t tq = Canonical::token_q(p, b, s, i);
-        const double row_lse = lse[tq * H + h];
+        const T row_lse = lse[tq * H + h];
         // lse = -inf: the row saw nothing; P = 0 and every gradient of the row is zero, so skip it (no -inf - -inf).
-        if (row_lse == kNegInf) continue;
-        const double* q_row = q + (tq * H + h) * dqk;
-        const double* do_row = dout + (tq * H + h) * dv;
-        double* dq_row = dq + (tq * H + h) * dqk;
-        const double D = dot(do_row, out + (tq * H + h) * dv, dv);
-        if (p.sinks) dsink -= std::exp(static_cast<double>(p.sinks[h]) - row_lse) * D;
+        if (row_lse == neg_inf) continue;
+        const T* q_row = q + (tq * H + h) * dqk;
+        const T* do_row = dout + (tq * H + h) * dv;
+        T* dq_row = dq + (tq * H + h) * dqk;
+        const T D = dot(do_row, out + (tq * H + h) * dv, dv);
+        if (p.sinks) dsink -= std::exp(static_cast<T>(p.sinks[h]) - row_lse) * D;
         const std::int64_t j0 = rule.key_begin(i), j1 = rule.key_end(i);
         for (std::int64_t j = j0; j < j1; ++j) {
           const std::int64_t tk = Canonical::token_k(p, b, s, j);
-          const double* k_row = k + (tk * Hk + hk) * dqk;
-          const double* v_row = v + (tk * Hk + hk) * dv;
-          double capped = 0.0;
-          const double P = std::exp(score_of(dot(q_row, k_row, dqk), i, j, &capped) - row_lse);
-          const double dS = P * (dot(do_row, v_row, dv) - D);
+          const T* k_row = k + (tk * Hk + hk) * dqk;
+          const T* v_row = v + (tk * Hk + hk) * dv;
+          T capped = 0;
+          const T P = std::exp(score_of(dot(q_row, k_row, dqk), i, j, &capped) - row_lse);
+          const T dS = P * (dot(do_row, v_row, dv) - D);
           // Back through softcap (ALiBi is additive, so it passes dS unchanged) to the raw product, then the scale.
-          const double d_raw = dS * core::softcap_grad_from_capped(capped, static_cast<double>(p.softcap)) * p.scale;
+          const T d_raw = dS * core::softcap_grad_from_capped(capped, static_cast<T>(p.softcap)) * static_cast<T>(p.scale);
           axpy(d_raw, k_row, dq_row, dqk);
           axpy(d_raw, q_row, dk + (tk * Hk + hk) * dqk, dqk);
           axpy(P, do_row, dv_out + (tk * Hk + hk) * dv, dv);
@@ -191,11 +207,23 @@ void backward_f64(const Problem& p, const double* q, const double* k, const doub
   }
   if (p.sinks && dsinks) {
     for (std::int64_t h = 0; h < H; ++h) {
-      double sum = 0.0;
+      T sum = 0;
       for (std::int64_t b = 0; b < p.batch; ++b) sum += dsink_part[static_cast<std::size_t>(b * H + h)];
       dsinks[h] = sum;
     }
   }
+}
+
+}  // namespace
+
+void backward_f64(const Problem& p, const double* q, const double* k, const double* v, const double* out,
+                  const double* lse, const double* dout, double* dq, double* dk, double* dv, double* dsinks) {
+  backward_rows<double>(p, q, k, v, out, lse, dout, dq, dk, dv, dsinks);
+}
+
+void backward_f32(const Problem& p, const float* q, const float* k, const float* v, const float* out,
+                  const float* lse, const float* dout, float* dq, float* dk, float* dv, float* dsinks) {
+  backward_rows<float>(p, q, k, v, out, lse, dout, dq, dk, dv, dsinks);
 }
 
 }  // namespace ioattn::cpu::ref

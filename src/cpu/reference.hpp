@@ -49,6 +49,10 @@ void forward_f64(const detail::Problem& p, const double* q, const double* k, con
 void backward_f64(const detail::Problem& p, const double* q, const double* k, const double* v, const double* out,
                   const double* lse, const double* dout, double* dq, double* dk, double* dv, double* dsinks);
 
+// The same computation in fp32 arithmetic, for naive::backward_from_stored.
+void backward_f32(const detail::Problem& p, const float* q, const float* k, const float* v, const float* out,
+                  const float* lse, const float* dout, float* dq, float* dk, float* dv, float* dsinks);
+
 }  // namespace ioattn::cpu::ref
 
 namespace ioattn::cpu::naive {
@@ -66,5 +70,15 @@ void forward(const detail::Problem& p, DType dtype, const double* q, const doubl
 // summed over rows, is rounded to dtype as the sum of a dtype tensor is).
 void backward(const detail::Problem& p, DType dtype, const double* q, const double* k, const double* v,
               const double* dout, double* dq, double* dk, double* dv, double* dsinks);
+
+// The second yardstick for gradients: the FlashAttention formulation of the backward, materialized in fp32
+// arithmetic, from out and lse as stored (`out` already rounded to dtype, `lse` to fp32): P = exp(s - lse) and
+// D_i = dout_i . out_i. Any backward behind this API starts from those stored values, and where a row's softmax is
+// nearly one-hot (a sink or one dominant key) D_i cancels against dP_ij and amplifies their fp32 rounding: an error
+// the PyTorch-style program above does not show (it takes D from its own P), most visibly in fp32. Results are
+// rounded to dtype (dsinks stays fp32).
+void backward_from_stored(const detail::Problem& p, DType dtype, const double* q, const double* k, const double* v,
+                          const double* out, const double* lse, const double* dout, double* dq, double* dk,
+                          double* dv, double* dsinks);
 
 }  // namespace ioattn::cpu::naive

@@ -102,6 +102,8 @@ class AttentionTable : public ::testing::TestWithParam<Param> {
   }
 
   void expect_all_within_bound(const Results& got, bool backward) {
+    EXPECT_EQ(got.stray_writes, 0) << "elements changed outside the outputs' views or in the inputs, first: "
+                                   << got.stray_where;
     static const bool verbose = std::getenv("IOATTN_TEST_VERBOSE") != nullptr;
     for (const Comparison& cmp : case_data(*GetParam().kase).compare_all(got, backward)) {
       if (verbose) std::printf("  %s\n", cmp.describe().c_str());

@@ -18,8 +18,8 @@ double dtype_eps(DType dtype) {
 }
 
 Comparison compare(const std::string& what, const std::vector<double>& actual, const std::vector<double>& ref,
-                   const std::vector<double>& naive, double eps) {
-  if (actual.size() != ref.size() || naive.size() != ref.size()) {
+                   const std::vector<double>& naive, double eps, const std::vector<double>* stored) {
+  if (actual.size() != ref.size() || naive.size() != ref.size() || (stored && stored->size() != ref.size())) {
     throw std::logic_error("compare(" + what + "): arrays of different lengths");
   }
   Comparison c;
@@ -43,6 +43,7 @@ Comparison compare(const std::string& what, const std::vector<double>& actual, c
     }
     c.ref_max = std::max(c.ref_max, std::fabs(r));
     c.naive_err = std::max(c.naive_err, std::fabs(naive[e] - r));
+    if (stored) c.stored_err = std::max(c.stored_err, std::fabs((*stored)[e] - r));
     const double err = std::fabs(a - r);
     if (err > c.err || c.worst < 0) {
       c.err = std::max(c.err, err);
@@ -52,15 +53,16 @@ Comparison compare(const std::string& what, const std::vector<double>& actual, c
     }
   }
   c.allowance = kAllowanceUlps * eps * std::max(c.ref_max, kMagnitudeFloor);
-  c.bound = kNaiveFactor * c.naive_err + c.allowance;
+  c.bound = kNaiveFactor * std::max(c.naive_err, c.stored_err) + c.allowance;
   return c;
 }
 
 std::string Comparison::describe() const {
   std::ostringstream os;
   os.precision(4);
-  os << what << ": err " << err << " vs bound " << bound << " (= " << kNaiveFactor << " * naive " << naive_err
-     << " + allowance " << allowance << ", max|ref| " << ref_max << ")";
+  os << what << ": err " << err << " vs bound " << bound << " (= " << kNaiveFactor << " * naive " << naive_err;
+  if (stored_err > 0) os << " [stored " << stored_err << "]";
+  os << " + allowance " << allowance << ", max|ref| " << ref_max << ")";
   if (worst >= 0) {
     os.precision(9);
     os << "; worst at [" << worst << "] got " << worst_actual << " want " << worst_ref;

@@ -1,12 +1,16 @@
 #include "support/harness.hpp"
 
 #include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
 #include <map>
 #include <numeric>
 #include <stdexcept>
 
 #include "api/validate.hpp"
 #include "cpu/reference.hpp"
+#include "cpu/tensor_access.hpp"
 #include "support/random.hpp"
 
 namespace ioattn::test {
@@ -25,6 +29,24 @@ TensorView make_operand(HostBuffer& buf, DType dtype, bool varlen, std::int64_t 
   const std::int64_t batch_stride = padded ? rows * row_stride + 32 : rows * row_stride;
   buf = HostBuffer(dtype, std::max<std::int64_t>(batch * batch_stride, 1));
   return buf.view({batch, rows, heads, dim}, {batch_stride, row_stride, head_stride, 1});
+}
+
+// Marks every element offset `v` (a view into `buf`) addresses.
+void mark_view(const TensorView& v, const HostBuffer& buf, std::vector<char>& marked) {
+  if (v.data == nullptr) return;
+  const std::int64_t base = (static_cast<const std::byte*>(v.data) - static_cast<const std::byte*>(buf.data())) /
+                            static_cast<std::int64_t>(dtype_size(buf.dtype()));
+  std::array<std::int64_t, kMaxRank> extent{1, 1, 1, 1}, stride{0, 0, 0, 0};
+  for (int d = 0; d < v.rank; ++d) {
+    extent[kMaxRank - v.rank + d] = v.shape[d];
+    stride[kMaxRank - v.rank + d] = v.stride[d];
+  }
+  for (std::int64_t a = 0; a < extent[0]; ++a)
+    for (std::int64_t b = 0; b < extent[1]; ++b)
+      for (std::int64_t c = 0; c < extent[2]; ++c)
+        for (std::int64_t d = 0; d < extent[3]; ++d) {
+          marked[static_cast<std::size_t>(base + a * stride[0] + b * stride[1] + c * stride[2] + d * stride[3])] = 1;
+        }
 }
 
 }  // namespace
@@ -65,6 +87,17 @@ void CaseData::ensure_backward_yardsticks() {
                          ref_.dq.data(), ref_.dk.data(), ref_.dv.data(), ref_.dsinks.data());
   cpu::naive::backward(p, c.dtype, q64_.data(), k64_.data(), v64_.data(), dout.data(), naive_.dq.data(),
                        naive_.dk.data(), naive_.dv.data(), naive_.dsinks.data());
+
+  // The FlashAttention formulation in fp32, from out and lse as a backend finds them: out in dtype, lse in fp32.
+  std::vector<double> out_stored(ref_.out.size()), lse_stored(ref_.lse.size());
+  for (std::size_t e = 0; e < out_stored.size(); ++e) {
+    out_stored[e] = cpu::round_to(c.dtype, static_cast<float>(ref_.out[e]));
+  }
+  for (std::size_t e = 0; e < lse_stored.size(); ++e) lse_stored[e] = static_cast<float>(ref_.lse[e]);
+  stored_ = ref_;
+  cpu::naive::backward_from_stored(p, c.dtype, q64_.data(), k64_.data(), v64_.data(), out_stored.data(),
+                                   lse_stored.data(), dout.data(), stored_.dq.data(), stored_.dk.data(),
+                                   stored_.dv.data(), stored_.dsinks.data());
   have_backward_ = true;
 }
 
@@ -184,28 +217,58 @@ AttentionParams CaseData::params(const std::string& impl) const {
   return p;
 }
 
+std::vector<HostBuffer> CaseData::snapshot_inputs() const {
+  return {qkv_, q_, k_, v_, dout_, alibi_, sinks_, cu_q_, cu_k_};
+}
+
+void CaseData::check_untouched(Results& r, const std::vector<HostBuffer>& inputs_before) const {
+  auto stray = [&](const char* name, std::int64_t e) {
+    if (r.stray_writes++ == 0) r.stray_where = std::string(name) + " element " + std::to_string(e);
+  };
+  const std::vector<HostBuffer> inputs_after = snapshot_inputs();
+  const char* input_names[] = {"qkv", "q", "k", "v", "dout", "alibi_slopes", "sinks", "cu_seqlens_q", "cu_seqlens_k"};
+  for (std::size_t i = 0; i < inputs_after.size(); ++i) {
+    const HostBuffer &before = inputs_before[i], &after = inputs_after[i];
+    if (before.bytes() > 0 && std::memcmp(before.data(), after.data(), before.bytes()) != 0) stray(input_names[i], -1);
+  }
+  const std::pair<const HostBuffer*, const TensorView*> outputs[] = {
+      {&out_, &vout_}, {&lse_, &vlse_}, {&dq_, &vdq_}, {&dk_, &vdk_}, {&dv_, &vdv_}, {&dsinks_, &vdsinks_}};
+  const char* output_names[] = {"out", "lse", "dq", "dk", "dv", "dsinks"};
+  for (std::size_t o = 0; o < std::size(outputs); ++o) {
+    const HostBuffer& buf = *outputs[o].first;
+    std::vector<char> marked(static_cast<std::size_t>(buf.elements()), 0);
+    mark_view(*outputs[o].second, buf, marked);
+    for (std::int64_t e = 0; e < buf.elements(); ++e) {
+      if (!marked[static_cast<std::size_t>(e)] && !std::isnan(buf.get(e))) stray(output_names[o], e);
+    }
+  }
+}
+
 Results CaseData::run(const std::string& impl, Device device, bool backward) {
   if (backward) ensure_backward_yardsticks();
   for (HostBuffer* b : {&out_, &lse_, &dq_, &dk_, &dv_, &dsinks_}) b->poison();
+  const std::vector<HostBuffer> inputs_before = snapshot_inputs();
   ForwardArgs fa = forward_args();
   BackwardArgs ba = backward_args();
   AttentionParams params = this->params(impl);
   if (device == Device::cpu) {
     attention_forward(fa, params);
     if (backward) attention_backward(ba, params);
-    return gather_outputs(backward);
+    Results r = gather_outputs(backward);
+    check_untouched(r, inputs_before);
+    return r;
   }
 
   // The same bytes on the GPU (poison included); every view keeps its offset within its buffer.
   HostBuffer& qkv_owner_q = case_.layout == Layout::packed_qkv ? qkv_ : q_;
   HostBuffer& qkv_owner_k = case_.layout == Layout::packed_qkv ? qkv_ : k_;
   HostBuffer& qkv_owner_v = case_.layout == Layout::packed_qkv ? qkv_ : v_;
-  std::map<const HostBuffer*, DeviceBuffer> dev;
+  std::map<HostBuffer*, DeviceBuffer> dev;
   for (HostBuffer* b : {&qkv_, &q_, &k_, &v_, &out_, &lse_, &dout_, &dq_, &dk_, &dv_, &alibi_, &sinks_, &dsinks_,
                         &cu_q_, &cu_k_}) {
     if (b->bytes() > 0) dev.emplace(b, DeviceBuffer(*b));
   }
-  auto on_device = [&](const TensorView& v, const HostBuffer& owner) {
+  auto on_device = [&](const TensorView& v, HostBuffer& owner) {
     return v.data == nullptr ? v : dev.at(&owner).rebase(v, owner);
   };
   fa.q = ba.q = on_device(vq_, qkv_owner_q);
@@ -225,15 +288,12 @@ Results CaseData::run(const std::string& impl, Device device, bool backward) {
   params.sinks = on_device(vsinks_, sinks_);
 
   attention_forward(fa, params);
-  dev.at(&out_).download(out_);
-  dev.at(&lse_).download(lse_);
-  if (backward) {
-    attention_backward(ba, params);
-    for (HostBuffer* b : {&dq_, &dk_, &dv_, &dsinks_}) {
-      if (b->bytes() > 0) dev.at(b).download(*b);
-    }
-  }
-  return gather_outputs(backward);
+  if (backward) attention_backward(ba, params);
+  // Every buffer comes back, inputs included, so that writes to them are seen too.
+  for (auto& [host, device_copy] : dev) device_copy.download(*host);
+  Results r = gather_outputs(backward);
+  check_untouched(r, inputs_before);
+  return r;
 }
 
 Results CaseData::gather_outputs(bool backward) const {
@@ -257,11 +317,11 @@ std::vector<Comparison> CaseData::compare_all(const Results& got, bool backward)
   all.push_back(compare("out", got.out, ref_.out, naive_.out, eps));
   all.push_back(compare("lse", got.lse, ref_.lse, naive_.lse, eps32));
   if (!backward) return all;
-  all.push_back(compare("dq", got.dq, ref_.dq, naive_.dq, eps));
-  all.push_back(compare("dk", got.dk, ref_.dk, naive_.dk, eps));
-  all.push_back(compare("dv", got.dv, ref_.dv, naive_.dv, eps));
+  all.push_back(compare("dq", got.dq, ref_.dq, naive_.dq, eps, &stored_.dq));
+  all.push_back(compare("dk", got.dk, ref_.dk, naive_.dk, eps, &stored_.dk));
+  all.push_back(compare("dv", got.dv, ref_.dv, naive_.dv, eps, &stored_.dv));
   // dsinks is fp32, but a sum of terms D_i = dout_i . out_i over the dtype out: its accuracy is the dtype's.
-  if (case_.sinks) all.push_back(compare("dsinks", got.dsinks, ref_.dsinks, naive_.dsinks, eps));
+  if (case_.sinks) all.push_back(compare("dsinks", got.dsinks, ref_.dsinks, naive_.dsinks, eps, &stored_.dsinks));
   return all;
 }
 

@@ -20,6 +20,10 @@ namespace ioattn::test {
 
 struct Results {
   std::vector<double> out, lse, dq, dk, dv, dsinks;
+  // Memory a backend must not touch: buffer elements outside every output view that no longer hold the poison
+  // (e.g. a kernel writing a padded head dim into the gap after each head), and input buffers that changed.
+  std::int64_t stray_writes = 0;
+  std::string stray_where;  // the first buffer and element offset, when stray_writes > 0
 };
 
 class CaseData {
@@ -53,6 +57,8 @@ class CaseData {
   void draw_inputs();
   void ensure_backward_yardsticks();
   Results gather_outputs(bool backward) const;
+  void check_untouched(Results& r, const std::vector<HostBuffer>& inputs_before) const;
+  std::vector<HostBuffer> snapshot_inputs() const;
 
   Case case_;
   std::int64_t batch_ = 0, total_q_ = 0, total_k_ = 0;
@@ -60,7 +66,7 @@ class CaseData {
   TensorView vq_, vk_, vv_, vout_, vlse_, vdout_, vdq_, vdk_, vdv_, valibi_, vsinks_, vdsinks_, vcu_q_, vcu_k_;
   detail::BackwardProblem problem_;
   std::vector<double> q64_, k64_, v64_;  // the inputs, canonical
-  Results ref_, naive_;
+  Results ref_, naive_, stored_;  // stored_: gradients only, see support/compare.hpp
   bool have_backward_ = false;
 };
 
