@@ -97,5 +97,30 @@ TEST(Compare, RealCaseFailsWhenOneOutputElementIsOff) {
   }
 }
 
+// The memory checks: a write into the gap after a head of a padded output, or into an input, is reported.
+TEST(Compare, WritesOutsideTheOutputsAreCaught) {
+  SCOPED_TRACE(seed_text());
+  Case c;
+  c.dtype = DType::bf16;
+  c.seqlen_q = 17;
+  c.seqlen_k = 33;
+  c.layout = Layout::padded;
+  c.backward = false;
+  CaseData data(c);
+  ASSERT_EQ(data.run("reference", Device::cpu, false).stray_writes, 0);
+
+  // Element dim_v of (batch 0, row 0, head 0) is the first one of the 8-element gap after that head's row.
+  data.out_buffer().set(c.dim_v, 1.0);
+  const Results gap = data.collect(false);
+  EXPECT_EQ(gap.stray_writes, 1) << gap.stray_where;
+  data.out_buffer().set(c.dim_v, std::numeric_limits<double>::quiet_NaN());
+  EXPECT_EQ(data.collect(false).stray_writes, 0);
+
+  HostBuffer& q = data.q_buffer();
+  q.set(0, q.get(0) + 1.0);
+  const Results input = data.collect(false);
+  EXPECT_EQ(input.stray_writes, 1) << input.stray_where;
+}
+
 }  // namespace
 }  // namespace ioattn::test

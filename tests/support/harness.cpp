@@ -54,6 +54,7 @@ void mark_view(const TensorView& v, const HostBuffer& buf, std::vector<char>& ma
 CaseData::CaseData(const Case& c) : case_(c) {
   allocate();
   draw_inputs();
+  inputs_drawn_ = snapshot_inputs();
   problem_ = detail::make_backward_problem(backward_args(), params("reference"));
 
   const detail::Problem& p = problem_;
@@ -221,7 +222,8 @@ std::vector<HostBuffer> CaseData::snapshot_inputs() const {
   return {qkv_, q_, k_, v_, dout_, alibi_, sinks_, cu_q_, cu_k_};
 }
 
-void CaseData::check_untouched(Results& r, const std::vector<HostBuffer>& inputs_before) const {
+void CaseData::check_untouched(Results& r) const {
+  const std::vector<HostBuffer>& inputs_before = inputs_drawn_;
   auto stray = [&](const char* name, std::int64_t e) {
     if (r.stray_writes++ == 0) r.stray_where = std::string(name) + " element " + std::to_string(e);
   };
@@ -247,16 +249,13 @@ void CaseData::check_untouched(Results& r, const std::vector<HostBuffer>& inputs
 Results CaseData::run(const std::string& impl, Device device, bool backward) {
   if (backward) ensure_backward_yardsticks();
   for (HostBuffer* b : {&out_, &lse_, &dq_, &dk_, &dv_, &dsinks_}) b->poison();
-  const std::vector<HostBuffer> inputs_before = snapshot_inputs();
   ForwardArgs fa = forward_args();
   BackwardArgs ba = backward_args();
   AttentionParams params = this->params(impl);
   if (device == Device::cpu) {
     attention_forward(fa, params);
     if (backward) attention_backward(ba, params);
-    Results r = gather_outputs(backward);
-    check_untouched(r, inputs_before);
-    return r;
+    return collect(backward);
   }
 
   // The same bytes on the GPU (poison included); every view keeps its offset within its buffer.
@@ -291,8 +290,12 @@ Results CaseData::run(const std::string& impl, Device device, bool backward) {
   if (backward) attention_backward(ba, params);
   // Every buffer comes back, inputs included, so that writes to them are seen too.
   for (auto& [host, device_copy] : dev) device_copy.download(*host);
+  return collect(backward);
+}
+
+Results CaseData::collect(bool backward) const {
   Results r = gather_outputs(backward);
-  check_untouched(r, inputs_before);
+  check_untouched(r);
   return r;
 }
 

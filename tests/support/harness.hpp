@@ -49,15 +49,19 @@ class CaseData {
   ForwardArgs forward_args() const;
   BackwardArgs backward_args() const;
   AttentionParams params(const std::string& impl) const;
-  // The host buffers of the outputs, for tests that inspect or tamper with them.
+  // The outputs as they are now in the host buffers (after run(), or after a test tampered with them), with the
+  // check that nothing outside the outputs' views and nothing in the inputs changed since the inputs were drawn.
+  Results collect(bool backward) const;
+  // Host buffers, for tests that tamper with them (to show that the checks catch it).
   HostBuffer& out_buffer() { return out_; }
+  HostBuffer& q_buffer() { return case_.layout == Layout::packed_qkv ? qkv_ : q_; }
 
  private:
   void allocate();
   void draw_inputs();
   void ensure_backward_yardsticks();
   Results gather_outputs(bool backward) const;
-  void check_untouched(Results& r, const std::vector<HostBuffer>& inputs_before) const;
+  void check_untouched(Results& r) const;
   std::vector<HostBuffer> snapshot_inputs() const;
 
   Case case_;
@@ -66,6 +70,7 @@ class CaseData {
   TensorView vq_, vk_, vv_, vout_, vlse_, vdout_, vdq_, vdk_, vdv_, valibi_, vsinks_, vdsinks_, vcu_q_, vcu_k_;
   detail::BackwardProblem problem_;
   std::vector<double> q64_, k64_, v64_;  // the inputs, canonical
+  std::vector<HostBuffer> inputs_drawn_;  // the input buffers as drawn, to show no backend wrote to them
   Results ref_, naive_, stored_;  // stored_: gradients only, see support/compare.hpp
   bool have_backward_ = false;
 };
