@@ -49,7 +49,11 @@ struct Config {
 };
 
 // Variant 0 is what a build uses; the others are alternative tilings for head dims 64 and 128 kept for tuning on
-// the device (IOATTN_SM80_BWD_VARIANT, read by backward.cu), each compiled only when listed in backward.cmake.
+// the device (IOATTN_SM80_BWD_VARIANT, read by backward.cu), compiled only with IOATTN_SM80_BWD_VARIANTS=ON.
+// Measured 2026-11-21 on one H200 (bf16, 16k tokens, hidden 2048, seqlen 512..16k, tests/cuda/backward_variants.py):
+//   1 (pipelined fragments, 32x32 dQ warp tiles): +1% over 0 at head dim 128, -1% at 64;
+//   2, 3, 4 (64-key tiles, some at two CTAs per SM): 5-40% slower than 0 everywhere except head dim 64 with
+//   causal masks at seqlen <= 1024, where 3 was up to 17% faster. 64-key tiles double the dQ reductions.
 template <int kDimQK, int kDimV, int kVariant = 0>
 struct ConfigFor;
 template <>
