@@ -121,12 +121,14 @@ IOATTN_TILED_INLINE void recompute_ds(const BackwardContext& ctx, const Backward
   }
 }
 
-template <DType D>
+// The query side of a tile: q (times the softmax scale, see scores_to_logits), dO, lse and D.
+template <int VW, DType D>
 IOATTN_TILED_INLINE void load_query_side(const BackwardContext& ctx, const BackwardTiles& x, std::int64_t b,
                                          const core::SeqSpan& span, std::int64_t q0, std::int64_t rows,
                                          std::int64_t h) {
   const detail::BackwardProblem& p = *ctx.p;
   load_rows<D>(p.q, b, span.q_offset + q0, h, rows, p.dim_qk, x.q, ctx.t.dq_pad);
+  scale_rows<VW>(x.q, rows, ctx.t.dq_pad, p.scale);
   load_rows<D>(p.dout, b, span.q_offset + q0, h, rows, p.dim_v, x.dout, ctx.t.dv_pad);
   const float* lse = static_cast<const float*>(p.lse.ptr);
   const float* d_head = ctx.d_all + h * query_rows(p);
@@ -189,7 +191,7 @@ IOATTN_TILED_INLINE void dq_item(const BackwardContext& ctx, std::int64_t item, 
   Arena arena(thread_ws);
   const BackwardTiles x(arena, p, t);
 
-  load_query_side<D>(ctx, x, b, span, q0, rows, h);
+  load_query_side<VW, D>(ctx, x, b, span, q0, rows, h);
   for (std::int64_t e = 0; e < rows * t.dq_pad; ++e) x.acc_a[e] = 0.0f;
   const std::int64_t k_begin = mods.rule.tile_key_begin(q0);
   const std::int64_t k_end = mods.rule.tile_key_end(q0 + rows);
@@ -200,6 +202,10 @@ IOATTN_TILED_INLINE void dq_item(const BackwardContext& ctx, std::int64_t item, 
     load_rows_transposed<D>(p.k, b, span.k_offset + k0, h_kv, kn, p.dim_qk, x.kt, t.bc, x.row);
     load_rows<D>(p.k, b, span.k_offset + k0, h_kv, kn, p.dim_qk, x.k, t.dq_pad);
     load_rows_transposed<D>(p.v, b, span.k_offset + k0, h_kv, kn, p.dim_v, x.vt, t.bc, x.row);
+    for (std::int64_t r = k0 + t.bc; r < std::min(k0 + 2 * t.bc, k_end); ++r) {  // next tile, see prefetch_row
+      prefetch_row(p.k, sizeof(typename Elem<D>::storage), b, span.k_offset + r, h_kv, p.dim_qk);
+      prefetch_row(p.v, sizeof(typename Elem<D>::storage), b, span.k_offset + r, h_kv, p.dim_v);
+    }
     recompute_ds<VW>(ctx, x, rows, q0, k0, kn, kind, mods);
     // acc_a[rows][dq_pad] += dS[rows][kn] . k[kn][dq_pad]
     gemm_nn<VW>(rows, t.dq_pad, kn, x.cap, t.bc, x.k, t.dq_pad, x.acc_a, t.dq_pad, true);
@@ -234,7 +240,6 @@ void query_range(const core::MaskRule& rule, std::int64_t q_len, std::int64_t k0
 // Pass 2: dK and dV of one key tile of one kv head, summed over the heads of its group.
 template <int VW, DType D>
 IOATTN_TILED_INLINE void dkv_item(const BackwardContext& ctx, std::int64_t item, char* thread_ws) {
-  using V = Simd<VW>;
   const detail::BackwardProblem& p = *ctx.p;
   const TileShape& t = ctx.t;
   const ItemCoords at = key_item(ctx.k_grid, item);
@@ -262,20 +267,22 @@ IOATTN_TILED_INLINE void dkv_item(const BackwardContext& ctx, std::int64_t item,
       const std::int64_t rows = std::min(t.br, last - q0);
       const core::TileKind kind = mods.rule.classify(q0, q0 + rows, k0, k0 + kn);
       if (kind == core::TileKind::skip) continue;
-      load_query_side<D>(ctx, x, b, span, q0, rows, h);
+      load_query_side<VW, D>(ctx, x, b, span, q0, rows, h);
+      for (std::int64_t r = q0 + t.br; r < std::min(q0 + 2 * t.br, last); ++r) {  // next tile, see prefetch_row
+        prefetch_row(p.q, sizeof(typename Elem<D>::storage), b, span.q_offset + r, h, p.dim_qk);
+        prefetch_row(p.dout, sizeof(typename Elem<D>::storage), b, span.q_offset + r, h, p.dim_v);
+      }
       recompute_ds<VW>(ctx, x, rows, q0, k0, kn, kind, mods);
-      // acc_b[kn][dv_pad] += P^T[kn][rows] . dout[rows][dv_pad];  acc_a[kn][dq_pad] += dS^T[kn][rows] . q
+      // acc_b[kn][dv_pad] += P^T[kn][rows] . dout[rows][dv_pad];  acc_a[kn][dq_pad] += dS^T[kn][rows] . q, with
+      // q already times the softmax scale: that is dK.
       transpose(rows, kn, x.s, t.bc, x.pt, t.br);
       gemm_nn<VW>(kn, t.dv_pad, rows, x.pt, t.br, x.dout, t.dv_pad, x.acc_b, t.dv_pad, true);
       transpose(rows, kn, x.cap, t.bc, x.dst, t.br);
       gemm_nn<VW>(kn, t.dq_pad, rows, x.dst, t.br, x.q, t.dq_pad, x.acc_a, t.dq_pad, true);
     }
   }
-  const typename V::vf scale = V::splat(p.scale);
   for (std::int64_t r = 0; r < kn; ++r) {
-    float* gk = x.acc_a + r * t.dq_pad;
-    for (std::int64_t c = 0; c < t.dq_pad; c += VW) V::store(gk + c, V::load(gk + c) * scale);
-    store_row<D>(p.dk.ptr, p.dk.offset(b, span.k_offset + k0 + r, h_kv), p.dim_qk, gk);
+    store_row<D>(p.dk.ptr, p.dk.offset(b, span.k_offset + k0 + r, h_kv), p.dim_qk, x.acc_a + r * t.dq_pad);
     store_row<D>(p.dv.ptr, p.dv.offset(b, span.k_offset + k0 + r, h_kv), p.dim_v, x.acc_b + r * t.dv_pad);
   }
 }

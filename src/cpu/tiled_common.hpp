@@ -7,7 +7,6 @@
 #pragma once
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -30,8 +29,9 @@ inline constexpr std::int64_t kMaxHeadDim = 512;
 //   bc: one key tile and one value tile in fp32, bc * (dq_pad + dv_pad) * 4 bytes, take about 64 KiB, so the
 //       micro-kernel's column panels of them stay in L1 while it sweeps down the query tile.
 //   br: the query tile, its output accumulator and its score tile, br * (dq_pad + dv_pad + bc) * 4 bytes, take
-//       about 320 KiB (L2). A taller query tile reads each K/V row from memory fewer times (every query tile streams
-//       the whole K and V of its head); measured on the machine of docs/PERF.md, 96 -> 256 rows gave about 10%.
+//       about 320 KiB (L2): 256 rows at head dim 128. A taller query tile reads each K/V row from memory fewer
+//       times (every query tile streams the whole K and V of its head); on the machine of docs/PERF.md, one thread,
+//       seqlen 4096, 4 heads, going from 120 to 264 rows took the forward from 70 to 82 GFLOP/s.
 struct TileShape {
   std::int64_t br = 0;
   std::int64_t bc = 0;
@@ -44,11 +44,9 @@ struct TileShape {
     t.dv_pad = pad_columns(p.dim_v);
     const std::int64_t kv_budget_floats = (64 * 1024) / 4;
     t.bc = std::clamp<std::int64_t>(kv_budget_floats / (t.dq_pad + t.dv_pad) / kColumnPad * kColumnPad, 32, 128);
-    if (const char* e = std::getenv("TUNE_BC")) t.bc = std::atoi(e);
     const std::int64_t q_budget_floats = (320 * 1024) / 4;
     const std::int64_t rows = q_budget_floats / (t.dq_pad + t.dv_pad + t.bc);
     t.br = std::clamp<std::int64_t>(rows / 24 * 24, 48, 384);  // whole micro-kernel blocks of 6 rows
-    if (const char* e = std::getenv("TUNE_BR")) t.br = std::atoi(e);
     return t;
   }
 };
@@ -161,7 +159,6 @@ inline ItemCoords key_item(const TileGrid& grid, std::int64_t item) {
 
 // Everything that turns q.k into the logit of one (sequence, head), as attention.hpp defines it.
 struct ScoreMods {
-  float scale = 1.0f;
   float softcap = 0.0f;
   float alibi_slope = 0.0f;
   bool alibi = false;
@@ -170,7 +167,6 @@ struct ScoreMods {
 
 inline ScoreMods score_mods(const detail::Problem& p, std::int64_t b, std::int64_t h, const core::SeqSpan& span) {
   ScoreMods m;
-  m.scale = p.scale;
   m.softcap = p.softcap;
   m.alibi = p.alibi_slopes != nullptr;
   m.alibi_slope = p.alibi_slope(b, h);
@@ -178,20 +174,18 @@ inline ScoreMods score_mods(const detail::Problem& p, std::int64_t b, std::int64
   return m;
 }
 
-// S[rows x n_pad] holds q.k for queries q0.. and keys k0.. (kn real keys, n_pad >= kn the padded width). Turns it
-// into logits in place; entries the mask hides, and the padding columns, become -inf. `kind` comes from
-// MaskRule::classify: a `full` tile runs no mask code. When `cap_grad` is given (backward with softcap) it receives
-// d(capped)/d(uncapped) per entry.
+// S[rows x n_pad] holds (scale q).k for queries q0.. and keys k0.. (kn real keys, n_pad >= kn the padded width):
+// the kernels fold the softmax scale into their query tile once (scale_rows), which saves a pass over every score
+// tile and rounds like PyTorch's q * scale. Turns S into logits in place; entries the mask hides, and the padding
+// columns, become -inf. `kind` comes from MaskRule::classify: a `full` tile runs no mask code. When `cap_grad` is
+// given (backward with softcap) it receives d(capped)/d(uncapped) per entry.
 template <int VW>
 IOATTN_TILED_INLINE void scores_to_logits(float* S, std::int64_t lds, std::int64_t rows, std::int64_t q0,
                                           std::int64_t k0, std::int64_t kn, std::int64_t n_pad, core::TileKind kind,
                                           const ScoreMods& mods, float* cap_grad) {
-  using V = Simd<VW>;
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  const typename V::vf scale = V::splat(mods.scale);
   for (std::int64_t r = 0; r < rows; ++r) {
     float* s = S + r * lds;
-    for (std::int64_t c = 0; c < n_pad; c += VW) V::store(s + c, V::load(s + c) * scale);
     if (mods.softcap > 0.0f) {
       // In fp64: the derivative 1 - (capped / softcap)^2 cancels where tanh saturates, and the fp32 capped value
       // would carry its rounding into it.
@@ -233,6 +227,14 @@ IOATTN_TILED_INLINE void load_rows(const detail::Operand& op, std::int64_t b, st
   }
 }
 
+// tile[r * ld + c] *= factor for r < rows, over the whole padded row (ld a multiple of kColumnPad).
+template <int VW>
+IOATTN_TILED_INLINE void scale_rows(float* tile, std::int64_t rows, std::int64_t ld, float factor) {
+  using V = Simd<VW>;
+  const typename V::vf f = V::splat(factor);
+  for (std::int64_t e = 0; e < rows * ld; e += VW) V::store(tile + e, V::load(tile + e) * f);
+}
+
 // dst[c * ld + r] = the same elements turned around (a K^T or V^T tile), columns [rows, ld) zeroed.
 template <DType D>
 IOATTN_TILED_INLINE void load_rows_transposed(const detail::Operand& op, std::int64_t b, std::int64_t row0,
@@ -244,6 +246,17 @@ IOATTN_TILED_INLINE void load_rows_transposed(const detail::Operand& op, std::in
   }
   for (std::int64_t c = 0; c < dim; ++c)
     for (std::int64_t r = rows; r < ld; ++r) dst[c * ld + r] = 0.0f;
+}
+
+// Asks the cache to start fetching row `row` of operand `op` (batch b, head h). The kernels issue these for the next
+// K/V tile, a row at a time while the current tile is worked on: with heads interleaved in memory the rows of one
+// head are strided, which the hardware prefetchers follow poorly (measured ~10% slower than contiguous rows), and
+// spreading the requests keeps them from piling up in the load queue.
+IOATTN_TILED_INLINE void prefetch_row(const detail::Operand& op, std::size_t elem_bytes, std::int64_t b,
+                                      std::int64_t row, std::int64_t h, std::int64_t dim) {
+  const char* p = static_cast<const char*>(op.ptr) + op.offset(b, row, h) * static_cast<std::int64_t>(elem_bytes);
+  const std::int64_t bytes = dim * static_cast<std::int64_t>(elem_bytes);
+  for (std::int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 2);
 }
 
 // Which implementation of the kernels this CPU runs: AVX2 + FMA (8 lanes) or the x86-64 baseline (4 lanes).

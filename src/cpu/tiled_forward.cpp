@@ -112,6 +112,7 @@ IOATTN_TILED_INLINE void forward_item(const ForwardContext& ctx, std::int64_t it
   for (std::int64_t r = 0; r < rows; ++r) state[r] = core::SoftmaxState<float>{};
   for (std::int64_t e = 0; e < rows * t.dv_pad; ++e) o_tile[e] = 0.0f;
   load_rows<D>(p.q, b, span.q_offset + q0, h, rows, p.dim_qk, q_tile, t.dq_pad);
+  scale_rows<VW>(q_tile, rows, t.dq_pad, p.scale);
 
   const std::int64_t k_begin = mods.rule.tile_key_begin(q0);
   const std::int64_t k_end = mods.rule.tile_key_end(q0 + rows);
@@ -128,7 +129,13 @@ IOATTN_TILED_INLINE void forward_item(const ForwardContext& ctx, std::int64_t it
     scores_to_logits<VW>(s_tile, t.bc, rows, q0, k0, kn, n_pad, kind, mods, nullptr);
 
     // Online softmax: P = exp(s - m) in place; o and l rescaled when the running max moves.
+    const std::int64_t next_k0 = k0 + t.bc;
+    const std::int64_t next_kn = std::min(t.bc, k_end - next_k0);
     for (std::int64_t r = 0; r < rows; ++r) {
+      if (r < next_kn) {
+        prefetch_row(p.k, sizeof(typename Elem<D>::storage), b, span.k_offset + next_k0 + r, h_kv, p.dim_qk);
+        prefetch_row(p.v, sizeof(typename Elem<D>::storage), b, span.k_offset + next_k0 + r, h_kv, p.dim_v);
+      }
       float* s = s_tile + r * t.bc;
       typename V::vf vmax = V::splat(core::neg_inf<float>());
       for (std::int64_t c = 0; c < n_pad; c += VW) vmax = V::vmax(vmax, V::load(s + c));
