@@ -233,6 +233,31 @@ TEST_P(CliCheck, CatchesMinusInfinityLseOnARowThatSeesKeys) {
 INSTANTIATE_TEST_SUITE_P(WholeAndSampled, CliCheck, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "sampled" : "whole"; });
 
+// No mask and too large to check whole: one whole (batch, kv head) slice still compares dK and dV on every key.
+TEST(CliCheckSlice, ComparesKeyGradientsWithoutAMask) {
+  ProblemSpec s;
+  s.batch = 4;
+  s.heads_q = 4;
+  s.heads_kv = 2;
+  s.seqlen_q = s.seqlen_k = 400;
+  s.dim_qk = s.dim_v = 16;
+  s.dtype = DType::f32;
+  s.mask = Mask::none();
+  const RunResult r = run_reference(s);
+  const CheckReport good = check_against_reference(s, r.run->inputs(), r.outputs, true, 0);
+  EXPECT_TRUE(good.pass);
+  EXPECT_EQ(good.sample.rfind("all rows of (batch 0, kv head 0); rows ", 0), 0u) << good.sample;
+  EXPECT_TRUE(good.dk.checked);
+  EXPECT_EQ(good.keys_checked, s.seqlen_k);
+
+  HostOutputs bad = r.outputs;
+  const std::int64_t i = at4(bad.dv, 0, 200, 0, 1);  // a middle key: only the whole slice can judge it
+  bad.dv.set(i, bad.dv.at(i) + 0.5f);
+  const CheckReport report = check_against_reference(s, r.run->inputs(), bad, true, 0);
+  EXPECT_FALSE(report.pass);
+  EXPECT_NEAR(report.dv.max_abs, 0.5, 1e-5);
+}
+
 TEST(CliCheckTolerance, ScalesWithTheDtype) {
   EXPECT_LT(check_tolerance(DType::f32), check_tolerance(DType::f16));
   EXPECT_LT(check_tolerance(DType::f16), check_tolerance(DType::bf16));

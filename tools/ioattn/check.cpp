@@ -73,16 +73,24 @@ std::vector<Block> plan_blocks(const ProblemSpec& s, std::string& sample) {
   const auto starts = block_starts(s, m);
   std::vector<std::pair<std::int64_t, std::int64_t>> pairs = {{0, 0}};
   if (s.batch > 1 || s.heads_kv > 1) pairs.emplace_back(s.batch - 1, s.heads_kv - 1);
-  sample = "rows";
-  for (std::size_t i = 0; i < starts.size(); ++i) {
-    sample += (i == 0 ? " " : ", ") + std::to_string(starts[i].first) + "-" +
-              std::to_string(starts[i].first + m - 1);
-  }
-  sample += " of";
+  // One whole (batch, kv head) slice, when affordable, checks dK and dV on every key: row blocks leave none
+  // complete without a mask, and few under most masks.
+  const bool first_slice_whole = cost / static_cast<double>(s.batch * s.heads_kv) <= kFullCheckCost;
+  sample.clear();
   for (std::size_t i = 0; i < pairs.size(); ++i) {
-    sample += std::string(i == 0 ? " " : " and ") + "(batch " + std::to_string(pairs[i].first) + ", kv head " +
-              std::to_string(pairs[i].second) + ")";
-    for (const auto& [r0, align] : starts) blocks.push_back({pairs[i].first, pairs[i].second, r0, r0 + m, align});
+    const auto [b, g] = pairs[i];
+    const std::string of = " of (batch " + std::to_string(b) + ", kv head " + std::to_string(g) + ")";
+    if (i == 0 && first_slice_whole) {
+      sample += "all rows" + of;
+      blocks.push_back({b, g, 0, s.seqlen_q, s.mask.alignment});
+      continue;
+    }
+    sample += sample.empty() ? "rows" : "; rows";
+    for (std::size_t j = 0; j < starts.size(); ++j) {
+      sample += (j == 0 ? " " : ", ") + std::to_string(starts[j].first) + "-" + std::to_string(starts[j].first + m - 1);
+      blocks.push_back({b, g, starts[j].first, starts[j].first + m, starts[j].second});
+    }
+    sample += of;
   }
   return blocks;
 }
