@@ -1,10 +1,11 @@
 // ioattn CLI: the error of a run against the fp64 reference backend, on a sample of rows.
 //
 // Small problems are checked whole. Larger ones are checked on the first and last (batch, kv head) pairs: the
-// first whole when that slice is small, otherwise on blocks of query rows, each run through impl = "reference" as a sub-problem: the rows' queries, all keys, and the mask re-aligned
-// so that every row keeps exactly the keys it saw (a block of the last rows under bottom-right alignment, or of
-// the first rows under top-left). dK and dV are compared only for keys that no row outside the block can see,
-// since only those gradients are complete within the sub-problem.
+// first whole when that slice is small, otherwise on blocks of query rows, each run through impl = "reference" as
+// a sub-problem: the rows' queries, all keys, and the mask re-aligned so that every row keeps exactly the keys it
+// saw (a block of the last rows under bottom-right alignment, or of the first rows under top-left). dK and dV are
+// compared only for keys that no row outside the block can see, since only those gradients are complete within
+// the sub-problem. Every output element is still scanned for NaN (the poison) and inf.
 #pragma once
 
 #include <cstdint>
