@@ -37,7 +37,7 @@
 namespace ioattn::test {
 
 inline constexpr double kNaiveFactor = 2.0;
-inline constexpr double kAllowanceUlps = 4.0;
+inline constexpr double kAllowanceUlps = 2.0;
 inline constexpr double kMagnitudeFloor = 0.3;
 
 // Machine epsilon (the gap between 1 and the next value) of a floating dtype.
