@@ -2,7 +2,8 @@
 //
 // Straightforward on purpose: each query row's scores are computed in full in fp64, row by row, with the mask rule,
 // score transforms and sequence spans taken from core/ so that the math is defined in one place. Row by row keeps the
-// memory at O(seqlen_k) per thread, which is why no score matrix is ever materialized for a whole head.
+// memory at O(seqlen_k) per thread: no score matrix is ever materialized for a whole head. The backward is also
+// instantiated in fp32, as the yardstick naive::backward_from_stored (the tests' bound) uses it.
 #include "cpu/reference.hpp"
 
 #include <omp.h>
@@ -26,17 +27,9 @@ constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
 int thread_count(const Problem& p) { return p.num_threads > 0 ? p.num_threads : omp_get_max_threads(); }
 
-// fp32 (the yardstick): one sequential chain, the plainest program and the largest rounding a backend may show.
-inline float dot(const float* a, const float* b, std::int64_t n) {
-  float s = 0;
-  for (std::int64_t c = 0; c < n; ++c) s += a[c] * b[c];
-  return s;
-}
-
-template <class T>
-T dot(const T* a, const T* b, std::int64_t n) {
-  // Four partial sums: independent chains the compiler can pipeline; in fp64 the reassociation is harmless.
-  T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+// fp64 (the oracle): four partial sums, independent chains the compiler can pipeline; the reassociation is harmless.
+double dot(const double* a, const double* b, std::int64_t n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
   std::int64_t c = 0;
   for (; c + 4 <= n; c += 4) {
     s0 += a[c] * b[c];
@@ -46,6 +39,13 @@ T dot(const T* a, const T* b, std::int64_t n) {
   }
   for (; c < n; ++c) s0 += a[c] * b[c];
   return (s0 + s1) + (s2 + s3);
+}
+
+// fp32 (the yardstick): one sequential chain, the plainest program, so the most rounding a backend may show.
+float dot(const float* a, const float* b, std::int64_t n) {
+  float s = 0;
+  for (std::int64_t c = 0; c < n; ++c) s += a[c] * b[c];
+  return s;
 }
 
 template <class T>
