@@ -3,6 +3,7 @@
 // "reference" is left out here (it would be compared with itself); tests/attention/test_reference_fd.cpp checks it.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -85,7 +86,7 @@ CaseData& case_data(const Case& c) {
 class AttentionTable : public ::testing::TestWithParam<Param> {
  protected:
   // Runs the backend, or marks the test skipped when this machine or backend cannot run the case.
-  void run(bool backward, Results* got) {
+  void run(bool backward, Results* got, bool with_lse = true) {
     const Param& p = GetParam();
     if (backward && !p.kase->backward) {
       GTEST_SKIP() << "forward-only case";
@@ -94,7 +95,7 @@ class AttentionTable : public ::testing::TestWithParam<Param> {
       GTEST_SKIP() << "backend '" << p.backend.name << "' needs a GPU; none is usable on this machine";
     }
     try {
-      *got = case_data(*p.kase).run(p.backend.name, p.backend.device, backward);
+      *got = case_data(*p.kase).run(p.backend.name, p.backend.device, backward, with_lse);
     } catch (const Error& e) {
       if (e.code() != ErrorCode::unsupported) throw;
       GTEST_SKIP() << "backend '" << p.backend.name << "' does not support this case: " << e.what();
@@ -118,6 +119,16 @@ TEST_P(AttentionTable, Forward) {
   run(false, &got);
   if (IsSkipped()) return;
   expect_all_within_bound(got, false);
+
+  // Again with no lse asked for (the API allows an empty view): the same out, and the lse buffer left alone.
+  Results without_lse;
+  run(false, &without_lse, false);
+  const Comparison out = case_data(*GetParam().kase).compare_all(without_lse, false)[0];
+  EXPECT_TRUE(out.ok()) << "without lse: " << out.describe();
+  EXPECT_EQ(without_lse.stray_writes, 0) << "without lse: " << without_lse.stray_where;
+  std::int64_t lse_written = 0;
+  for (double x : without_lse.lse) lse_written += std::isnan(x) ? 0 : 1;
+  EXPECT_EQ(lse_written, 0) << "lse elements written although no lse was passed";
 }
 
 // The backward from the backend's own out and lse, against the exact (fp64) gradient.
@@ -144,6 +155,7 @@ TEST(CaseTable, NamesAreUniqueAndCoverEveryAxis) {
   std::set<std::string> masks;
   std::set<std::int64_t> groups;
   bool softcap = false, alibi_h = false, alibi_bh = false, sinks = false, packed = false, padded = false;
+  bool deterministic = false;
   bool varlen_empty_q = false, varlen_empty_k = false, empty_rows = false, sinks_with_empty_rows = false;
   for (const Case& c : attention_cases()) {
     EXPECT_TRUE(names.insert(c.name()).second) << "duplicate case name " << c.name();
@@ -161,6 +173,7 @@ TEST(CaseTable, NamesAreUniqueAndCoverEveryAxis) {
     sinks |= c.sinks;
     packed |= c.layout == Layout::packed_qkv;
     padded |= c.layout == Layout::padded;
+    deterministic |= c.deterministic;
     for (std::size_t b = 0; b < c.varlen_q.size(); ++b) {
       varlen_empty_q |= c.varlen_q[b] == 0 && c.varlen_k[b] > 0;
       varlen_empty_k |= c.varlen_q[b] > 0 && c.varlen_k[b] == 0;
@@ -184,7 +197,7 @@ TEST(CaseTable, NamesAreUniqueAndCoverEveryAxis) {
     EXPECT_TRUE(masks.count(m)) << "no case with mask " << m;
   }
   for (std::int64_t g : {1, 2, 3, 8}) EXPECT_TRUE(groups.count(g)) << "no case with GQA group " << g;
-  EXPECT_TRUE(softcap && alibi_h && alibi_bh && sinks && packed && padded);
+  EXPECT_TRUE(softcap && alibi_h && alibi_bh && sinks && packed && padded && deterministic);
   EXPECT_TRUE(varlen_empty_q && varlen_empty_k && empty_rows && sinks_with_empty_rows);
 }
 

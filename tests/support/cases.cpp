@@ -87,6 +87,14 @@ std::vector<Case> build_table() {
   t.push_back({.dtype = bf16, .heads_q = 4, .mask = causal_br, .varlen_q = {64, 0, 17}, .varlen_k = {64, 9, 30},
                .layout = L::padded});
 
+  // The deterministic reduction paths, with GQA (dK, dV summed over the group) and many key tiles.
+  t.push_back({.dtype = bf16, .heads_q = 6, .seqlen_q = 239, .seqlen_k = 1024, .dim_qk = 128, .dim_v = 128,
+               .mask = causal_tl, .deterministic = true});
+  t.push_back({.dtype = f16, .heads_q = 8, .heads_kv = 1, .mask = win_br(64, 0), .sinks = true,
+               .varlen_q = {300, 0, 77}, .varlen_k = {300, 12, 200}, .deterministic = true});
+  t.push_back({.dtype = f32, .heads_q = 4, .seqlen_q = 113, .seqlen_k = 203, .dim_qk = 96, .dim_v = 96,
+               .mask = none, .alibi = Alibi::per_head, .deterministic = true});
+
   // Non-contiguous: q, k, v as slices of one packed qkv tensor.
   t.push_back({.dtype = bf16, .heads_q = 4, .seqlen_q = 113, .seqlen_k = 113, .dim_qk = 128, .dim_v = 128,
                .mask = causal_br, .layout = L::packed_qkv});
@@ -98,11 +106,23 @@ std::vector<Case> build_table() {
 }
 
 std::string mask_name(const Mask& m) {
+  // Appends, not operator+ chains: GCC 12 warns falsely (-Wrestrict) about `"literal" + std::string` temporaries.
   const char* align = m.alignment == Alignment::top_left ? "tl" : "br";
+  std::string n;
   if (m.is_none()) return "none";
-  if (m.is_causal()) return std::string("causal_") + align;
+  if (m.is_causal()) {
+    n = "causal_";
+    n += align;
+    return n;
+  }
   auto side = [](std::int64_t w) { return w < 0 ? std::string("inf") : std::to_string(w); };
-  return "win" + side(m.window_left) + "_" + side(m.window_right) + "_" + align;
+  n = "win";
+  n += side(m.window_left);
+  n += '_';
+  n += side(m.window_right);
+  n += '_';
+  n += align;
+  return n;
 }
 
 const char* dtype_name(DType d) {
@@ -116,7 +136,10 @@ const char* dtype_name(DType d) {
 
 std::string lengths(const std::vector<std::int32_t>& v) {
   std::string s;
-  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? "_" : "") + std::to_string(v[i]);
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (i) s += '_';
+    s += std::to_string(v[i]);
+  }
   return s;
 }
 
@@ -124,17 +147,26 @@ std::string lengths(const std::vector<std::int32_t>& v) {
 
 std::string Case::name() const {
   std::string n = dtype_name(dtype);
-  n += "_d" + std::to_string(dim_qk);
-  if (dim_v != dim_qk) n += "v" + std::to_string(dim_v);
+  auto add = [&n](const char* text, std::int64_t value) {
+    n += text;
+    n += std::to_string(value);
+  };
+  add("_d", dim_qk);
+  if (dim_v != dim_qk) add("v", dim_v);
   if (is_varlen()) {
-    n += "_varlen_q" + lengths(varlen_q) + "_k" + lengths(varlen_k);
+    n += "_varlen_q";
+    n += lengths(varlen_q);
+    n += "_k";
+    n += lengths(varlen_k);
   } else {
-    n += "_" + std::to_string(seqlen_q) + "x" + std::to_string(seqlen_k);
+    add("_", seqlen_q);
+    add("x", seqlen_k);
   }
-  n += "_" + mask_name(mask);
-  n += "_h" + std::to_string(heads_q);
-  if (group() > 1) n += "_gqa" + std::to_string(group());
-  if (!is_varlen() && batch > 1) n += "_b" + std::to_string(batch);
+  n += '_';
+  n += mask_name(mask);
+  add("_h", heads_q);
+  if (group() > 1) add("_gqa", group());
+  if (!is_varlen() && batch > 1) add("_b", batch);
   if (scale) n += "_scaled";
   if (softcap > 0) n += "_softcap";
   if (alibi == Alibi::per_head) n += "_alibi";
@@ -142,6 +174,7 @@ std::string Case::name() const {
   if (sinks) n += "_sinks";
   if (layout == Layout::packed_qkv) n += "_packed_qkv";
   if (layout == Layout::padded) n += "_padded";
+  if (deterministic) n += "_det";
   if (!backward) n += "_fwd";
   return n;
 }

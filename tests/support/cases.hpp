@@ -44,6 +44,7 @@ struct Case {
   std::vector<std::int32_t> varlen_q{};  // per-sequence lengths; empty: dense layout (batch taken from its size)
   std::vector<std::int32_t> varlen_k{};
   Layout layout = Layout::contiguous;
+  bool deterministic = false;  // AttentionParams::deterministic: a different dQ (and GQA dK/dV) reduction path
   bool backward = true;
 
   bool is_varlen() const { return !varlen_q.empty(); }

@@ -214,6 +214,7 @@ AttentionParams CaseData::params(const std::string& impl) const {
   p.softcap = case_.softcap;
   p.alibi_slopes = valibi_;
   p.sinks = vsinks_;
+  p.deterministic = case_.deterministic;
   p.impl = impl;
   return p;
 }
@@ -246,12 +247,14 @@ void CaseData::check_untouched(Results& r) const {
   }
 }
 
-Results CaseData::run(const std::string& impl, Device device, bool backward) {
+Results CaseData::run(const std::string& impl, Device device, bool backward, bool with_lse) {
+  if (backward && !with_lse) throw std::logic_error("CaseData::run: the backward needs the forward's lse");
   if (backward) ensure_backward_yardsticks();
   for (HostBuffer* b : {&out_, &lse_, &dq_, &dk_, &dv_, &dsinks_}) b->poison();
   ForwardArgs fa = forward_args();
   BackwardArgs ba = backward_args();
   AttentionParams params = this->params(impl);
+  if (!with_lse) fa.lse = TensorView{};
   if (device == Device::cpu) {
     attention_forward(fa, params);
     if (backward) attention_backward(ba, params);
@@ -274,7 +277,8 @@ Results CaseData::run(const std::string& impl, Device device, bool backward) {
   fa.k = ba.k = on_device(vk_, qkv_owner_k);
   fa.v = ba.v = on_device(vv_, qkv_owner_v);
   fa.out = ba.out = on_device(vout_, out_);
-  fa.lse = ba.lse = on_device(vlse_, lse_);
+  ba.lse = on_device(vlse_, lse_);
+  if (with_lse) fa.lse = ba.lse;
   ba.dout = on_device(vdout_, dout_);
   ba.dq = on_device(vdq_, dq_);
   ba.dk = on_device(vdk_, dk_);

@@ -41,7 +41,9 @@ class CaseData {
 
   // Forward (and, when `backward`, the backward from the backend's own out and lse) with AttentionParams::impl =
   // `impl` on tensors on `device`. Throws what the library throws (ioattn::Error), e.g. unsupported.
-  Results run(const std::string& impl, Device device, bool backward);
+  // `with_lse` false (forward only): the forward is called with an empty lse view, which the API allows; the lse
+  // buffer must then come back untouched (all NaN).
+  Results run(const std::string& impl, Device device, bool backward, bool with_lse = true);
 
   // Every comparison for results of run(): out and lse, and dq, dk, dv (and dsinks) when `backward`.
   std::vector<Comparison> compare_all(const Results& got, bool backward) const;
