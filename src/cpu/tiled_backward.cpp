@@ -67,20 +67,39 @@ std::int64_t row_index(const detail::Problem& p, std::int64_t b, std::int64_t se
   return (p.is_varlen() ? 0 : b * p.seqlen_q) + seq_row;
 }
 
+// The fused single pass keeps, per thread, an fp32 dQ partial of one (sequence, kv head): group * seqlen_q rows. It
+// is used while all threads' partials together stay within this budget; longer sequences take the two passes, whose
+// workspace does not grow with seqlen beyond D (so that seqlen 32768 runs in a few MiB, tests/tiled).
+inline constexpr std::int64_t kFusedPartialBudget = 16 << 20;
+
 struct BackwardLayout {
   TileShape t;
-  std::size_t prefix_bytes;  // each of the two varlen prefix arrays (queries, keys)
-  std::size_t d_bytes;
-  std::size_t thread_bytes;
   int threads;
+  bool fused;                  // single pass with dQ partials, else two passes
+  std::size_t prefix_bytes;    // each of the two varlen prefix arrays (queries, keys)
+  std::size_t d_bytes;
+  std::size_t tile_bytes;      // per thread: the tiles
+  std::size_t partial_floats;  // per thread: the dQ partial (fused only)
+  std::size_t thread_bytes;
 
   explicit BackwardLayout(const detail::Problem& p)
       : t(TileShape::for_problem(p)),
+        threads(thread_count(p)),
+        fused(use_fused(p, t, threads)),
         prefix_bytes(TileGrid::prefix_bytes(p)),
         d_bytes((static_cast<std::size_t>(query_rows(p) * p.heads_q) * sizeof(float) + 63) / 64 * 64),
-        thread_bytes(backward_thread_bytes(p, t)),
-        threads(thread_count(p)) {}
+        tile_bytes(backward_thread_bytes(p, t)),
+        partial_floats(fused ? static_cast<std::size_t>(p.group_size() * p.seqlen_q * t.dq_pad) : 0),
+        thread_bytes(tile_bytes + (partial_floats * sizeof(float) + 63) / 64 * 64) {}
   std::size_t total() const { return 64 + 2 * prefix_bytes + d_bytes + threads * thread_bytes; }
+
+  // Dense only (a varlen batch of short sequences would run one small parallel job per sequence), with enough key
+  // tiles per thread to share out, and partials within budget.
+  static bool use_fused(const detail::Problem& p, const TileShape& t, int threads) {
+    if (p.is_varlen()) return false;
+    if (p.seqlen_k < 4 * threads * t.bc) return false;
+    return threads * p.group_size() * p.seqlen_q * t.dq_pad * 4 <= kFusedPartialBudget;
+  }
 };
 
 struct BackwardContext {
@@ -90,6 +109,9 @@ struct BackwardContext {
   TileGrid k_grid;
   float* d_all;  // [heads_q][query_rows]
   std::size_t thread_bytes;
+  std::size_t tile_bytes;  // fused: the thread's dQ partial starts this far into its slice
+  std::int64_t job_b = 0;      // fused: the (sequence, kv head) being worked on
+  std::int64_t job_h_kv = 0;
 };
 
 // P = exp(s - lse) row by row (a row with lse = -inf saw nothing: core::exp_offset keeps it at 0, not NaN), then
@@ -237,15 +259,13 @@ void query_range(const core::MaskRule& rule, std::int64_t q_len, std::int64_t k0
   last = lo;
 }
 
-// Pass 2: dK and dV of one key tile of one kv head, summed over the heads of its group.
-template <int VW, DType D>
-IOATTN_TILED_INLINE void dkv_item(const BackwardContext& ctx, std::int64_t item, char* thread_ws) {
+// Pass 2: dK and dV of one key tile of one kv head, summed over the heads of its group. Fused (kFused): also adds
+// this tile's share of dQ, dS K, into the thread's partial [group][seqlen_q][dq_pad].
+template <int VW, DType D, bool kFused>
+IOATTN_TILED_INLINE void dkv_tile(const BackwardContext& ctx, std::int64_t b, std::int64_t h_kv, std::int64_t tile,
+                                  char* thread_ws) {
   const detail::BackwardProblem& p = *ctx.p;
   const TileShape& t = ctx.t;
-  const ItemCoords at = key_item(ctx.k_grid, item);
-  const std::int64_t b = at.b;
-  const std::int64_t h_kv = at.h;
-  const std::int64_t tile = at.tile;
   const core::SeqSpan span = p.span(b);
   const std::int64_t k0 = tile * t.bc;
   const std::int64_t kn = std::min(t.bc, span.k_len - k0);
@@ -254,6 +274,8 @@ IOATTN_TILED_INLINE void dkv_item(const BackwardContext& ctx, std::int64_t item,
 
   load_rows_transposed<D>(p.k, b, span.k_offset + k0, h_kv, kn, p.dim_qk, x.kt, t.bc, x.row);
   load_rows_transposed<D>(p.v, b, span.k_offset + k0, h_kv, kn, p.dim_v, x.vt, t.bc, x.row);
+  float* dq_partial = reinterpret_cast<float*>(thread_ws + ctx.tile_bytes);
+  if constexpr (kFused) load_rows<D>(p.k, b, span.k_offset + k0, h_kv, kn, p.dim_qk, x.k, t.dq_pad);
   for (std::int64_t e = 0; e < kn * t.dq_pad; ++e) x.acc_a[e] = 0.0f;
   for (std::int64_t e = 0; e < kn * t.dv_pad; ++e) x.acc_b[e] = 0.0f;
 
@@ -279,12 +301,29 @@ IOATTN_TILED_INLINE void dkv_item(const BackwardContext& ctx, std::int64_t item,
       gemm_nn<VW>(kn, t.dv_pad, rows, x.pt, t.br, x.dout, t.dv_pad, x.acc_b, t.dv_pad, true);
       transpose(rows, kn, x.cap, t.bc, x.dst, t.br);
       gemm_nn<VW>(kn, t.dq_pad, rows, x.dst, t.br, x.q, t.dq_pad, x.acc_a, t.dq_pad, true);
+      if constexpr (kFused) {
+        // partial[g][q0 + r][dq_pad] += dS[rows][kn] . k[kn][dq_pad]
+        float* part = dq_partial + (g * p.seqlen_q + q0) * t.dq_pad;
+        gemm_nn<VW>(rows, t.dq_pad, kn, x.cap, t.bc, x.k, t.dq_pad, part, t.dq_pad, true);
+      }
     }
   }
   for (std::int64_t r = 0; r < kn; ++r) {
     store_row<D>(p.dk.ptr, p.dk.offset(b, span.k_offset + k0 + r, h_kv), p.dim_qk, x.acc_a + r * t.dq_pad);
     store_row<D>(p.dv.ptr, p.dv.offset(b, span.k_offset + k0 + r, h_kv), p.dim_v, x.acc_b + r * t.dv_pad);
   }
+}
+
+template <int VW, DType D>
+IOATTN_TILED_INLINE void dkv_item(const BackwardContext& ctx, std::int64_t item, char* thread_ws) {
+  const ItemCoords at = key_item(ctx.k_grid, item);
+  dkv_tile<VW, D, false>(ctx, at.b, at.h, at.tile, thread_ws);
+}
+
+// Fused: key tile `item` of the context's current (sequence, kv head).
+template <int VW, DType D>
+IOATTN_TILED_INLINE void fused_item(const BackwardContext& ctx, std::int64_t item, char* thread_ws) {
+  dkv_tile<VW, D, true>(ctx, ctx.job_b, ctx.job_h_kv, item, thread_ws);
 }
 
 // Each kernel compiled twice (see tiled_simd.hpp); flatten pulls the helpers into the chosen ISA.
@@ -301,6 +340,7 @@ IOATTN_TILED_INLINE void dkv_item(const BackwardContext& ctx, std::int64_t item,
 IOATTN_TILED_VARIANTS(d_item)
 IOATTN_TILED_VARIANTS(dq_item)
 IOATTN_TILED_VARIANTS(dkv_item)
+IOATTN_TILED_VARIANTS(fused_item)
 #undef IOATTN_TILED_VARIANTS
 
 using ItemFn = void (*)(const BackwardContext&, std::int64_t, char*);
@@ -310,6 +350,48 @@ void run_items(const BackwardContext& ctx, char* thread_base, int threads, std::
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (std::int64_t n = 0; n < items; ++n) {
     fn(ctx, items - 1 - n, thread_base + static_cast<std::size_t>(omp_get_thread_num()) * ctx.thread_bytes);
+  }
+}
+
+// The fused single pass, one (sequence, kv head) job after another. Key tiles go round-robin to the threads (a fixed
+// assignment for a fixed thread count), each thread adds into its own dQ partial, and the partials are summed in
+// thread order: bitwise reproducible for a given thread count, not across thread counts.
+template <DType D>
+void run_fused(BackwardContext& ctx, char* thread_base, int threads, ItemFn fn, std::size_t partial_floats) {
+  const detail::BackwardProblem& p = *ctx.p;
+  const TileShape& t = ctx.t;
+  const std::int64_t key_tiles = (p.seqlen_k + t.bc - 1) / t.bc;
+  const std::int64_t group = p.group_size();
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    for (std::int64_t h_kv = 0; h_kv < p.heads_kv; ++h_kv) {
+      ctx.job_b = b;
+      ctx.job_h_kv = h_kv;
+#pragma omp parallel num_threads(threads)
+      {
+        const int tid = omp_get_thread_num();
+        const int team = omp_get_num_threads();
+        char* ws = thread_base + static_cast<std::size_t>(tid) * ctx.thread_bytes;
+        float* own = reinterpret_cast<float*>(ws + ctx.tile_bytes);
+        for (std::size_t e = 0; e < partial_floats; ++e) own[e] = 0.0f;
+        for (std::int64_t tile = tid; tile < key_tiles; tile += team) fn(ctx, tile, ws);
+#pragma omp barrier
+        // dq row = scale * (partial_0 + partial_1 + ...), rows shared out statically.
+        float* sum = reinterpret_cast<float*>(ws);  // the thread's tiles are free again: one row of scratch
+        const std::int64_t rows = group * p.seqlen_q;
+        for (std::int64_t row = tid; row < rows; row += team) {
+          for (std::int64_t c = 0; c < t.dq_pad; ++c) sum[c] = 0.0f;
+          for (int other = 0; other < team; ++other) {
+            const float* part = reinterpret_cast<const float*>(thread_base + other * ctx.thread_bytes +
+                                                               ctx.tile_bytes) + row * t.dq_pad;
+            for (std::int64_t c = 0; c < t.dq_pad; ++c) sum[c] += part[c];
+          }
+          for (std::int64_t c = 0; c < t.dq_pad; ++c) sum[c] *= p.scale;
+          const std::int64_t h = h_kv * group + row / p.seqlen_q;
+          store_row<D>(p.dq.ptr, p.dq.offset(b, row % p.seqlen_q, h), p.dim_qk, sum);
+        }
+#pragma omp barrier
+      }
+    }
   }
 }
 
@@ -351,7 +433,8 @@ void backward(const detail::BackwardProblem& p) {
                       TileGrid::make(p, layout.t.br, true, q_prefix),
                       TileGrid::make(p, layout.t.bc, false, k_prefix),
                       d_all,
-                      layout.thread_bytes};
+                      layout.thread_bytes,
+                      layout.tile_bytes};
   const bool avx2 = cpu_has_avx2_fma();
   const std::int64_t q_items = ctx.q_grid.count * p.heads_q;
   const std::int64_t k_items = ctx.k_grid.count * p.heads_kv;
@@ -360,6 +443,11 @@ void backward(const detail::BackwardProblem& p) {
     constexpr DType kD = decltype(d)::value;
     run_items(ctx, thread_base, layout.threads, q_items, avx2 ? &d_item_avx2<kD> : &d_item_baseline<kD>);
     if (p.sinks != nullptr) sink_gradients(p, d_all, layout.threads);
+    if (layout.fused) {
+      run_fused<kD>(ctx, thread_base, layout.threads, avx2 ? &fused_item_avx2<kD> : &fused_item_baseline<kD>,
+                    layout.partial_floats);
+      return;
+    }
     run_items(ctx, thread_base, layout.threads, q_items, avx2 ? &dq_item_avx2<kD> : &dq_item_baseline<kD>);
     run_items(ctx, thread_base, layout.threads, k_items, avx2 ? &dkv_item_avx2<kD> : &dkv_item_baseline<kD>);
   });

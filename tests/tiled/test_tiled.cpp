@@ -3,6 +3,7 @@
 // determinism across thread counts, and caller-owned workspace. The shared case table (tests/attention) covers the
 // features in full. CTest runs this binary twice: as is, and with IOATTN_TILED_ISA=baseline (the SSE2 variant).
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstdint>
@@ -75,12 +76,37 @@ TEST_P(TiledVsReference, ForwardAndBackward) {
 INSTANTIATE_TEST_SUITE_P(Shapes, TiledVsReference, ::testing::ValuesIn(tiled_cases()),
                          [](const auto& info) { return info.param.name(); });
 
+// The backward has two schedules (src/cpu/tiled_backward.cpp): a fused single pass with per-thread dQ partials when
+// there are at least 4 key tiles per thread and the partials are small, else two passes. With 700 keys at head dim
+// 64 (128-key tiles) one thread takes the fused pass and three threads the two passes; both must match the reference.
+TEST(TiledBackwardSchedules, FusedAndTwoPassBothMatchTheReference) {
+  Case c;
+  c.dtype = DType::bf16;
+  c.heads_q = 4;
+  c.heads_kv = 2;
+  c.seqlen_q = 150;
+  c.seqlen_k = 700;
+  c.dim_qk = c.dim_v = 64;
+  c.mask = Mask::causal();
+  c.sinks = true;
+  CaseData data(c);
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 3}) {
+    omp_set_num_threads(threads);
+    const Results got = data.run("tiled", Device::cpu, /*backward=*/true);
+    for (const Comparison& cmp : data.compare_all(got, /*backward=*/true)) {
+      EXPECT_TRUE(cmp.ok()) << threads << " threads: " << cmp.describe() << "  (" << seed_text() << ")";
+    }
+  }
+  omp_set_num_threads(saved);
+}
+
 // A problem with every feature on, held in fp32 buffers, run through the public API.
 struct Problem {
-  std::int64_t batch = 2, seq_q = 333, seq_k = 301, heads_q = 4, heads_kv = 2, dim = 80;
+  std::int64_t batch = 2, seq_q = 333, seq_k, heads_q = 4, heads_kv = 2, dim = 80;
   std::vector<float> q, k, v, out, lse, dout, dq, dk, dv, sinks, dsinks, slopes;
 
-  explicit Problem(const std::string& stream) {
+  explicit Problem(const std::string& stream, std::int64_t keys = 301) : seq_k(keys) {
     Rng rng(stream);
     auto fill = [&](std::vector<float>& x, std::int64_t n) {
       x.resize(static_cast<std::size_t>(n));
@@ -164,6 +190,15 @@ TEST(TiledDeterminism, BitwiseAcrossThreadCounts) {
   AttentionParams det = p.params(2);
   det.deterministic = true;
   EXPECT_TRUE(bitwise_equal(one, p.run(det)));
+}
+
+// The fused backward (seqlen_k 1100 >= 4 threads' worth of key tiles) sums per-thread dQ partials in thread order:
+// reproducible for a given thread count.
+TEST(TiledDeterminism, FusedBackwardBitwiseForAFixedThreadCount) {
+  Problem fused("TiledDeterminismFused", 1100);
+  const std::vector<float> first = fused.run(fused.params(2));
+  for (float x : first) ASSERT_FALSE(std::isnan(x)) << "an output was left unwritten";
+  EXPECT_TRUE(bitwise_equal(first, fused.run(fused.params(2))));
 }
 
 TEST(TiledWorkspace, CallerOwnedGivesTheSameResult) {
