@@ -1,6 +1,9 @@
 // ioattn sm80 forward: tile choice per head dim, and the launch. Included by the instantiation files only.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
+
 #include <cuda_runtime.h>
 #include <cutlass/numeric_types.h>
 
@@ -81,9 +84,15 @@ void launch_forward(const Problem& p) {
   auto kernel = &forward_kernel<Traits>;
 
   DeviceScope device(p.device_index);
-  // Above 48 KB a kernel must opt in to dynamic shared memory, once per device it runs on.
-  cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem),
-             "cudaFuncSetAttribute(max dynamic shared memory)");
+  // Above 48 KB a kernel must opt in to dynamic shared memory, once per device it runs on (one bit per device;
+  // a race only repeats the idempotent call).
+  static std::atomic<std::uint64_t> configured{0};
+  const std::uint64_t bit = p.device_index < 64 ? (std::uint64_t{1} << p.device_index) : 0;
+  if (bit == 0 || (configured.load(std::memory_order_relaxed) & bit) == 0) {
+    cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem),
+               "cudaFuncSetAttribute(max dynamic shared memory)");
+    configured.fetch_or(bit, std::memory_order_relaxed);
+  }
 
   const ForwardParams fp = make_forward_params(p, Traits::kBlockM);
   if (fp.num_m_blocks == 0 || p.batch == 0 || p.heads_q == 0) return;
