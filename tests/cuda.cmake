@@ -4,8 +4,10 @@ if(IOATTN_CUDA AND TARGET ioattn_attention_support)
   ioattn_add_test(test_cuda_forward ${CMAKE_CURRENT_SOURCE_DIR}/cuda/forward_test.cpp LABELS cuda TIMEOUT 900)
   target_link_libraries(test_cuda_forward PRIVATE ioattn_attention_support)
   # The tests read the build's switches, so a cut-down build tests what it holds.
+  string(REPLACE ";" "," _ioattn_dims "${IOATTN_CUDA_HEAD_DIMS}")
+  string(REPLACE ";" "," _ioattn_dtypes "${IOATTN_CUDA_DTYPES}")
   target_compile_definitions(test_cuda_forward PRIVATE
-    IOATTN_TEST_CUDA_HEAD_DIMS="${IOATTN_CUDA_HEAD_DIMS}" IOATTN_TEST_CUDA_DTYPES="${IOATTN_CUDA_DTYPES}")
+    IOATTN_TEST_CUDA_HEAD_DIMS="${_ioattn_dims}" IOATTN_TEST_CUDA_DTYPES="${_ioattn_dtypes}")
 
   # A small forward + backward for compute-sanitizer (scripts/device-check); not a CTest test.
   add_executable(cuda_sanitize_small ${CMAKE_CURRENT_SOURCE_DIR}/cuda/sanitize_small.cpp)

@@ -16,10 +16,10 @@
 #include "support/random.hpp"
 
 #ifndef IOATTN_TEST_CUDA_HEAD_DIMS
-#define IOATTN_TEST_CUDA_HEAD_DIMS "64;96;128;192;256"
+#define IOATTN_TEST_CUDA_HEAD_DIMS "64,96,128,192,256"
 #endif
 #ifndef IOATTN_TEST_CUDA_DTYPES
-#define IOATTN_TEST_CUDA_DTYPES "bf16;fp16"
+#define IOATTN_TEST_CUDA_DTYPES "bf16,fp16"
 #endif
 
 namespace ioattn::test {
@@ -27,7 +27,7 @@ namespace {
 
 bool listed(const std::string& list, const std::string& item) {
   std::istringstream in(list);
-  for (std::string token; std::getline(in, token, ';');) {
+  for (std::string token; std::getline(in, token, ',');) {
     if (token == item) return true;
   }
   return false;
