@@ -153,12 +153,11 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) forward_kernel(const For
     copy_rows_zfill(gmem_copy_qk, tKgK(_, _, _, n_block), tKsK, tKcK, k_len - n_block * kBlockN);
     cp_async_fence();
 
-    for (; n_block >= n_block_min; --n_block) {
+    // One step of the mainloop. Instantiated twice, with and without mask code, so that the register allocation of
+    // the unmasked tiles (the bulk of the work) is not burdened by the mask's.
+    auto step = [&](int n_block, auto masked_tag) {
+      constexpr bool kMasked = decltype(masked_tag)::value;
       const int col0 = n_block * kBlockN;
-      // A tile overhanging the sequence's end needs the mask even where the rule sees every pair. (One loop body
-      // with a uniform branch, not two specialized copies: the copies spilled three times as many registers.)
-      const bool masked = col0 + kBlockN > k_len ||
-                          rule.classify(row0, row0 + rows_here, col0, col0 + kBlockN) != core::TileKind::full;
       Tensor acc_s = partition_fragment_C(tiled_mma, Shape<Int<kBlockM>, Int<kBlockN>>{});  // (MMA, MMA_M, MMA_N)
       clear(acc_s);
       cp_async_wait<0>();
@@ -170,7 +169,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) forward_kernel(const For
 
       Tensor rS = make_tensor(acc_s.data(), acc_rowcol_layout(acc_s.layout()));
       apply_score_mod(rS, rC, mod, rule, row0, col0);
-      if (masked) apply_mask(rS, rC, rule, row0, col0);
+      if constexpr (kMasked) apply_mask(rS, rC, rule, row0, col0);
 
       cp_async_wait<0>();
       __syncthreads();  // V(n) landed; every warp is done reading K(n)
@@ -182,17 +181,14 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) forward_kernel(const For
       // Online softmax. exp_offset semantics of core/softmax_state.hpp: while a row's max is -inf (nothing visible
       // yet) the offset is 0, so exp2(-inf - 0) = 0 instead of NaN.
       Tensor rO = make_tensor(acc_o.data(), acc_rowcol_layout(acc_o.layout()));
-      float row_alpha[kRows];
-      bool rescale = false;
       CUTE_UNROLL
       for (int mi = 0; mi < kRows; ++mi) {
         float tile_max = row_max[mi];
         CUTE_UNROLL
         for (int ni = 0; ni < size<1>(rS); ++ni) tile_max = fmaxf(tile_max, rS(mi, ni));
         const float m_new = quad_max(tile_max);
-        // __fmul_rn: never contracted into an FMA, so an unchanged max gives exactly 0 below and alpha == 1.
-        const float offset = m_new == -INFINITY ? 0.0f : __fmul_rn(m_new, to_log2);
-        const float alpha = fast_exp2(__fmul_rn(row_max[mi], to_log2) - offset);
+        const float offset = m_new == -INFINITY ? 0.0f : m_new * to_log2;
+        const float alpha = fast_exp2(row_max[mi] * to_log2 - offset);
         row_max[mi] = m_new;
         float sum = 0.0f;
         CUTE_UNROLL
@@ -201,22 +197,25 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) forward_kernel(const For
           sum += rS(mi, ni);
         }
         row_sum[mi] = row_sum[mi] * alpha + sum;
-        row_alpha[mi] = alpha;
-        rescale |= alpha != 1.0f;
-      }
-      // Once the running maxima settle (most tiles of a long row), alpha is exactly 1 for every row of the warp:
-      // skip the kRows x dim_v multiplies then. The vote keeps the branch uniform across the warp.
-      if (__any_sync(0xffffffffu, rescale)) {
         CUTE_UNROLL
-        for (int mi = 0; mi < kRows; ++mi) {
-          CUTE_UNROLL
-          for (int ni = 0; ni < size<1>(rO); ++ni) rO(mi, ni) *= row_alpha[mi];
-        }
+        for (int ni = 0; ni < size<1>(rO); ++ni) rO(mi, ni) *= alpha;
       }
 
       Tensor rP = convert_tensor<Element>(acc_s);
       Tensor tOrP = make_tensor(rP.data(), acc_as_a_operand_layout(rP.layout()));
       gemm_rs(acc_o, tOrP, tOrVt, tOsVt, tiled_mma, smem_copy_v, smem_thr_v);
+    };
+
+    for (; n_block >= n_block_min; --n_block) {
+      const int col0 = n_block * kBlockN;
+      // A tile overhanging the sequence's end needs the mask even where the rule sees every pair.
+      const bool masked = col0 + kBlockN > k_len ||
+                          rule.classify(row0, row0 + rows_here, col0, col0 + kBlockN) != core::TileKind::full;
+      if (masked) {
+        step(n_block, cute::true_type{});
+      } else {
+        step(n_block, cute::false_type{});
+      }
     }
   }
 
