@@ -6,6 +6,7 @@
 // and the autograd backward of exactly that, each product and softmax-backward rounded to dtype. GQA grads are
 // rounded per query head and then summed, like the gradient of a repeat_interleave.
 // Row by row, with fp32 accumulators for the dk/dv columns: no score matrix is stored.
+// At the end, backward_from_stored: the second yardstick for gradients (src/cpu/reference.hpp says why).
 #include <omp.h>
 
 #include <algorithm>
@@ -35,7 +36,7 @@ float dot_rounded(DType dtype, const float* a, const float* b, std::int64_t n) {
 
 std::vector<float> to_f32(const double* src, std::int64_t n) { return std::vector<float>(src, src + n); }
 
-// The rounded scores of row i of (b, h) over keys [j0, j1), and the pre-tanh values needed by the backward.
+// The rounded scores of row i of (b, h) over keys [j0, j1), and the tanh values the softcap backward needs.
 struct RowScores {
   std::vector<float> s;      // final logits (dtype-rounded up to the ALiBi add)
   std::vector<float> tanh_;  // softcap only: tanh(S / softcap) as rounded to dtype
