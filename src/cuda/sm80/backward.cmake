@@ -3,6 +3,7 @@
 # One main-kernel instantiation per (dtype, head dims) file in instantiations/; the ones this build compiles are
 # listed for backward.cu's dispatch in the generated ioattn_bwd_kernels.inc.
 option(IOATTN_SM80_BWD_VARIANTS "Also build the backward's alternative tilings (tuning builds)" OFF)
+option(IOATTN_SM80_BWD_SMALL_SMEM "Also build the backward tilings for GPUs with less shared memory than Hopper (A100, L40)" ON)
 set(_ioattn_bwd_dir "${CMAKE_CURRENT_LIST_DIR}")
 set(_ioattn_bwd_inc "")
 foreach(dtype IN LISTS IOATTN_CUDA_DTYPES)
@@ -27,6 +28,10 @@ foreach(dtype IN LISTS IOATTN_CUDA_DTYPES)
     endif()
     target_sources(ioattn PRIVATE "${_ioattn_bwd_dir}/instantiations/bwd_${_dt}_${_name}.cu")
     string(APPEND _ioattn_bwd_inc "IOATTN_BWD_KERNEL(${_dt}, ${_qk}, ${_v}, 0)\n")
+    if(IOATTN_SM80_BWD_SMALL_SMEM)
+      target_sources(ioattn PRIVATE "${_ioattn_bwd_dir}/instantiations/bwd_${_dt}_${_name}_small.cu")
+      string(APPEND _ioattn_bwd_inc "IOATTN_BWD_KERNEL(${_dt}, ${_qk}, ${_v}, 5)\n")
+    endif()
     # Alternative tilings for tuning on a GPU (bf16, head dims 64 and 128), picked by IOATTN_SM80_BWD_VARIANT=N.
     if(IOATTN_SM80_BWD_VARIANTS AND _dt STREQUAL "bf16" AND _qk EQUAL _v AND _qk MATCHES "^(64|128)$")
       set(_vars 1 2 3)

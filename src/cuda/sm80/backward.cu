@@ -41,12 +41,32 @@ Shape compiled_shape(DType dtype, std::int64_t dqk, std::int64_t dv, int variant
   return Shape{};
 }
 
-// Variant 0 unless IOATTN_SM80_BWD_VARIANT names another one compiled for these dims (tuning builds only; read on
-// every call so that one process can compare variants).
-int selected_variant(DType dtype, std::int64_t dqk, std::int64_t dv) {
+// Largest dynamic shared memory a block may opt into on `device`; 0 when the runtime cannot say.
+std::size_t smem_optin(int device) {
+  int bytes = 0;
+  if (cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return static_cast<std::size_t>(bytes);
+}
+
+// The kernel variant for this problem: IOATTN_SM80_BWD_VARIANT when it names one compiled for these dims (tuning;
+// read on every call so that one process can compare variants), else 0, else the small-shared-memory tiling when
+// the device cannot hold variant 0's (A100: 164 KB, L40: 99 KB per block; variant 0 at head dim 128 wants 173 KB).
+int selected_variant(const Problem& p) {
   const char* env = std::getenv("IOATTN_SM80_BWD_VARIANT");
   const int requested = env ? std::atoi(env) : 0;
-  return requested != 0 && compiled_shape(dtype, dqk, dv, requested).bc > 0 ? requested : 0;
+  if (requested != 0 && compiled_shape(p.dtype, p.dim_qk, p.dim_v, requested).bc > 0) return requested;
+  const Shape base = compiled_shape(p.dtype, p.dim_qk, p.dim_v, 0);
+  const Shape small = compiled_shape(p.dtype, p.dim_qk, p.dim_v, bwd::kSmallSmemVariant);
+  const std::size_t optin = smem_optin(p.device_index);
+  if (base.bc > 0 && small.bc > 0 && optin > 0 && optin < base.smem) return bwd::kSmallSmemVariant;
+  return 0;
+}
+
+Shape selected_shape(const Problem& p) {
+  return compiled_shape(p.dtype, p.dim_qk, p.dim_v, selected_variant(p));
 }
 
 std::string compiled_list() {
@@ -104,7 +124,7 @@ struct Layout {
 Layout workspace_layout(const BackwardProblem& p) {
   Layout l;
   l.rows = p.is_varlen() ? p.total_q : p.batch * p.seqlen_q;
-  const Shape shape = compiled_shape(p.dtype, p.dim_qk, p.dim_v, selected_variant(p.dtype, p.dim_qk, p.dim_v));
+  const Shape shape = selected_shape(p);
   const int br = shape.br > 0 ? shape.br : 64;
   l.n_qtiles = static_cast<int>((p.seqlen_q + br - 1) / br);
   std::size_t off = 0;
@@ -141,7 +161,7 @@ std::string backward_unsupported(const Problem& p) {
   if (p.dtype != DType::f16 && p.dtype != DType::bf16) {
     return std::string("cuda backward: dtype must be fp16 or bf16, got ") + to_string(p.dtype);
   }
-  const Shape shape = compiled_shape(p.dtype, p.dim_qk, p.dim_v, selected_variant(p.dtype, p.dim_qk, p.dim_v));
+  const Shape shape = selected_shape(p);
   if (shape.bc == 0) {
     std::ostringstream msg;
     msg << "cuda backward: no kernel for " << to_string(p.dtype) << " head dims " << p.dim_qk << "/" << p.dim_v
@@ -153,9 +173,8 @@ std::string backward_unsupported(const Problem& p) {
            std::to_string(p.batch) + ", kv heads " + std::to_string(p.heads_kv);
   }
   if ((p.seqlen_k + shape.bc - 1) / shape.bc > 0x7fffffff) return "cuda backward: seqlen_k too long";
-  int optin = 0;
-  if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, p.device_index) == cudaSuccess &&
-      static_cast<std::size_t>(optin) < shape.smem) {
+  const std::size_t optin = smem_optin(p.device_index);
+  if (optin > 0 && optin < shape.smem) {
     std::ostringstream msg;
     msg << "cuda backward: head dims " << p.dim_qk << "/" << p.dim_v << " need " << shape.smem
         << " bytes of shared memory per block; device " << p.device_index << " allows " << optin;
@@ -247,7 +266,7 @@ void run_backward(const BackwardProblem& p) {
     mp.window_left = p.mask.window_left;
     mp.window_right = p.mask.window_right;
     mp.top_left = p.mask.alignment == Alignment::top_left;
-    launch_main(p.dtype, p.dim_qk, p.dim_v, selected_variant(p.dtype, p.dim_qk, p.dim_v), mp, stream);
+    launch_main(p.dtype, p.dim_qk, p.dim_v, selected_variant(p), mp, stream);
   }
   if (layout.rows > 0) bwd::launch_backward_postpass(p, ws, stream);
   if (p.sinks != nullptr && p.dsinks != nullptr) bwd::launch_backward_dsinks(p, ws, stream);

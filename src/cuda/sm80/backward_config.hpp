@@ -105,4 +105,25 @@ struct ConfigFor<256, 256, 0> {
   using type = Config<256, 256, 64, 64, 4, 4, 4, false>;
 };
 
+// Tilings for GPUs whose blocks cannot hold variant 0's shared memory (backward.cu picks them from the device's
+// opt-in limit): at most 99 KB (L40, RTX 4090) for head dims up to 192, 145 KB (A100) for 256. The ones for 64 and
+// 128 are tuning variants 3 and 4, checked on an H200; the others have not run on a GPU yet.
+inline constexpr int kSmallSmemVariant = 5;
+template <>
+struct ConfigFor<64, 64, kSmallSmemVariant> : ConfigFor<64, 64, 3> {};
+template <>
+struct ConfigFor<96, 96, kSmallSmemVariant> {
+  using type = Config<96, 96, 64, 64, 4, 4, 4, false>;
+};
+template <>
+struct ConfigFor<128, 128, kSmallSmemVariant> : ConfigFor<128, 128, 4> {};
+template <>
+struct ConfigFor<192, 128, kSmallSmemVariant> {
+  using type = Config<192, 128, 64, 32, 4, 4, 2, false>;
+};
+template <>
+struct ConfigFor<256, 256, kSmallSmemVariant> {
+  using type = Config<256, 256, 64, 32, 4, 4, 2, false>;
+};
+
 }  // namespace ioattn::detail::sm80::bwd

@@ -116,8 +116,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) backward_main_
     load_rows_async<kBr, kDimV, kThreads>(sdO + stage * kBr * kStrV, kStrV,
                                           operand_row<const Elem>(p.dout, b, span.q_offset + q0, h), p.dout.ss,
                                           q_valid, tid);
-    // Rows past the sequence get lse2 = 0 and D = 0: their Q and dO rows are zero, so S = 0 plus a non-positive
-    // ALiBi bias, P <= 1 and dS = P * (0 - 0) = 0: they add nothing anywhere, with no mask code.
+    // Rows past the sequence get lse2 = 0 and D = 0: their Q and dO rows are zero, so in the plain path S = 0,
+    // P = 1 and dS = P * (0 - 0) = 0, and P times a zero dO row adds nothing: no mask code needed there.
     if (tid < 2 * kBr) {
       const int r = tid % kBr;
       const bool ok = r < q_valid;
@@ -218,7 +218,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) backward_main_
                 }
                 const std::int64_t i = q0 + q_l + e2;
                 if (slope != 0.0f) s += core::alibi_bias(slope, j, rule.diag(i));
-                if (masked && !rule.visible(i, j)) s = -INFINITY;
+                // Rows past the sequence too: with a negative ALiBi slope their bias could overflow exp2.
+                if ((masked && !rule.visible(i, j)) || i >= q_len) s = -INFINITY;
                 prob[e2] = exp2_approx(fmaf(s, kLog2e, -lse2[e2]));
                 dsc[e2] = prob[e2] * (acc_dp[mt][nt][half * 2 + e2] - dpre[e2]) * cap_grad;
               }

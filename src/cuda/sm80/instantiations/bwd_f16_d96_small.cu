@@ -1,0 +1,5 @@
+// ioattn sm80 backward main kernel: f16, head dims 96/96, the tiling for GPUs with less shared memory (backward_config.hpp).
+#include "cuda/sm80/backward_kernel.cuh"
+
+template void ioattn::detail::sm80::bwd::launch_backward_main<cutlass::half_t, 96, 96, 5>(
+    const ioattn::detail::sm80::bwd::BwdMainParams&, cudaStream_t);
