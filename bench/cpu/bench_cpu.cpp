@@ -3,10 +3,13 @@
 // Counters: GFLOP/s (forward 4 N^2 D H, halved for causal; backward 2.5x that, the FlashAttention convention) and
 // extra_MiB, the scratch memory each needs beyond inputs and outputs: for tiled its *_workspace_bytes() (passed in
 // as caller-owned workspace, so the call allocates nothing else), for the baseline its score matrices.
-//   ioattn_bench_cpu --benchmark_filter=forward    (what docs/PERF.md reports)
+//   ioattn_bench_cpu [--benchmark_filter=forward]                                  2 threads, wall-clock
+//   OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 IOATTN_BENCH_CPU_TIME=1 ioattn_bench_cpu    1 thread, CPU time
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -120,11 +123,20 @@ void materialized_backward(benchmark::State& st) {
   set_counters(st, 2.5 * p.forward_flops(), ioattn::bench::materialized_backward_bytes(shape));
 }
 
+// Wall-clock time by default. IOATTN_BENCH_CPU_TIME=1 times by the process's CPU time instead: with one thread
+// (OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1) that is the compute time alone, unaffected by other processes taking
+// turns on the cores, which is how the single-thread table of docs/PERF.md was taken on a shared machine.
 void grid(benchmark::internal::Benchmark* b) {
   b->ArgNames({"seqlen", "causal"});
   for (std::int64_t causal : {0, 1})
     for (std::int64_t n : {1024, 2048, 4096, 8192, 16384}) b->Args({n, causal});
-  b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.3);
+  b->Unit(benchmark::kMillisecond)->MinTime(0.3);
+  const char* cpu_time = std::getenv("IOATTN_BENCH_CPU_TIME");
+  if (cpu_time != nullptr && std::string(cpu_time) == "1") {
+    b->MeasureProcessCPUTime();
+  } else {
+    b->UseRealTime();
+  }
 }
 
 BENCHMARK(tiled_forward)->Apply(grid);

@@ -1,14 +1,19 @@
 // ioattn: the backward of the "tiled" CPU backend. Scores are recomputed tile by tile from the forward's LSE
-// (P = exp(s - lse)), after a pre-pass that stores D = rowsum(dO * O) for every query row.
+// (P = exp(s - lse)), after a pre-pass that stores D = rowsum(dO * O) for every query row (one float per row and
+// head: the only workspace that grows with seqlen in the two-pass schedule).
 //
-// Work split, chosen for determinism without any O(N) reduction buffers:
-//   pass 1, parallel over (query tile, head):       dQ  = sum over key tiles of dS K
-//   pass 2, parallel over (key tile, kv head):      dK  = sum over the group's heads and query tiles of dS^T Q,
-//                                                   dV  = the same of P^T dO
-// Every element of dQ, dK, dV is accumulated by one work item in a fixed order, so the result is bitwise identical
-// for any thread count and whatever `deterministic` says. The price is recomputing S and dP in both passes (7 tile
-// products instead of the 5 of a single pass with dQ partials); the gain is a workspace of a few tiles per thread
-// plus one float per query row and head, independent of the thread count times seqlen.
+// Two schedules, both deterministic:
+//   fused (dense problems, >= 4 key tiles per thread, per-thread dQ partials within 16 MiB): one pass over key
+//     tiles. A key tile's dK and dV are summed over its group's heads and query tiles by one thread; its share of
+//     dQ, dS K, goes into that thread's fp32 partial; the partials are summed in thread order at the end of each
+//     (sequence, kv head). 5 tile products per (query tile, key tile). Bitwise reproducible for a given thread
+//     count (key tiles are dealt round-robin), not across thread counts.
+//   two passes (everything else, e.g. seqlen 32768 at head dim 128): pass 1, parallel over (query tile, head),
+//     dQ = sum over key tiles of dS K; pass 2, parallel over (key tile, kv head), dK and dV as above. 7 tile
+//     products (S and dP are computed twice) but no partials: a workspace of a few tiles per thread, and every
+//     output element is accumulated by one work item in a fixed order, so the result is bitwise identical for any
+//     thread count.
+// Either way the result does not depend on `deterministic`; measured costs are in docs/PERF.md.
 #include <omp.h>
 
 #include <cmath>

@@ -3,7 +3,8 @@
 // become masked logits.
 //
 // Memory: the kernels keep fp32 copies of a few tiles per thread (sizes below) and, in the backward, one fp32 per
-// query row and head (D = rowsum(dO * O)). Nothing is ever O(seqlen_q * seqlen_k).
+// query row and head (D = rowsum(dO * O)) plus, in its fused schedule only, per-thread dQ partials capped at 16 MiB
+// in all (tiled_backward.cpp). Nothing is ever O(seqlen_q * seqlen_k).
 #pragma once
 
 #include <algorithm>
