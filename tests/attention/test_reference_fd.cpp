@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu/reference.hpp"
+#include "ioattn/error.hpp"
 #include "support/cases.hpp"
 #include "support/harness.hpp"
 #include "support/random.hpp"
@@ -266,6 +267,29 @@ TEST_P(ReferenceBackend, ThroughTheApiMatchesTheOracle) {
       EXPECT_LE(cmp.err, dtype_eps(cmp.what == "lse" ? DType::f32 : GetParam().dtype) * cmp.ref_max) << cmp.describe();
     }
   }
+}
+
+// Head dims above the API's 512 are refused by name, before anything is written.
+TEST(ReferenceBackend, RefusesHeadDimsAbove512) {
+  const std::int64_t dim = 520;
+  std::vector<float> q(dim, 0.5f), k(dim, 0.5f), v(dim, 0.5f), out(dim, -7.0f), lse(1, -7.0f);
+  ForwardArgs args;
+  args.q = TensorView::contiguous(q.data(), DType::f32, {1, 1, 1, dim});
+  args.k = TensorView::contiguous(k.data(), DType::f32, {1, 1, 1, dim});
+  args.v = TensorView::contiguous(v.data(), DType::f32, {1, 1, 1, dim});
+  args.out = TensorView::contiguous(out.data(), DType::f32, {1, 1, 1, dim});
+  args.lse = TensorView::contiguous(lse.data(), DType::f32, {1, 1, 1});
+  AttentionParams params;
+  params.impl = "reference";
+  try {
+    attention_forward(args, params);
+    FAIL() << "head dim 520 was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::unsupported);
+    EXPECT_NE(std::string(e.what()).find("520"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(out[0], -7.0f);
+  EXPECT_EQ(lse[0], -7.0f);
 }
 
 std::vector<Case> reference_backend_cases() {
