@@ -88,7 +88,7 @@ struct BackwardLayout {
   std::size_t thread_bytes;
 
   explicit BackwardLayout(const detail::Problem& p)
-      : t(TileShape::for_problem(p)),
+      : t(TileShape::for_problem(p, /*backward=*/true)),
         threads(thread_count(p)),
         fused(use_fused(p, t, threads)),
         prefix_bytes(TileGrid::prefix_bytes(p)),
@@ -124,7 +124,7 @@ struct BackwardContext {
 template <int VW>
 IOATTN_TILED_INLINE void recompute_ds(const BackwardContext& ctx, const BackwardTiles& x, std::int64_t rows,
                                       std::int64_t q0, std::int64_t k0, std::int64_t kn, core::TileKind kind,
-                                      const ScoreMods& mods) {
+                                      const ScoreMods& mods, const NextRows& next) {
   using V = Simd<VW>;
   const detail::BackwardProblem& p = *ctx.p;
   const TileShape& t = ctx.t;
@@ -134,6 +134,7 @@ IOATTN_TILED_INLINE void recompute_ds(const BackwardContext& ctx, const Backward
   scores_to_logits<VW>(x.s, t.bc, rows, q0, k0, kn, n_pad, kind, mods, capped ? x.cap : nullptr);
   gemm_nn<VW>(rows, n_pad, p.dim_v, x.dout, t.dv_pad, x.vt, t.bc, x.dp, t.bc, false);
   for (std::int64_t r = 0; r < rows; ++r) {
+    next.fetch(r);
     float* s = x.s + r * t.bc;
     const float* dp = x.dp + r * t.bc;
     const typename V::vf offset = V::splat(core::exp_offset(x.lse[r]));
@@ -229,11 +230,9 @@ IOATTN_TILED_INLINE void dq_item(const BackwardContext& ctx, std::int64_t item, 
     load_rows_transposed<D>(p.k, b, span.k_offset + k0, h_kv, kn, p.dim_qk, x.kt, t.bc, x.row);
     load_rows<D>(p.k, b, span.k_offset + k0, h_kv, kn, p.dim_qk, x.k, t.dq_pad);
     load_rows_transposed<D>(p.v, b, span.k_offset + k0, h_kv, kn, p.dim_v, x.vt, t.bc, x.row);
-    for (std::int64_t r = k0 + t.bc; r < std::min(k0 + 2 * t.bc, k_end); ++r) {  // next tile, see prefetch_row
-      prefetch_row(p.k, sizeof(typename Elem<D>::storage), b, span.k_offset + r, h_kv, p.dim_qk);
-      prefetch_row(p.v, sizeof(typename Elem<D>::storage), b, span.k_offset + r, h_kv, p.dim_v);
-    }
-    recompute_ds<VW>(ctx, x, rows, q0, k0, kn, kind, mods);
+    const NextRows next{&p.k, &p.v, p.dim_qk, p.dim_v, b, span.k_offset + k0 + t.bc,
+                        std::min(t.bc, k_end - k0 - t.bc), h_kv, sizeof(typename Elem<D>::storage)};
+    recompute_ds<VW>(ctx, x, rows, q0, k0, kn, kind, mods, next);
     // acc_a[rows][dq_pad] += dS[rows][kn] . k[kn][dq_pad]
     gemm_nn<VW>(rows, t.dq_pad, kn, x.cap, t.bc, x.k, t.dq_pad, x.acc_a, t.dq_pad, true);
   }
@@ -295,11 +294,9 @@ IOATTN_TILED_INLINE void dkv_tile(const BackwardContext& ctx, std::int64_t b, st
       const core::TileKind kind = mods.rule.classify(q0, q0 + rows, k0, k0 + kn);
       if (kind == core::TileKind::skip) continue;
       load_query_side<VW, D>(ctx, x, b, span, q0, rows, h);
-      for (std::int64_t r = q0 + t.br; r < std::min(q0 + 2 * t.br, last); ++r) {  // next tile, see prefetch_row
-        prefetch_row(p.q, sizeof(typename Elem<D>::storage), b, span.q_offset + r, h, p.dim_qk);
-        prefetch_row(p.dout, sizeof(typename Elem<D>::storage), b, span.q_offset + r, h, p.dim_v);
-      }
-      recompute_ds<VW>(ctx, x, rows, q0, k0, kn, kind, mods);
+      const NextRows next{&p.q, &p.dout, p.dim_qk, p.dim_v, b, span.q_offset + q0 + t.br,
+                          std::min(t.br, last - q0 - t.br), h, sizeof(typename Elem<D>::storage)};
+      recompute_ds<VW>(ctx, x, rows, q0, k0, kn, kind, mods, next);
       // acc_b[kn][dv_pad] += P^T[kn][rows] . dout[rows][dv_pad];  acc_a[kn][dq_pad] += dS^T[kn][rows] . q, with
       // q already times the softmax scale: that is dK.
       transpose(rows, kn, x.s, t.bc, x.pt, t.br);

@@ -27,10 +27,13 @@ inline constexpr std::int64_t kMaxHeadDim = 512;
 
 // Tile edge lengths for one problem. Query tiles of br rows, key tiles of bc keys; dq_pad / dv_pad are the padded
 // row lengths of the head dims.
-//   bc: one key tile and one value tile in fp32, bc * (dq_pad + dv_pad) * 4 bytes, take about 64 KiB, so the
-//       micro-kernel's column panels of them stay in L1 while it sweeps down the query tile.
+//   bc: one key tile and one value tile in fp32, bc * (dq_pad + dv_pad) * 4 bytes, take about 64 KiB in the
+//       forward (64 keys at head dim 128), so the micro-kernel's column panels of them stay in L1 while it sweeps
+//       down the query tile. The backward takes 128 KiB (128 keys): its key-tile loop walks every query tile (q,
+//       dO and, fused, the dQ partial) once per key tile, and halving those walks measured 77 -> 86 GFLOP/s (one
+//       thread, seqlen 4096, 4 heads); the forward measured the same with either.
 //   br: the query tile, its output accumulator and its score tile, br * (dq_pad + dv_pad + bc) * 4 bytes, take
-//       about 320 KiB (L2): 256 rows at head dim 128. A taller query tile reads each K/V row from memory fewer
+//       about 320 KiB (L2): 256 rows at head dim 128 in the forward. A taller query tile reads each K/V row from memory fewer
 //       times (every query tile streams the whole K and V of its head); on the machine of docs/PERF.md, one thread,
 //       seqlen 4096, 4 heads, going from 120 to 264 rows took the forward from 70 to 82 GFLOP/s.
 struct TileShape {
@@ -39,11 +42,11 @@ struct TileShape {
   std::int64_t dq_pad = 0;
   std::int64_t dv_pad = 0;
 
-  static TileShape for_problem(const detail::Problem& p) {
+  static TileShape for_problem(const detail::Problem& p, bool backward) {
     TileShape t;
     t.dq_pad = pad_columns(p.dim_qk);
     t.dv_pad = pad_columns(p.dim_v);
-    const std::int64_t kv_budget_floats = (64 * 1024) / 4;
+    const std::int64_t kv_budget_floats = (backward ? 128 * 1024 : 64 * 1024) / 4;
     t.bc = std::clamp<std::int64_t>(kv_budget_floats / (t.dq_pad + t.dv_pad) / kColumnPad * kColumnPad, 32, 128);
     const std::int64_t q_budget_floats = (320 * 1024) / 4;
     const std::int64_t rows = q_budget_floats / (t.dq_pad + t.dv_pad + t.bc);
@@ -259,6 +262,22 @@ IOATTN_TILED_INLINE void prefetch_row(const detail::Operand& op, std::size_t ele
   const std::int64_t bytes = dim * static_cast<std::int64_t>(elem_bytes);
   for (std::int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 2);
 }
+
+// The rows of the next tile of two operands (K and V, or q and dO) of one head: the per-row loops of the current
+// tile prefetch row r of it on their iteration r, which spreads the requests out.
+struct NextRows {
+  const detail::Operand* first = nullptr;
+  const detail::Operand* second = nullptr;
+  std::int64_t first_dim = 0, second_dim = 0;
+  std::int64_t b = 0, row0 = 0, count = 0, h = 0;
+  std::size_t elem_bytes = 0;
+
+  IOATTN_TILED_INLINE void fetch(std::int64_t r) const {
+    if (r >= count) return;
+    prefetch_row(*first, elem_bytes, b, row0 + r, h, first_dim);
+    prefetch_row(*second, elem_bytes, b, row0 + r, h, second_dim);
+  }
+};
 
 // Which implementation of the kernels this CPU runs: AVX2 + FMA (8 lanes) or the x86-64 baseline (4 lanes).
 bool cpu_has_avx2_fma();

@@ -72,7 +72,7 @@ std::size_t forward_thread_bytes(const detail::Problem& p, const TileShape& t) {
 }
 
 std::size_t forward_bytes(const detail::Problem& p) {
-  const TileShape t = TileShape::for_problem(p);
+  const TileShape t = TileShape::for_problem(p, /*backward=*/false);
   return 64 + TileGrid::prefix_bytes(p) + static_cast<std::size_t>(thread_count(p)) * forward_thread_bytes(p, t);
 }
 
@@ -129,13 +129,10 @@ IOATTN_TILED_INLINE void forward_item(const ForwardContext& ctx, std::int64_t it
     scores_to_logits<VW>(s_tile, t.bc, rows, q0, k0, kn, n_pad, kind, mods, nullptr);
 
     // Online softmax: P = exp(s - m) in place; o and l rescaled when the running max moves.
-    const std::int64_t next_k0 = k0 + t.bc;
-    const std::int64_t next_kn = std::min(t.bc, k_end - next_k0);
+    const NextRows next{&p.k, &p.v, p.dim_qk, p.dim_v, b, span.k_offset + k0 + t.bc,
+                        std::min(t.bc, k_end - k0 - t.bc), h_kv, sizeof(typename Elem<D>::storage)};
     for (std::int64_t r = 0; r < rows; ++r) {
-      if (r < next_kn) {
-        prefetch_row(p.k, sizeof(typename Elem<D>::storage), b, span.k_offset + next_k0 + r, h_kv, p.dim_qk);
-        prefetch_row(p.v, sizeof(typename Elem<D>::storage), b, span.k_offset + next_k0 + r, h_kv, p.dim_v);
-      }
+      next.fetch(r);
       float* s = s_tile + r * t.bc;
       typename V::vf vmax = V::splat(core::neg_inf<float>());
       for (std::int64_t c = 0; c < n_pad; c += VW) vmax = V::vmax(vmax, V::load(s + c));
@@ -186,7 +183,7 @@ __attribute__((flatten)) void forward_item_baseline(const ForwardContext& ctx, s
 using ForwardItemFn = void (*)(const ForwardContext&, std::int64_t, char*);
 
 void forward(const detail::Problem& p) {
-  const TileShape t = TileShape::for_problem(p);
+  const TileShape t = TileShape::for_problem(p, /*backward=*/false);
   const int threads = thread_count(p);
   Scratch scratch(p.workspace, forward_bytes(p));
   char* base = scratch.data();
