@@ -398,11 +398,17 @@ void run_fused(BackwardContext& ctx, char* thread_base, int threads, ItemFn fn, 
 }
 
 // dsinks[h] = -sum over the head's rows of exp(sink - lse) * D: the sink takes part in the softmax but carries no
-// value, so its dP is 0 and its dS is -P_sink * D. Summed in fp64, row by row in order.
-void sink_gradients(const detail::BackwardProblem& p, const float* d_all, int threads) {
+// value, so its dP is 0 and its dS is -P_sink * D. Summed in fp64, row by row in order, with D recomputed here in
+// fp64: the fp32 D of the dS tiles is rounded to cancel against dP (d_item), and one sum over every row of the
+// head would add those roundings up.
+template <DType D>
+void sink_gradients(const BackwardContext& ctx, char* thread_base, int threads) {
+  const detail::BackwardProblem& p = *ctx.p;
   const float* lse = static_cast<const float*>(p.lse.ptr);
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (std::int64_t h = 0; h < p.heads_q; ++h) {
+    float* out_row = reinterpret_cast<float*>(thread_base + omp_get_thread_num() * ctx.thread_bytes);
+    float* dout_row = out_row + ctx.t.dv_pad;
     double sum = 0.0;
     for (std::int64_t b = 0; b < p.batch; ++b) {
       const core::SeqSpan span = p.span(b);
@@ -410,7 +416,11 @@ void sink_gradients(const detail::BackwardProblem& p, const float* d_all, int th
         const std::int64_t row = span.q_offset + i;
         const double l = lse[p.lse.offset(b, row, h)];
         if (std::isinf(l) && l < 0) continue;
-        sum -= std::exp(static_cast<double>(p.sinks[h]) - l) * d_all[h * query_rows(p) + row_index(p, b, row)];
+        load_row<D>(p.out.ptr, p.out.offset(b, row, h), p.dim_v, out_row);
+        load_row<D>(p.dout.ptr, p.dout.offset(b, row, h), p.dim_v, dout_row);
+        double d = 0.0;
+        for (std::int64_t c = 0; c < p.dim_v; ++c) d += static_cast<double>(out_row[c]) * dout_row[c];
+        sum -= std::exp(static_cast<double>(p.sinks[h]) - l) * d;
       }
     }
     p.dsinks[h] = static_cast<float>(sum);
@@ -444,7 +454,7 @@ void backward(const detail::BackwardProblem& p) {
   visit_dtype(p.dtype, [&](auto d) {
     constexpr DType kD = decltype(d)::value;
     run_items(ctx, thread_base, layout.threads, q_items, avx2 ? &d_item_avx2<kD> : &d_item_baseline<kD>);
-    if (p.sinks != nullptr) sink_gradients(p, d_all, layout.threads);
+    if (p.sinks != nullptr) sink_gradients<kD>(ctx, thread_base, layout.threads);
     if (layout.fused) {
       run_fused<kD>(ctx, thread_base, layout.threads, avx2 ? &fused_item_avx2<kD> : &fused_item_baseline<kD>,
                     layout.partial_floats);

@@ -53,7 +53,9 @@ struct ForwardTiles {
   float* s;        // [br][bc]       logits, then P
   float* o;        // [br][dv_pad]   unnormalized output
   float* row;      // [max(dq_pad, dv_pad)]  one widened input row
-  core::SoftmaxState<float>* state;  // [br]
+  // [br] Row statistics in fp64: m is an fp32 score either way, but l sums a row's exp() over every key tile and
+  // feeds lse = m + log(l), which the backward (and dsinks above all) takes as exact.
+  core::SoftmaxState<double>* state;
 
   ForwardTiles(Arena& a, const detail::Problem& p, const TileShape& t)
       : q(a.floats(t.br * t.dq_pad)),
@@ -62,7 +64,7 @@ struct ForwardTiles {
         s(a.floats(t.br * t.bc)),
         o(a.floats(t.br * t.dv_pad)),
         row(a.floats(std::max(t.dq_pad, t.dv_pad))),
-        state(static_cast<core::SoftmaxState<float>*>(a.take(t.br * sizeof(core::SoftmaxState<float>)))) {}
+        state(static_cast<core::SoftmaxState<double>*>(a.take(t.br * sizeof(core::SoftmaxState<double>)))) {}
 };
 
 std::size_t forward_thread_bytes(const detail::Problem& p, const TileShape& t) {
@@ -107,9 +109,9 @@ IOATTN_TILED_INLINE void forward_item(const ForwardContext& ctx, std::int64_t it
   float* s_tile = tiles.s;
   float* o_tile = tiles.o;
   float* row_scratch = tiles.row;
-  core::SoftmaxState<float>* state = tiles.state;
+  core::SoftmaxState<double>* state = tiles.state;
 
-  for (std::int64_t r = 0; r < rows; ++r) state[r] = core::SoftmaxState<float>{};
+  for (std::int64_t r = 0; r < rows; ++r) state[r] = core::SoftmaxState<double>{};
   for (std::int64_t e = 0; e < rows * t.dv_pad; ++e) o_tile[e] = 0.0f;
   load_rows<D>(p.q, b, span.q_offset + q0, h, rows, p.dim_qk, q_tile, t.dq_pad);
   scale_rows<VW>(q_tile, rows, t.dq_pad, p.scale);
@@ -136,8 +138,8 @@ IOATTN_TILED_INLINE void forward_item(const ForwardContext& ctx, std::int64_t it
       float* s = s_tile + r * t.bc;
       typename V::vf vmax = V::splat(core::neg_inf<float>());
       for (std::int64_t c = 0; c < n_pad; c += VW) vmax = V::vmax(vmax, V::load(s + c));
-      const float alpha = state[r].begin_tile(V::hmax(vmax));
-      const typename V::vf offset = V::splat(state[r].offset());
+      const float alpha = static_cast<float>(state[r].begin_tile(V::hmax(vmax)));
+      const typename V::vf offset = V::splat(static_cast<float>(state[r].offset()));  // an fp32 score: exact
       typename V::vf vsum{};
       for (std::int64_t c = 0; c < n_pad; c += VW) {
         const typename V::vf e = V::exp(V::load(s + c) - offset);
@@ -157,15 +159,15 @@ IOATTN_TILED_INLINE void forward_item(const ForwardContext& ctx, std::int64_t it
 
   float* lse = static_cast<float*>(p.lse.ptr);
   for (std::int64_t r = 0; r < rows; ++r) {
-    float factor = 1.0f;
+    double factor = 1.0;
     if (p.sinks != nullptr) factor = state[r].add_sink(p.sinks[h]);
     factor *= state[r].inv_sum();
     float* o = o_tile + r * t.dv_pad;
-    const typename V::vf f = V::splat(factor);
+    const typename V::vf f = V::splat(static_cast<float>(factor));
     for (std::int64_t c = 0; c < t.dv_pad; c += VW) V::store(o + c, V::load(o + c) * f);
     const std::int64_t row = span.q_offset + q0 + r;
     store_row<D>(p.out.ptr, p.out.offset(b, row, h), p.dim_v, o);
-    if (lse != nullptr) lse[p.lse.offset(b, row, h)] = state[r].lse();
+    if (lse != nullptr) lse[p.lse.offset(b, row, h)] = static_cast<float>(state[r].lse());
   }
 }
 
