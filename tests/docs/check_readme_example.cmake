@@ -1,0 +1,22 @@
+# cmake -DREADME=... -DEXAMPLE=... -P check_readme_example.cmake
+# The README's C++ example must be tests/install/readme_example.cpp verbatim, so that the compiled file is the one
+# users read. The block is the first ```cpp fence after the "readme-example" marker.
+file(READ "${README}" readme)
+file(READ "${EXAMPLE}" example)
+string(FIND "${readme}" "readme-example" marker)
+if(marker EQUAL -1)
+  message(FATAL_ERROR "README: no readme-example marker")
+endif()
+string(SUBSTRING "${readme}" ${marker} -1 rest)
+string(FIND "${rest}" "```cpp\n" open)
+if(open EQUAL -1)
+  message(FATAL_ERROR "README: no ```cpp block after the readme-example marker")
+endif()
+math(EXPR start "${open} + 7")
+string(SUBSTRING "${rest}" ${start} -1 rest)
+string(FIND "${rest}" "```" close)
+string(SUBSTRING "${rest}" 0 ${close} block)
+if(NOT block STREQUAL example)
+  message(FATAL_ERROR "README's C++ example differs from ${EXAMPLE}: copy the file into the README block verbatim")
+endif()
+message(STATUS "README example matches ${EXAMPLE}")
