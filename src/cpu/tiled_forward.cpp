@@ -2,12 +2,12 @@
 // a query tile stays in cache while key/value tiles stream past it; the online softmax (core::SoftmaxState) folds
 // each tile in, so only the output and the log-sum-exp are ever written.
 //
-// Parallel over (sequence, query tile, head) with OpenMP. Each output row is produced by exactly one work item in a
-// fixed order of key tiles, so results are bitwise identical for any thread count (on one CPU type and build).
+// Parallel over (kv head, query tile, query head of the group) with OpenMP (tiled_common.hpp, query_item). Each output
+// row is produced by exactly one work item in a fixed order of key tiles, so results are bitwise identical for any
+// thread count (on one CPU type and build).
 #include <omp.h>
 
 #include <cstdlib>
-#include <new>
 #include <string>
 
 #include "cpu/tiled_common.hpp"
