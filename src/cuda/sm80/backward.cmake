@@ -3,6 +3,8 @@
 # One main-kernel instantiation per (dtype, head dims) file in instantiations/; the ones this build compiles are
 # listed for backward.cu's dispatch in the generated ioattn_bwd_kernels.inc.
 option(IOATTN_SM80_BWD_VARIANTS "Also build the backward's alternative tilings (tuning builds)" OFF)
+set(IOATTN_SM80_BWD_TUNING_VARIANTS "1;9;13" CACHE STRING
+    "The alternative tilings IOATTN_SM80_BWD_VARIANTS=ON builds (bf16, head dims 64 and 128; backward_config.hpp)")
 option(IOATTN_SM80_BWD_SMALL_SMEM "Also build the backward tilings for GPUs with less shared memory than Hopper (A100, L40)" ON)
 set(_ioattn_bwd_dir "${CMAKE_CURRENT_LIST_DIR}")
 set(_ioattn_bwd_inc "")
@@ -34,9 +36,9 @@ foreach(dtype IN LISTS IOATTN_CUDA_DTYPES)
     endif()
     # Alternative tilings for tuning on a GPU (bf16, head dims 64 and 128), picked by IOATTN_SM80_BWD_VARIANT=N.
     if(IOATTN_SM80_BWD_VARIANTS AND _dt STREQUAL "bf16" AND _qk EQUAL _v AND _qk MATCHES "^(64|128)$")
-      set(_vars 1 2 3)
-      if(_qk EQUAL 128)
-        list(APPEND _vars 4)
+      set(_vars ${IOATTN_SM80_BWD_TUNING_VARIANTS})
+      if(NOT _qk EQUAL 128)
+        list(REMOVE_ITEM _vars 4)
       endif()
       foreach(_var IN LISTS _vars)
         target_sources(ioattn PRIVATE "${_ioattn_bwd_dir}/instantiations/bwd_${_dt}_${_name}_v${_var}.cu")

@@ -75,7 +75,19 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) backward_main_
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int n_tile = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+  int n_tile = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+  if constexpr (Cfg::kHeavyFirst) {
+    // Same grid, blocks renumbered key tile slowest when the mask is causal-like (the first key tiles carry the
+    // most query tiles); unmasked problems keep (batch, head) slowest, whose CTAs share Q and dO in L2.
+    if (p.window_right >= 0) {
+      const unsigned linear = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+      const unsigned per_tile = gridDim.y * gridDim.z;
+      n_tile = static_cast<int>(linear / per_tile);
+      const unsigned rest = linear % per_tile;
+      hk = static_cast<int>(rest % gridDim.y);
+      b = static_cast<int>(rest / gridDim.y);
+    }
+  }
 
   const core::SeqSpan span = core::seq_span(b, p.cu_q, p.cu_k, p.seqlen_q, p.seqlen_k);
   const std::int64_t k_begin = std::int64_t(n_tile) * kBc;
@@ -158,14 +170,36 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) backward_main_
       float acc_dp[kMt][kNt][4];
       clear(acc_s);
       clear(acc_dp);
-      warp_gemm<kMt, kNt, kDimQK, false, false, Cfg::kPipe>(acc_s, sK + key0 * kStrQK, kStrQK, sQs + qc0 * kStrQK, kStrQK, lane);
-      warp_gemm<kMt, kNt, kDimV, false, false, Cfg::kPipe>(acc_dp, sV + key0 * kStrV, kStrV, sdOs + qc0 * kStrV, kStrV, lane);
-
       // A key tile overhanging the sequence is masked too: its zero rows give S = 0, not -inf.
       const bool masked = rule.classify(q0, q_end, k_begin, k_end) != core::TileKind::full || k_valid < kBc;
       const float slope = p.alibi ? p.alibi[std::int64_t(b) * p.alibi_bstride + h] : 0.0f;
       const bool plain = !masked && !(p.softcap > 0.0f) && slope == 0.0f;
       const float scale_log2 = p.scale * kLog2e;
+      warp_gemm<kMt, kNt, kDimQK, false, false, Cfg::kPipe>(acc_s, sK + key0 * kStrQK, kStrQK, sQs + qc0 * kStrQK, kStrQK, lane);
+      if constexpr (Cfg::kExpEarly) {
+        if (plain) {  // acc_s becomes P^T here; the plain path below reads it as such
+#pragma unroll
+          for (int nt = 0; nt < kNt; ++nt) {
+            const int q_l = qc0 + nt * 8 + 2 * t;
+            const float lse2[2] = {sL[q_l], sL[q_l + 1]};
+#pragma unroll
+            for (int mt = 0; mt < kMt; ++mt) {
+#pragma unroll
+              for (int half = 0; half < 2; ++half) {
+#pragma unroll
+                for (int e2 = 0; e2 < 2; ++e2) {
+                  float& x = acc_s[mt][nt][half * 2 + e2];
+                  x = exp2_approx(fmaf(x, scale_log2, -lse2[e2]));
+                }
+                const int key_l = key0 + mt * 16 + g + half * 8;
+                *reinterpret_cast<std::uint32_t*>(sP + key_l * kStrP + q_l) =
+                    pack2<Elem>(acc_s[mt][nt][half * 2], acc_s[mt][nt][half * 2 + 1]);
+              }
+            }
+          }
+        }
+      }
+      warp_gemm<kMt, kNt, kDimV, false, false, Cfg::kPipe>(acc_dp, sV + key0 * kStrV, kStrV, sdOs + qc0 * kStrV, kStrV, lane);
       // Element (mt, nt, half, e2) of the warp tile is key key0 + mt*16 + g + 8*half, query qc0 + nt*8 + 2t + e2;
       // each (mt, nt, half) is one 32-bit pair in P^T and dS^T.
       const auto store_pair = [&](int mt, int nt, int half, const float (&prob)[2], const float (&dsc)[2]) {
@@ -179,16 +213,55 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) backward_main_
 #pragma unroll
         for (int nt = 0; nt < kNt; ++nt) {
           const int q_l = qc0 + nt * 8 + 2 * t;
-          const float lse2[2] = {sL[q_l], sL[q_l + 1]};
+          [[maybe_unused]] const float lse2[2] = {sL[q_l], sL[q_l + 1]};
           const float dpre[2] = {sD[q_l], sD[q_l + 1]};
 #pragma unroll
           for (int mt = 0; mt < kMt; ++mt) {
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
+              if constexpr (Cfg::kExpEarly) {
+                const int key_l = key0 + mt * 16 + g + half * 8;
+                *reinterpret_cast<std::uint32_t*>(sdS + key_l * kStrP + q_l) =
+                    pack2<Elem>(acc_s[mt][nt][half * 2] * (acc_dp[mt][nt][half * 2] - dpre[0]),
+                                acc_s[mt][nt][half * 2 + 1] * (acc_dp[mt][nt][half * 2 + 1] - dpre[1]));
+              } else {
+                float prob[2], dsc[2];
+#pragma unroll
+                for (int e2 = 0; e2 < 2; ++e2) {
+                  prob[e2] = exp2_approx(fmaf(acc_s[mt][nt][half * 2 + e2], scale_log2, -lse2[e2]));
+                  dsc[e2] = prob[e2] * (acc_dp[mt][nt][half * 2 + e2] - dpre[e2]);
+                }
+                store_pair(mt, nt, half, prob, dsc);
+              }
+            }
+          }
+        }
+      } else if (Cfg::kMaskFast && !(p.softcap > 0.0f) && slope == 0.0f) {
+        // Row i sees the tile's local keys [lo, hi); rows past the sequence see none. Hidden pairs get P = 0, as
+        // exp2(-inf - lse2) gives in the general path (lse2 is finite, 0 for rows that see nothing).
+#pragma unroll
+        for (int nt = 0; nt < kNt; ++nt) {
+          const int q_l = qc0 + nt * 8 + 2 * t;
+          const float lse2[2] = {sL[q_l], sL[q_l + 1]};
+          const float dpre[2] = {sD[q_l], sD[q_l + 1]};
+          int lo[2], hi[2];
+#pragma unroll
+          for (int e2 = 0; e2 < 2; ++e2) {
+            const std::int64_t i = q0 + q_l + e2;
+            const std::int64_t kb = rule.key_begin(i) - k_begin, ke = rule.key_end(i) - k_begin;
+            lo[e2] = static_cast<int>(kb < 0 ? 0 : (kb > kBc ? kBc : kb));
+            hi[e2] = i >= q_len ? 0 : static_cast<int>(ke < 0 ? 0 : (ke > kBc ? kBc : ke));
+          }
+#pragma unroll
+          for (int mt = 0; mt < kMt; ++mt) {
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+              const int j_l = key0 + mt * 16 + g + half * 8;
               float prob[2], dsc[2];
 #pragma unroll
               for (int e2 = 0; e2 < 2; ++e2) {
-                prob[e2] = exp2_approx(fmaf(acc_s[mt][nt][half * 2 + e2], scale_log2, -lse2[e2]));
+                const float e = exp2_approx(fmaf(acc_s[mt][nt][half * 2 + e2], scale_log2, -lse2[e2]));
+                prob[e2] = (j_l >= lo[e2] && j_l < hi[e2]) ? e : 0.0f;
                 dsc[e2] = prob[e2] * (acc_dp[mt][nt][half * 2 + e2] - dpre[e2]);
               }
               store_pair(mt, nt, half, prob, dsc);
@@ -232,17 +305,17 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) backward_main_
     __syncthreads();  // P^T and dS^T complete
 
     // Phase 2: dV += P^T dO and dK += dS^T Q for this warp's keys x dims.
-    {
+    const auto phase2 = [&] {
       const int key0 = (warp / Cfg::kWn2) * (kBc / Cfg::kWm2);
       const int wn = warp % Cfg::kWn2;
       warp_gemm<Cfg::kMt2, Cfg::kNtV, kBr, false, true, Cfg::kPipe>(acc_dv, sP + key0 * kStrP, kStrP,
                                                         sdOs + wn * (kDimV / Cfg::kWn2), kStrV, lane);
       warp_gemm<Cfg::kMt2, Cfg::kNtK, kBr, false, true, Cfg::kPipe>(acc_dk, sdS + key0 * kStrP, kStrP,
                                                         sQs + wn * (kDimQK / Cfg::kWn2), kStrQK, lane);
-    }
+    };
 
     // Phase 3: dQ += dS K for this warp's queries x dims, into the fp32 accumulator.
-    {
+    const auto phase3 = [&] {
       constexpr int kMt = Cfg::kMt3, kNt = Cfg::kNt3;
       const int qr0 = (warp / Cfg::kWn3) * (kBr / Cfg::kWm3);
       const int d0 = (warp % Cfg::kWn3) * (kDimQK / Cfg::kWn3);
@@ -265,16 +338,41 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) backward_main_
       }
       const std::int64_t row_stride = std::int64_t(p.heads_q) * kDimQK;
       float* const dq_tile = p.dq_accum + (flat_q0 + q0) * row_stride + std::int64_t(h) * kDimQK;
+      if constexpr (Cfg::kRedV4) {
+        // Lane pair (t even, t odd) of one row group: the even lane takes row g, columns 2t..2t+3; the odd lane
+        // row g + 8, columns 2t-2..2t+1. Each sends the half it gives away and receives the partner's.
+        const bool odd = (t & 1) != 0;
 #pragma unroll
-      for (int mt = 0; mt < kMt; ++mt) {
+        for (int mt = 0; mt < kMt; ++mt) {
+          const int r = qr0 + mt * 16 + g + (odd ? 8 : 0);
+          const bool row_ok = q0 + r < q_len;
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int r = qr0 + mt * 16 + g + half * 8;
-          if (q0 + r < q_len) {
+          for (int nt = 0; nt < kNt; ++nt) {
+            const float* c = acc_dq[mt][nt];
+            const float x = __shfl_xor_sync(0xffffffffu, odd ? c[0] : c[2], 1);
+            const float y = __shfl_xor_sync(0xffffffffu, odd ? c[1] : c[3], 1);
+            if (row_ok) {
+              float* dst = dq_tile + r * row_stride + d0 + nt * 8 + 2 * (t & ~1);
+              if (odd) {
+                red_add4(dst, x, y, c[2], c[3]);
+              } else {
+                red_add4(dst, c[0], c[1], x, y);
+              }
+            }
+          }
+        }
+      } else {
 #pragma unroll
-            for (int nt = 0; nt < kNt; ++nt) {
-              red_add2(dq_tile + r * row_stride + d0 + nt * 8 + 2 * t, acc_dq[mt][nt][half * 2],
-                       acc_dq[mt][nt][half * 2 + 1]);
+        for (int mt = 0; mt < kMt; ++mt) {
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            const int r = qr0 + mt * 16 + g + half * 8;
+            if (q0 + r < q_len) {
+#pragma unroll
+              for (int nt = 0; nt < kNt; ++nt) {
+                red_add2(dq_tile + r * row_stride + d0 + nt * 8 + 2 * t, acc_dq[mt][nt][half * 2],
+                         acc_dq[mt][nt][half * 2 + 1]);
+              }
             }
           }
         }
@@ -284,6 +382,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) backward_main_
         __syncthreads();
         if (tid == 0) store_release(sem, my_turn + 1);
       }
+    };
+    if constexpr (Cfg::kDqFirst) {
+      phase3();
+      phase2();
+    } else {
+      phase2();
+      phase3();
     }
   }
   cute::cp_async_wait<0>();  // a tile seen by no query still has its K / V copies in flight

@@ -148,6 +148,17 @@ __device__ __forceinline__ void red_add2(float* dst, float a, float b) {
 #endif
 }
 
+// dst[0..3] += v[0..3] in global memory, unordered; dst 16-byte aligned. Two two-wide reductions before Hopper.
+__device__ __forceinline__ void red_add4(float* dst, float a, float b, float c, float d) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("red.relaxed.gpu.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(dst), "f"(a), "f"(b), "f"(c), "f"(d)
+               : "memory");
+#else
+  red_add2(dst, a, b);
+  red_add2(dst + 2, c, d);
+#endif
+}
+
 // Global -> shared copy of `rows` rows of `width` elements (16-byte chunks); rows at or past `valid` are
 // zero-filled (cp.async with source size 0), never read: in varlen batches they belong to the next sequence.
 template <int kRows, int kWidth, int kThreads, class Elem>
