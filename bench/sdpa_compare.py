@@ -9,12 +9,17 @@ out (and gradients) against flash's, with the flash-vs-cuDNN difference as the y
 kernels disagree by.
 
 Usage: python3 bench/sdpa_compare.py --lib build/libioattn.so [--json out.json] [--dims 64,128,256]
-       [--seqlens 512,1024,...] [--no-backward] [--warmup 5] [--repeat 20]
+       [--seqlens 512,1024,...] [--no-backward] [--warmup 5] [--repeat 20] [--variants 0,1,2]
+
+--variants times the forward once per value of IOATTN_FWD_VARIANT (read by the library at each launch in a build
+with -DIOATTN_FWD_VARIANTS, see src/cuda/sm80/forward_launch.cuh), each checked against flash like the default, in
+--rounds rounds that alternate with flash, and prints one more table.
 """
 import argparse
 import ctypes
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -170,6 +175,33 @@ def run_point(lib, dim, seqlen, causal, args):
         row[f"fwd_{name}_ms"] = ms
         row[f"fwd_{name}_tflops"] = flops_fwd / ms / 1e9
 
+    for var in args.variants:
+        os.environ["IOATTN_FWD_VARIANT"] = str(var)
+        out.fill_(float("nan"))
+        fwd()
+        torch.cuda.synchronize()
+        err = max_diff(out, o_flash)
+        row[f"fwd_v{var}_ok"] = int((~torch.isfinite(out)).sum().item()) == 0 and \
+            err <= max(2 * row["fwd_flash_vs_cudnn"], 2e-2)
+        row[f"fwd_v{var}_err"] = err
+    if args.variants:
+        # Rounds over flash and every variant in turn, so that a drifting clock touches all of them alike; the
+        # median over rounds of each one's median.
+        samples = {name: [] for name in ["flash"] + args.variants}
+        for _ in range(args.rounds):
+            for name in samples:
+                if name == "flash":
+                    samples[name].append(time_ms(lambda: sdpa(SDPBackend.FLASH_ATTENTION, q, k, v, causal), 2,
+                                                 args.repeat))
+                else:
+                    os.environ["IOATTN_FWD_VARIANT"] = str(name)
+                    samples[name].append(time_ms(fwd, 2, args.repeat))
+        row["fwd_rounds_flash_tflops"] = flops_fwd / statistics.median(samples["flash"]) / 1e9
+        for var in args.variants:
+            row[f"fwd_v{var}_tflops"] = flops_fwd / statistics.median(samples[var]) / 1e9
+            row[f"fwd_v{var}_spread"] = (max(samples[var]) - min(samples[var])) / statistics.median(samples[var])
+    os.environ.pop("IOATTN_FWD_VARIANT", None)
+
     if args.backward:
         flops_bwd = 2.5 * flops_fwd
         dq, dk, dv = (torch.full_like(t, float("nan")) for t in (q, k, v))
@@ -218,6 +250,18 @@ def print_table(rows, env):
               f"{ {True: 'yes', False: 'NO', None: '-'}[r.get('bwd_ok')] } |")
 
 
+def print_variant_table(rows, variants):
+    print("\nforward variants (IOATTN_FWD_VARIANT), timed in rounds with flash: TFLOP/s and x flash;"
+          " * = output off from flash")
+    print("| D | seqlen | causal | flash | " + " | ".join(f"v{v}" for v in variants) + " |")
+    print("|" + "---|" * (4 + len(variants)))
+    for r in rows:
+        ff = r["fwd_rounds_flash_tflops"]
+        cells = [f"{r[f'fwd_v{v}_tflops']:.0f} ({r[f'fwd_v{v}_tflops'] / ff:.2f}){'' if r[f'fwd_v{v}_ok'] else '*'}"
+                 for v in variants]
+        print(f"| {r['dim']} | {r['seqlen']} | {'yes' if r['causal'] else 'no'} | {ff:.0f} | " + " | ".join(cells) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lib", required=True, help="path to libioattn.so (built with CUDA)")
@@ -227,7 +271,10 @@ def main():
     ap.add_argument("--no-backward", dest="backward", action="store_false")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of the interleaved variant timings")
+    ap.add_argument("--variants", default="", help="comma-separated IOATTN_FWD_VARIANT values to time as well")
     args = ap.parse_args()
+    args.variants = [int(v) for v in args.variants.split(",") if v != ""]
 
     lib = IoAttn(args.lib)
     env = environment()
@@ -249,7 +296,10 @@ def main():
         with open(args.json, "w") as f:
             json.dump({"env": env, "rows": rows}, f, indent=1)
     print_table(rows, env)
-    bad = [r for r in rows if not r["fwd_ok"] or r.get("bwd_ok") is False]
+    if args.variants:
+        print_variant_table(rows, args.variants)
+    bad = [r for r in rows if not r["fwd_ok"] or r.get("bwd_ok") is False or
+           any(not r[f"fwd_v{v}_ok"] for v in args.variants)]
     return 1 if bad else 0
 
 

@@ -8,7 +8,9 @@
 // guards rows that saw nothing).
 #pragma once
 
+#include <climits>
 #include <cmath>
+#include <cstdint>
 
 #include <cute/tensor.hpp>
 
@@ -31,7 +33,44 @@ __forceinline__ __device__ core::SeqSpan clamp_span(core::SeqSpan s, std::int64_
   return s;
 }
 
-template <class Traits>
+// The mask rule as the mainloop needs it, in 32 bits: core::MaskRule's four int64 fields stay live across every key
+// tile and were a large part of the registers that spilled. The arithmetic per row is MaskRule::key_begin/key_end's,
+// in int64 inside the masked tiles only. Windows are clamped to INT_MAX, which changes nothing: |diag| < 2^31 and
+// k_len < 2^30 (forward_unsupported), so such a window already reaches past every key.
+struct TileMask {
+  int diag0;         // MaskRule::diag of the tile's first row
+  int window_left;   // -1: unbounded
+  int window_right;  // -1: unbounded
+  int k_len;
+
+  __forceinline__ __device__ static int clamp_window(std::int64_t w) {
+    return w < 0 ? -1 : (w > INT_MAX ? INT_MAX : static_cast<int>(w));
+  }
+};
+
+// Sets hidden (query, key) pairs to -inf, as apply_mask (score_mod.cuh) does with the full rule.
+template <class RegS, class CoordS>
+__forceinline__ __device__ void apply_tile_mask(RegS& rS, CoordS const& rC, const TileMask& tm, int col0) {
+  CUTE_UNROLL
+  for (int mi = 0; mi < size<0>(rS); ++mi) {
+    const std::int64_t diag = std::int64_t(tm.diag0) + get<0>(rC(mi, 0));
+    std::int64_t begin64 = tm.window_left < 0 ? 0 : diag - tm.window_left;
+    begin64 = begin64 > 0 ? begin64 : 0;
+    std::int64_t end64 = tm.window_right < 0 ? tm.k_len : diag + tm.window_right + 1;
+    end64 = end64 < tm.k_len ? end64 : tm.k_len;
+    const int key_begin = begin64 > INT_MAX ? INT_MAX : static_cast<int>(begin64);
+    const int key_end = end64 < -1 ? -1 : static_cast<int>(end64);
+    CUTE_UNROLL
+    for (int ni = 0; ni < size<1>(rS); ++ni) {
+      const int col = col0 + get<1>(rC(mi, ni));
+      if (col < key_begin || col >= key_end) rS(mi, ni) = -INFINITY;
+    }
+  }
+}
+
+// kPlain: the launch saw no softcap, no ALiBi and a positive scale, so the raw products are ordered like the logits
+// and the scale folds into the exponent; the score-mod code is compiled out of the mainloop (fewer live registers).
+template <class Traits, bool kPlain>
 __global__ void __launch_bounds__(Traits::kNThreads, 1) forward_kernel(const ForwardParams p) {
   using Element = typename Traits::Element;
   constexpr int kBlockM = Traits::kBlockM;
@@ -134,7 +173,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) forward_kernel(const For
   mod.scale = p.scale;
   mod.softcap = p.softcap;
   mod.alibi_slope = p.alibi_slopes ? p.alibi_slopes[b * p.alibi_batch_stride + h] : 0.0f;
-  mod.natural = p.softcap > 0.0f || mod.alibi_slope != 0.0f || !(p.scale > 0.0f);
+  mod.natural = kPlain ? false : (p.softcap > 0.0f || mod.alibi_slope != 0.0f || !(p.scale > 0.0f));
   const float to_log2 = mod.to_log2();
 
   // Running statistics in the tile's units (ScoreMod): m = max seen, l = this thread's part of sum exp(s - m).
@@ -148,6 +187,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) forward_kernel(const For
   clear(acc_o);
 
   if (n_block_max > n_block_min) {
+    const TileMask tile_mask{int(rule.diag(row0)), TileMask::clamp_window(p.window_left),
+                             TileMask::clamp_window(p.window_right), k_len};
     copy_rows_zfill(gmem_copy_qk, tQgQ, tQsQ, tQcQ, rows_here);
     int n_block = n_block_max - 1;
     copy_rows_zfill(gmem_copy_qk, tKgK(_, _, _, n_block), tKsK, tKcK, k_len - n_block * kBlockN);
@@ -168,8 +209,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) forward_kernel(const For
       gemm_ss(acc_s, tSrQ, tSrK, tSsQ, tSsK, tiled_mma, smem_copy_q, smem_copy_k, smem_thr_q, smem_thr_k);
 
       Tensor rS = make_tensor(acc_s.data(), acc_rowcol_layout(acc_s.layout()));
-      apply_score_mod(rS, rC, mod, rule, row0, col0);
-      if constexpr (kMasked) apply_mask(rS, rC, rule, row0, col0);
+      if constexpr (!kPlain) apply_score_mod(rS, rC, mod, rule, row0, col0);
+      if constexpr (kMasked) apply_tile_mask(rS, rC, tile_mask, col0);
 
       cp_async_wait<0>();
       __syncthreads();  // V(n) landed; every warp is done reading K(n)
@@ -206,12 +247,15 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) forward_kernel(const For
       gemm_rs(acc_o, tOrP, tOrVt, tOsVt, tiled_mma, smem_copy_v, smem_thr_v);
     };
 
+    // Key tiles every row of this tile sees whole, inside the sequence, need no mask: [n_full_lo, n_full_hi), from
+    // MaskRule::classify's `full` test (the visible keys of a row only move right as the row grows).
+    const std::int64_t full_lo = (rule.key_begin(row0 + rows_here - 1) + kBlockN - 1) / kBlockN;
+    const std::int64_t key_end_first = rule.key_end(row0);
+    const std::int64_t full_hi = key_end_first > 0 ? key_end_first / kBlockN : 0;
+    const int n_full_lo = full_lo > INT_MAX ? INT_MAX : int(full_lo);
+    const int n_full_hi = int(full_hi);
     for (; n_block >= n_block_min; --n_block) {
-      const int col0 = n_block * kBlockN;
-      // A tile overhanging the sequence's end needs the mask even where the rule sees every pair.
-      const bool masked = col0 + kBlockN > k_len ||
-                          rule.classify(row0, row0 + rows_here, col0, col0 + kBlockN) != core::TileKind::full;
-      if (masked) {
+      if (n_block < n_full_lo || n_block >= n_full_hi) {
         step(n_block, cute::true_type{});
       } else {
         step(n_block, cute::false_type{});
