@@ -12,9 +12,6 @@
 
 #include "api/problem.hpp"
 
-// Tells backend.cu that backward_workspace_bytes() is real, so the public *_workspace_bytes() reports it.
-#define IOATTN_SM80_BACKWARD_WORKSPACE 1
-
 namespace ioattn::detail::sm80 {
 
 // Runs the backward on p.stream. Uses p.workspace when it is at least backward_workspace_bytes(p), else allocates
