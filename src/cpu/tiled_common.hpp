@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 
 #include "api/backend.hpp"
@@ -51,7 +52,22 @@ struct TileShape {
     const std::int64_t q_budget_floats = (320 * 1024) / 4;
     const std::int64_t rows = q_budget_floats / (t.dq_pad + t.dv_pad + t.bc);
     t.br = std::clamp<std::int64_t>(rows / 24 * 24, 48, 384);  // whole micro-kernel blocks of 6 rows
+    apply_override(t);
     return t;
+  }
+
+  // IOATTN_CPU_TILES="br,bc" (either may be empty or 0 to keep the default): a knob for `ioattn check`, which
+  // sweeps tile sizes because bc sets how often the online softmax rescales. Values are snapped into the same ranges
+  // and steps the defaults above come from, so the kernels see no tile shape they could not get anyway. Read on
+  // every call: the workspace query and the run of one problem must agree, so set it before both, not in between.
+  static void apply_override(TileShape& t) {
+    const char* text = std::getenv("IOATTN_CPU_TILES");
+    if (text == nullptr || *text == '\0') return;
+    char* end = nullptr;
+    const long br = std::strtol(text, &end, 10);
+    const long bc = (*end == ',') ? std::strtol(end + 1, nullptr, 10) : 0;
+    if (br > 0) t.br = std::clamp<std::int64_t>(br / 24 * 24, 48, 384);
+    if (bc > 0) t.bc = std::clamp<std::int64_t>(bc / kColumnPad * kColumnPad, 32, 128);
   }
 };
 

@@ -17,4 +17,7 @@ std::string demo_help();
 int run_bench(int argc, char** argv);
 std::string bench_help();
 
+int run_check(int argc, char** argv);  // the numerics audit (audit.hpp)
+std::string check_help();
+
 }  // namespace ioattn::cli
