@@ -57,7 +57,10 @@ def problem_of(case, causal):
 
 
 def run(args):
-    import torch
+    try:
+        import torch
+    except ImportError:
+        sys.exit("numerics-torch: needs PyTorch (the GPU machine's python3 has it); --dry-run works without")
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
