@@ -37,15 +37,50 @@ def series_label(row):
     return f'{label} d{row["head_dim"]}'
 
 
+def print_markdown(rows):
+    """One line per (case, implementation): max_abs per tensor with its ratio to the naive program's max_abs."""
+    rows = [r for r in rows if "tensor" in r and r.get("tiles") in (None, "", "default")]
+    tensors = [t for t in ("out", "lse", "dq", "dk", "dv") if any(r["tensor"] == t for r in rows)]
+    table = defaultdict(dict)
+    for r in rows:
+        key = (r["input"], r["dtype"], r["seqlen_q"], r["seqlen_k"], r["head_dim"], r.get("source", "ioattn"), r["impl"])
+        table[key][r["tensor"]] = r
+    print("| input | dtype | seqlen q x k | dim | impl | " + " | ".join(f"{t} max_abs (x naive)" for t in tensors) + " |")
+    print("|---" * (5 + len(tensors)) + "|")
+    for key in table:
+        inp, dtype, sq, sk, d, source, impl = key
+        cells = []
+        for t in tensors:
+            r = table[key].get(t)
+            if r is None:
+                cells.append("")
+            elif impl == "naive":
+                cells.append(f"{r['max_abs']:.2e}")
+            else:
+                ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.2f}"
+                cells.append(f"{r['max_abs']:.2e} ({ratio})" + ("" if r["pass"] else " FAIL"))
+        name = impl if source == "ioattn" or impl == "naive" else f"{source} {impl}"
+        print(f"| {inp} | {dtype} | {sq} x {sk} | {d} | {name} | " + " | ".join(cells) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("jsonl", nargs="+", help="JSON lines from ioattn check --json / numerics-torch.py --json")
-    ap.add_argument("--out", required=True, help="PNG file to write")
+    ap.add_argument("--out", help="PNG file to write")
+    ap.add_argument("--markdown", action="store_true",
+                    help="print a Markdown table (every input kind, default tiles) instead of / besides the plot")
     ap.add_argument("--input", default="random", help="input kind to plot (default: random)")
     ap.add_argument("--tensors", default="out,dq", help="comma-separated tensors, one row each (default: out,dq)")
     ap.add_argument("--metric", default="max_abs", choices=["max_abs", "mean_abs", "max_rel", "mean_rel"])
     ap.add_argument("--all-tiles", action="store_true", help="one line per tile size (default: default tiles only)")
     args = ap.parse_args()
+
+    if args.markdown:
+        print_markdown(load(args.jsonl))
+    if not args.out:
+        if not args.markdown:
+            sys.exit("numerics-plot: give --out FILE.png, or --markdown")
+        return
 
     import matplotlib
 
