@@ -2,17 +2,10 @@
 add_library(ioattn_attention_support STATIC
   ${CMAKE_CURRENT_SOURCE_DIR}/support/random.cpp
   ${CMAKE_CURRENT_SOURCE_DIR}/support/buffers.cpp
-  ${CMAKE_CURRENT_SOURCE_DIR}/support/compare.cpp
   ${CMAKE_CURRENT_SOURCE_DIR}/support/cases.cpp
   ${CMAKE_CURRENT_SOURCE_DIR}/support/harness.cpp)
 target_link_libraries(ioattn_attention_support PUBLIC ioattn_test_support OpenMP::OpenMP_CXX)
 target_compile_options(ioattn_attention_support PRIVATE -Wall -Wextra)
-# The naive same-precision baseline is an internal function, not a backend: compile it here unless the library
-# already carries it (for the `ioattn check` tool).
-get_target_property(_ioattn_sources ioattn SOURCES)
-if(NOT _ioattn_sources MATCHES "naive\\.cpp")
-  target_sources(ioattn_attention_support PRIVATE ${PROJECT_SOURCE_DIR}/src/cpu/naive.cpp)
-endif()
 
 ioattn_add_test(test_attention
   ${CMAKE_CURRENT_SOURCE_DIR}/attention/test_attention.cpp

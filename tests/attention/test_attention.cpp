@@ -1,5 +1,5 @@
 // The case table (tests/support/cases.cpp) run against every backend in this build, judged by the fp64 reference
-// with the bound of tests/support/compare.hpp. A backend joins by being compiled in: ioattn::backends() lists it.
+// with the bound of src/numerics/error_bound.hpp. A backend joins by being compiled in: ioattn::backends() lists it.
 // "reference" is left out here (it would be compared with itself); tests/attention/test_reference_fd.cpp checks it.
 #include <gtest/gtest.h>
 

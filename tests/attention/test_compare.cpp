@@ -1,4 +1,4 @@
-// The judge can convict: the comparison of tests/support/compare.hpp fails on results that are wrong by little more
+// The judge can convict: the comparison of src/numerics/error_bound.hpp fails on results that are wrong by little more
 // than the bound, on a NaN left behind, and on a row that should see nothing but got a value. Without these, a
 // bound that is accidentally vacuous (say, a naive error that came out huge) would pass every backend.
 #include <gtest/gtest.h>
@@ -9,7 +9,6 @@
 
 #include "cpu/reference.hpp"
 #include "support/cases.hpp"
-#include "support/compare.hpp"
 #include "support/harness.hpp"
 #include "support/random.hpp"
 

@@ -1,7 +1,7 @@
 // GPU-only checks of the cuda forward beyond the shared case table (tests/attention): every compiled head dim and
 // dtype on multi-tile shapes that are no multiple of any tile size, under every mask kind, with the score mods,
 // sinks, GQA and varlen with empty sequences; and the backend's refusals. Judged by the same fp64 reference and
-// 2x-naive bound (tests/support/compare.hpp). Without a GPU every test skips, saying so.
+// 2x-naive bound (src/numerics/error_bound.hpp). Without a GPU every test skips, saying so.
 #include <gtest/gtest.h>
 
 #include <sstream>

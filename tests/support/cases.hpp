@@ -1,5 +1,5 @@
 // Test support: THE case table. Every backend present runs every case (tests/attention/test_attention.cpp), and the
-// fp64 reference judges each one (support/compare.hpp states the bound).
+// fp64 reference judges each one (numerics/error_bound.hpp states the bound).
 //
 // Not the full cross product: a covering set in which every value of every axis appears at least once (dtypes,
 // head dims, seqlen pairs, mask kinds, softcap, ALiBi, sinks, GQA groups, varlen, strides) and the risky combinations

@@ -4,7 +4,7 @@
 // support/random.hpp), and computes the two yardsticks on those inputs once: the fp64 reference (forward, then the
 // exact gradient from the fp64 out and lse) and the same-precision naive program. run_backend() then runs any
 // backend on the same inputs, on the CPU or on a GPU, with every output poisoned (NaN) beforehand, and returns its
-// outputs in the canonical layout of src/cpu/reference.hpp for support/compare.hpp.
+// outputs in the canonical layout of src/cpu/reference.hpp for numerics/error_bound.hpp.
 #pragma once
 
 #include <optional>
@@ -14,9 +14,13 @@
 #include "api/problem.hpp"
 #include "support/buffers.hpp"
 #include "support/cases.hpp"
-#include "support/compare.hpp"
+#include "numerics/error_bound.hpp"
 
 namespace ioattn::test {
+
+using numerics::compare;
+using numerics::Comparison;
+using numerics::dtype_eps;
 
 struct Results {
   std::vector<double> out, lse, dq, dk, dv, dsinks;
@@ -73,7 +77,7 @@ class CaseData {
   detail::BackwardProblem problem_;
   std::vector<double> q64_, k64_, v64_;  // the inputs, canonical
   std::vector<HostBuffer> inputs_drawn_;  // the input buffers as drawn, to show no backend wrote to them
-  Results ref_, naive_, stored_;  // stored_: gradients only, see support/compare.hpp
+  Results ref_, naive_, stored_;  // stored_: gradients only, see numerics/error_bound.hpp
   bool have_backward_ = false;
 };
 

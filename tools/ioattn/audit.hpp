@@ -10,7 +10,7 @@
 //   max_rel  = max_abs / max |ref|        mean_rel = mean_abs / mean |ref|
 // (relative to the tensor's scale rather than per element: per-element ratios explode where ref crosses zero and
 // say nothing about the kernel). ratio = max_abs / naive max_abs. pass is the test suite's bound, unchanged:
-// tests/support/compare.hpp (err <= 2 * max(naive, stored) + allowance, finite outputs, -inf lse where due).
+// src/numerics/error_bound.hpp (err <= 2 * max(naive, stored) + allowance, finite outputs, -inf lse where due).
 #pragma once
 
 #include <cstdint>

@@ -13,7 +13,7 @@
 #include "ioattn/error.hpp"
 #include "problem.hpp"
 #include "run.hpp"
-#include "support/compare.hpp"
+#include "numerics/error_bound.hpp"
 
 namespace ioattn::cli {
 namespace {
@@ -101,7 +101,7 @@ struct Outputs {
 
 TensorAudit audit_tensor(const std::string& name, const Canon& got, const Canon& ref, const Canon& naive,
                          const Canon* stored, double eps) {
-  const test::Comparison cmp = test::compare(name, got, ref, naive, eps, stored);
+  const numerics::Comparison cmp = numerics::compare(name, got, ref, naive, eps, stored);
   TensorAudit t;
   t.tensor = name;
   t.count = cmp.count;
@@ -243,7 +243,7 @@ std::vector<AuditRun> run_audit_case(const AuditCase& c, const std::vector<Audit
                                      stored.dv.data(), nullptr);
   }
 
-  const double eps = test::dtype_eps(s.dtype), eps_lse = test::dtype_eps(DType::f32);
+  const double eps = numerics::dtype_eps(s.dtype), eps_lse = numerics::dtype_eps(DType::f32);
   const auto judge = [&](const Outputs& got) {
     std::vector<TensorAudit> t;
     t.push_back(audit_tensor("out", got.out, want.out, naive.out, nullptr, eps));

@@ -1,11 +1,11 @@
-#include "support/compare.hpp"
+#include "numerics/error_bound.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
 
-namespace ioattn::test {
+namespace ioattn::numerics {
 
 double dtype_eps(DType dtype) {
   switch (dtype) {
@@ -74,4 +74,4 @@ std::string Comparison::describe() const {
   return os.str();
 }
 
-}  // namespace ioattn::test
+}  // namespace ioattn::numerics

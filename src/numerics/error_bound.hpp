@@ -1,13 +1,13 @@
-// Test support: when is a backend's result right?
+// ioattn numerics: when is a backend's result right? The bound the test suite and `ioattn check` both judge by.
 //
 // THE BOUND (after FlashAttention's test_flash_attn.py). For every output X (out, lse, dq, dk, dv, dsinks):
 //   err(X)   = max over elements |X_backend - X_ref|           X_ref: the fp64 reference on the same inputs
 //   naive(X) = max over elements |X_naive   - X_ref|           X_naive: the same-precision naive program
-//                                                              (src/cpu/reference.hpp, namespace naive)
+//                                                              (src/cpu/naive.hpp)
 //   stored(X) = max over elements |X_stored - X_ref|          gradients only; X_stored: the FlashAttention
 //                                                              formulation of the backward in fp32 arithmetic, from
 //                                                              out and lse as stored (dtype, fp32): naive::
-//                                                              backward_from_stored in src/cpu/reference.hpp
+//                                                              backward_from_stored in src/cpu/naive.hpp
 //   pass  iff  err(X) <= 2 * max(naive(X), stored(X)) + allowance(X),
 //   allowance(X) = kAllowanceUlps * eps * max(max |X_ref|, kMagnitudeFloor)
 // eps is the machine epsilon of the inputs' dtype (2^-23 fp32, 2^-10 fp16, 2^-7 bf16), except for lse, which is
@@ -34,7 +34,7 @@
 
 #include "ioattn/tensor.hpp"
 
-namespace ioattn::test {
+namespace ioattn::numerics {
 
 inline constexpr double kNaiveFactor = 2.0;
 inline constexpr double kAllowanceUlps = 2.0;
@@ -67,4 +67,4 @@ struct Comparison {
 Comparison compare(const std::string& what, const std::vector<double>& actual, const std::vector<double>& ref,
                    const std::vector<double>& naive, double eps, const std::vector<double>* stored = nullptr);
 
-}  // namespace ioattn::test
+}  // namespace ioattn::numerics
