@@ -13,7 +13,7 @@ Backends: flash, efficient, cudnn, math (SDPA's math path in the inputs' dtype).
   - softcap_limit is not run: SDPA has no logit softcap;
   - masked_rows needs a boolean mask (SDPA's is_causal aligns top-left, so it never empties a row): flash refuses
     it, and a backend that returns NaN for a row that sees nothing is reported as non-finite, which fails;
-  - the bound has no "stored" yardstick (tests/support/compare.hpp): err <= 2 * naive + 2 * eps * max(|ref|, 0.3).
+  - the bound has no "stored" yardstick (src/numerics/error_bound.hpp): err <= 2 * naive + 2 * eps * max(|ref|, 0.3).
 GQA is run by repeating K and V over the query heads, so dK and dV are summed over each group by autograd.
 """
 import argparse
@@ -24,7 +24,7 @@ DTYPES = ("fp32", "fp16", "bf16")
 INPUTS = ("random", "large_logits", "softcap_limit", "dominant_key", "masked_rows")
 BACKENDS = ("flash", "efficient", "cudnn", "math")
 EPS = {"fp32": 2.0**-23, "fp16": 2.0**-10, "bf16": 2.0**-7}
-NAIVE_FACTOR, ALLOWANCE_ULPS, MAGNITUDE_FLOOR = 2.0, 2.0, 0.3  # tests/support/compare.hpp
+NAIVE_FACTOR, ALLOWANCE_ULPS, MAGNITUDE_FLOOR = 2.0, 2.0, 0.3  # src/numerics/error_bound.hpp
 
 
 def plan(args):

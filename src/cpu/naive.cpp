@@ -1,5 +1,5 @@
 // ioattn: the naive same-precision baseline (not a backend). Its error against the fp64 reference is the yardstick
-// a backend's error is held to (tests/support/compare.hpp), so it must round where a plain PyTorch program rounds:
+// a backend's error is held to (src/numerics/error_bound.hpp), so it must round where a plain PyTorch program rounds:
 //   qs = q * scale                  (dtype)          S  = qs k^T            (fp32 accumulate, dtype result)
 //   S  = softcap * tanh(S / softcap) (each op in dtype)  S += alibi bias (fp32), masked -> -inf
 //   P  = softmax(S [, sink])         (fp32, result in dtype)   O = P v      (fp32 accumulate, dtype result)
