@@ -173,13 +173,7 @@ IOATTN_TILED_INLINE void load_query_side(const BackwardContext& ctx, const Backw
 template <int VW, DType D>
 IOATTN_TILED_INLINE void d_item(const BackwardContext& ctx, std::int64_t item, char* thread_ws) {
   const detail::BackwardProblem& p = *ctx.p;
-  const ItemCoords at = query_item(ctx.q_grid, p, item);
-  const std::int64_t b = at.b;
-  const std::int64_t h = at.h;
-  const std::int64_t tile = at.tile;
-  const core::SeqSpan span = p.span(b);
-  const std::int64_t q0 = tile * ctx.t.br;
-  const std::int64_t rows = std::min(ctx.t.br, span.q_len - q0);
+  const auto [b, h, h_kv, span, q0, rows] = query_tile(ctx.q_grid, p, item, ctx.t.br);
   Arena arena(thread_ws);
   const BackwardTiles x(arena, p, ctx.t);
   for (std::int64_t r = 0; r < rows; ++r) {
@@ -207,14 +201,7 @@ IOATTN_TILED_INLINE void dq_item(const BackwardContext& ctx, std::int64_t item, 
   using V = Simd<VW>;
   const detail::BackwardProblem& p = *ctx.p;
   const TileShape& t = ctx.t;
-  const ItemCoords at = query_item(ctx.q_grid, p, item);
-  const std::int64_t b = at.b;
-  const std::int64_t h = at.h;
-  const std::int64_t tile = at.tile;
-  const core::SeqSpan span = p.span(b);
-  const std::int64_t q0 = tile * t.br;
-  const std::int64_t rows = std::min(t.br, span.q_len - q0);
-  const std::int64_t h_kv = h / p.group_size();
+  const auto [b, h, h_kv, span, q0, rows] = query_tile(ctx.q_grid, p, item, t.br);
   const ScoreMods mods = score_mods(p, b, h, span);
   Arena arena(thread_ws);
   const BackwardTiles x(arena, p, t);

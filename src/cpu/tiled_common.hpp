@@ -170,6 +170,24 @@ inline ItemCoords query_item(const TileGrid& grid, const detail::Problem& p, std
   return c;
 }
 
+// Query work item n resolved: its sequence, query head (and the kv head it reads), and its rows q0 .. q0+rows-1 of
+// the sequence. The forward, the D pre-pass and the dQ pass all start from this.
+struct QueryTile {
+  std::int64_t b;
+  std::int64_t h;
+  std::int64_t h_kv;
+  core::SeqSpan span;
+  std::int64_t q0;
+  std::int64_t rows;
+};
+
+inline QueryTile query_tile(const TileGrid& grid, const detail::Problem& p, std::int64_t item, std::int64_t br) {
+  const ItemCoords at = query_item(grid, p, item);
+  const core::SeqSpan span = p.span(at.b);
+  const std::int64_t q0 = at.tile * br;
+  return {at.b, at.h, at.h / p.group_size(), span, q0, std::min(br, span.q_len - q0)};
+}
+
 inline ItemCoords key_item(const TileGrid& grid, std::int64_t item) {
   ItemCoords c;
   grid.locate(item % grid.count, c.b, c.tile);

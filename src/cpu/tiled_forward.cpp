@@ -91,14 +91,7 @@ IOATTN_TILED_INLINE void forward_item(const ForwardContext& ctx, std::int64_t it
   using V = Simd<VW>;
   const detail::Problem& p = *ctx.p;
   const TileShape& t = ctx.t;
-  const ItemCoords at = query_item(ctx.grid, p, item);
-  const std::int64_t b = at.b;
-  const std::int64_t h = at.h;
-  const std::int64_t q_tile_index = at.tile;
-  const core::SeqSpan span = p.span(b);
-  const std::int64_t q0 = q_tile_index * t.br;
-  const std::int64_t rows = std::min(t.br, span.q_len - q0);
-  const std::int64_t h_kv = h / p.group_size();
+  const auto [b, h, h_kv, span, q0, rows] = query_tile(ctx.grid, p, item, t.br);
   const ScoreMods mods = score_mods(p, b, h, span);
 
   Arena arena(thread_ws);
