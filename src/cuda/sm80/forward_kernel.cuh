@@ -34,9 +34,9 @@ __forceinline__ __device__ core::SeqSpan clamp_span(core::SeqSpan s, std::int64_
 }
 
 // The mask rule as the mainloop needs it, in 32 bits: core::MaskRule's four int64 fields stay live across every key
-// tile and were a large part of the registers that spilled. The arithmetic per row is MaskRule::key_begin/key_end's,
-// in int64 inside the masked tiles only. Windows are clamped to INT_MAX, which changes nothing: |diag| < 2^31 and
-// k_len < 2^30 (forward_unsupported), so such a window already reaches past every key.
+// tile and were a large part of the registers that spilled. The rule is rebuilt in int64 inside the masked tiles
+// only. Windows are clamped to INT_MAX, which changes nothing: |diag| < 2^31 and k_len < 2^30 (forward_unsupported),
+// so such a window already reaches past every key.
 struct TileMask {
   int diag0;         // MaskRule::diag of the tile's first row
   int window_left;   // -1: unbounded
@@ -48,24 +48,12 @@ struct TileMask {
   }
 };
 
-// Sets hidden (query, key) pairs to -inf, as apply_mask (score_mod.cuh) does with the full rule.
+// Sets hidden (query, key) pairs to -inf: the full rule rebuilt for the tile's rows (row 0 = the tile's first), in
+// registers that live only inside masked tiles, then score_mod.cuh's apply_mask, so the per-row math is core's.
 template <class RegS, class CoordS>
 __forceinline__ __device__ void apply_tile_mask(RegS& rS, CoordS const& rC, const TileMask& tm, int col0) {
-  CUTE_UNROLL
-  for (int mi = 0; mi < size<0>(rS); ++mi) {
-    const std::int64_t diag = std::int64_t(tm.diag0) + get<0>(rC(mi, 0));
-    std::int64_t begin64 = tm.window_left < 0 ? 0 : diag - tm.window_left;
-    begin64 = begin64 > 0 ? begin64 : 0;
-    std::int64_t end64 = tm.window_right < 0 ? tm.k_len : diag + tm.window_right + 1;
-    end64 = end64 < tm.k_len ? end64 : tm.k_len;
-    const int key_begin = begin64 > INT_MAX ? INT_MAX : static_cast<int>(begin64);
-    const int key_end = end64 < -1 ? -1 : static_cast<int>(end64);
-    CUTE_UNROLL
-    for (int ni = 0; ni < size<1>(rS); ++ni) {
-      const int col = col0 + get<1>(rC(mi, ni));
-      if (col < key_begin || col >= key_end) rS(mi, ni) = -INFINITY;
-    }
-  }
+  const core::MaskRule rule{tm.window_left, tm.window_right, tm.diag0, tm.k_len};
+  apply_mask(rS, rC, rule, 0, col0);
 }
 
 // kPlain: the launch saw no softcap, no ALiBi and a positive scale, so the raw products are ordered like the logits
