@@ -1,0 +1,1 @@
+#include "ioattn/block_manager.hpp"
