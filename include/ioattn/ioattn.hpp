@@ -2,5 +2,7 @@
 #pragma once
 
 #include "ioattn/attention.hpp"  // attention_forward / attention_backward, masks, params, backends()
+#include "ioattn/block_manager.hpp"  // BlockManager: pages, block tables, copy-on-write forks
 #include "ioattn/error.hpp"      // ioattn::Error, the one exception type
+#include "ioattn/paged.hpp"      // paged_attention_plan / _forward, paged_kv_write: decoding over a paged KV cache
 #include "ioattn/tensor.hpp"     // TensorView, DType, Device

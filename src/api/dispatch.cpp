@@ -1,10 +1,9 @@
 // ioattn: the one place that picks a backend. Public entry points validate, pick, then call the backend.
-#include <exception>
-#include <new>
 #include <string>
 #include <vector>
 
 #include "api/backend.hpp"
+#include "api/call_backend.hpp"
 #include "api/validate.hpp"
 #include "ioattn/attention.hpp"
 #include "ioattn/error.hpp"
@@ -87,29 +86,6 @@ const Backend& select(const Problem& problem, const std::string& impl, bool back
               "params.impl: expected one of " + known_impls() + " (the backends in this build), got '" + impl + "'");
 }
 
-// The C++ API throws ioattn::Error and nothing else: a backend's allocation failure or stray standard exception is
-// translated here, once, rather than in every backend.
-template <class Fn>
-auto call_backend(const Backend& backend, const char* what, Fn&& fn) -> decltype(fn()) {
-  try {
-    return fn();
-  } catch (const Error&) {
-    throw;
-  } catch (const std::bad_alloc&) {
-    throw Error(ErrorCode::out_of_memory, std::string("impl '") + backend.name + "' " + what + ": out of host memory");
-  } catch (const std::exception& e) {
-    throw Error(ErrorCode::backend_failure, std::string("impl '") + backend.name + "' " + what + ": " + e.what());
-  }
-}
-
-void check_workspace(const Workspace& workspace, std::size_t needed) {
-  if (workspace.data != nullptr && workspace.bytes < needed) {
-    throw Error(ErrorCode::invalid_argument, "params.workspace: expected at least " + std::to_string(needed) +
-                                                 " bytes (see *_workspace_bytes()), got " +
-                                                 std::to_string(workspace.bytes));
-  }
-}
-
 }  // namespace
 }  // namespace detail
 
@@ -117,7 +93,7 @@ void attention_forward(const ForwardArgs& args, const AttentionParams& params) {
   const detail::Problem problem = detail::make_forward_problem(args, params);
   const detail::Backend& backend = detail::select(problem, params.impl, false);
   if (detail::nothing_to_do(problem)) return;
-  detail::call_backend(backend, "forward", [&] {
+  detail::call_backend(backend.name, "forward", [&] {
     detail::check_workspace(problem.workspace, backend.forward_workspace_bytes(problem));
     backend.forward(problem);
   });
@@ -127,7 +103,7 @@ void attention_backward(const BackwardArgs& args, const AttentionParams& params)
   const detail::BackwardProblem problem = detail::make_backward_problem(args, params);
   const detail::Backend& backend = detail::select(problem, params.impl, true);
   if (detail::nothing_to_do(problem)) return;
-  detail::call_backend(backend, "backward", [&] {
+  detail::call_backend(backend.name, "backward", [&] {
     detail::check_workspace(problem.workspace, backend.backward_workspace_bytes(problem));
     backend.backward(problem);
   });
@@ -137,7 +113,7 @@ std::size_t forward_workspace_bytes(const ForwardArgs& args, const AttentionPara
   const detail::Problem problem = detail::make_forward_problem(args, params);
   const detail::Backend& backend = detail::select(problem, params.impl, false);
   if (detail::nothing_to_do(problem)) return 0;
-  return detail::call_backend(backend, "forward_workspace_bytes",
+  return detail::call_backend(backend.name, "forward_workspace_bytes",
                               [&] { return backend.forward_workspace_bytes(problem); });
 }
 
@@ -145,7 +121,7 @@ std::size_t backward_workspace_bytes(const BackwardArgs& args, const AttentionPa
   const detail::BackwardProblem problem = detail::make_backward_problem(args, params);
   const detail::Backend& backend = detail::select(problem, params.impl, true);
   if (detail::nothing_to_do(problem)) return 0;
-  return detail::call_backend(backend, "backward_workspace_bytes",
+  return detail::call_backend(backend.name, "backward_workspace_bytes",
                               [&] { return backend.backward_workspace_bytes(problem); });
 }
 

@@ -52,6 +52,16 @@ struct SoftmaxState {
     return alpha;
   }
 
+  // Fold in a partial result over keys not yet seen (a split-KV chunk), given by its lse and its output o_part
+  // normalized within the chunk: it enters like one key with logit lse_part and value o_part. Returns the factor for
+  // o; then add weight * o_part to o. A chunk that saw nothing (lse_part = -inf) gets weight 0.
+  IOATTN_HD T add_partial(T lse_part, T& weight) {
+    const T alpha = begin_tile(lse_part);
+    weight = std::exp(lse_part - offset());
+    l += weight;
+    return alpha;
+  }
+
   // Natural-log sum of exp over everything folded in; -inf for a row that saw nothing.
   IOATTN_HD T lse() const { return l > T(0) ? m + std::log(l) : neg_inf<T>(); }
   // The factor that turns the accumulator o into the output; 0 for a row that saw nothing (out = 0, not NaN).
