@@ -26,6 +26,7 @@ extern const Backend kReferenceBackend;  // src/cpu/reference.cpp
 extern const Backend kTiledBackend;      // src/cpu/tiled_forward.cpp
 #if IOATTN_HAVE_CUDA
 extern const Backend kCudaSm80Backend;   // src/cuda/sm80/
+extern const Backend kCudaSm90Backend;   // src/cuda/sm90/ (Hopper: TMA, wgmma, warp specialization)
 int cuda_device_count();                 // src/cuda/: 0 when no usable GPU or driver, never throws
 #endif
 

@@ -23,6 +23,7 @@ const std::vector<const Backend*>& all_backends() {
       &kTiledBackend,
 #if IOATTN_HAVE_CUDA
       &kCudaSm80Backend,
+      &kCudaSm90Backend,
 #endif
   };
   return list;
