@@ -158,6 +158,60 @@ IOATTN_C_API int32_t ioattn_cuda_device_count(void);
 /* "MAJOR.MINOR.PATCH". Static storage. */
 IOATTN_C_API const char* ioattn_version(void);
 
+/* ---- Paged KV cache (include/ioattn/paged.hpp documents the layouts and semantics in full) -------------------
+ *   k_cache [num_pages, page_size, heads_kv, head_dim_qk], v_cache [num_pages, page_size, heads_kv, head_dim_v]
+ *   block_table int32 [batch, max_pages_per_seq], seqlens_k int32 [batch] (the new tokens included)
+ *   q [batch, seqlen_q, heads_q, head_dim_qk], or packed [total_q, heads_q, head_dim_qk] with cu_seqlens_q
+ * The query rows are each sequence's newest tokens (already written with ioattn_paged_kv_write); masks align
+ * bottom-right, so a causal mask is causal among the new tokens. Plan once per batch, run once per layer. */
+typedef struct ioattn_paged_kv {
+  ioattn_tensor k_cache, v_cache, block_table, seqlens_k;
+} ioattn_paged_kv;
+
+typedef struct ioattn_paged_forward_args {
+  ioattn_tensor q;
+  ioattn_paged_kv kv;
+  ioattn_tensor out;          /* written */
+  ioattn_tensor lse;          /* written when given: fp32 [batch, heads_q, seqlen_q] or [heads_q, total_q] */
+  ioattn_tensor cu_seqlens_q; /* optional int32 [batch + 1]: packed q */
+  int64_t max_seqlen_q;       /* with cu_seqlens_q: most new tokens of any sequence, 0 = read off the offsets */
+} ioattn_paged_forward_args;
+
+/* Values of ioattn_paged_plan's split_mode argument. */
+enum { IOATTN_SPLIT_AUTO = 0, IOATTN_SPLIT_NONE = 1, IOATTN_SPLIT_FIXED = 2 };
+
+/* Filled by ioattn_paged_plan(); pass it unchanged to ioattn_paged_forward(). */
+typedef struct ioattn_paged_plan_info {
+  char impl[32];            /* the backend that runs it */
+  int64_t split_tokens;     /* keys per split-KV chunk */
+  int64_t max_splits;       /* chunks of the longest possible sequence */
+  size_t workspace_bytes;   /* pass at least this much as params->workspace to keep allocation out of the run */
+  int64_t planned[12];      /* the shapes planned for (checked by the run); not to be edited */
+} ioattn_paged_plan_info;
+
+/* Plans a batch (reads shapes only). split_mode IOATTN_SPLIT_*; split_tokens: keys per chunk with
+ * IOATTN_SPLIT_FIXED (a positive multiple of 64), else 0; expected_seqlen_k: the typical context (0: the table's
+ * capacity), sizes automatic splits. */
+IOATTN_C_API ioattn_status ioattn_paged_plan(const ioattn_paged_forward_args* args, const ioattn_params* params,
+                                             int32_t split_mode, int64_t split_tokens, int64_t expected_seqlen_k,
+                                             ioattn_paged_plan_info* plan);
+/* Attention of the new tokens over the paged cache, as planned. Nothing is written on failure. */
+IOATTN_C_API ioattn_status ioattn_paged_forward(const ioattn_paged_forward_args* args,
+                                                const ioattn_paged_plan_info* plan, const ioattn_params* params);
+
+typedef struct ioattn_paged_write_args {
+  ioattn_tensor k_new;        /* [tokens, heads_kv, head_dim_qk] */
+  ioattn_tensor v_new;        /* [tokens, heads_kv, head_dim_v] */
+  ioattn_tensor slot_mapping; /* int32 [tokens]: slot = page * page_size + offset; negative = skip the row */
+  ioattn_tensor k_cache, v_cache;
+} ioattn_paged_write_args;
+
+/* Writes new tokens' keys and values into their slots. Only params->impl and params->stream are read. */
+IOATTN_C_API ioattn_status ioattn_paged_kv_write(const ioattn_paged_write_args* args, const ioattn_params* params);
+/* Copies whole pages of both caches: row i of copies (int32 [n, 2]) copies page copies[i][0] to copies[i][1]. */
+IOATTN_C_API ioattn_status ioattn_paged_kv_copy_pages(const ioattn_tensor* k_cache, const ioattn_tensor* v_cache,
+                                                      const ioattn_tensor* copies, const ioattn_params* params);
+
 #ifdef __cplusplus
 }
 #endif

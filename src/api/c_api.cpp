@@ -2,11 +2,13 @@
 // catches everything and turns it into a status plus this thread's last-error message.
 #include "ioattn/ioattn.h"
 
+#include <cstring>
 #include <new>
 #include <optional>
 #include <string>
 
 #include "ioattn/attention.hpp"
+#include "ioattn/paged.hpp"
 #include "ioattn/error.hpp"
 
 namespace {
@@ -106,6 +108,69 @@ ioattn::BackwardArgs to_backward(const ioattn_backward_args* a) {
   return args;
 }
 
+ioattn::PagedForwardArgs to_paged(const ioattn_paged_forward_args* a) {
+  if (a == nullptr) bad_field("args", "a pointer to ioattn_paged_forward_args", "NULL");
+  ioattn::PagedForwardArgs args;
+  args.q = to_view(a->q, "q");
+  args.kv.k_cache = to_view(a->kv.k_cache, "kv.k_cache");
+  args.kv.v_cache = to_view(a->kv.v_cache, "kv.v_cache");
+  args.kv.block_table = to_view(a->kv.block_table, "kv.block_table");
+  args.kv.seqlens_k = to_view(a->kv.seqlens_k, "kv.seqlens_k");
+  args.out = to_view(a->out, "out");
+  args.lse = to_view(a->lse, "lse");
+  args.cu_seqlens_q = to_view(a->cu_seqlens_q, "cu_seqlens_q");
+  args.max_seqlen_q = a->max_seqlen_q;
+  return args;
+}
+
+// The C plan carries the C++ plan's fields; `planned` holds its shapes in this fixed order.
+void plan_to_c(const ioattn::PagedPlan& p, ioattn_paged_plan_info* c) {
+  *c = ioattn_paged_plan_info{};
+  if (p.impl.size() >= sizeof(c->impl)) bad_field("plan", "a backend name shorter than 32 bytes", p.impl);
+  p.impl.copy(c->impl, p.impl.size());
+  c->split_tokens = p.split_tokens;
+  c->max_splits = p.max_splits;
+  c->workspace_bytes = p.workspace_bytes;
+  const std::int64_t fields[12] = {static_cast<std::int64_t>(p.dtype), static_cast<std::int64_t>(p.device),
+                                   p.batch, p.rows_q, p.heads_q, p.heads_kv, p.dim_qk, p.dim_v, p.page_size,
+                                   p.max_pages_per_seq, p.packed_q ? 1 : 0, 0};
+  for (int i = 0; i < 12; ++i) c->planned[i] = fields[i];
+}
+
+ioattn::PagedPlan plan_from_c(const ioattn_paged_plan_info* c) {
+  if (c == nullptr) bad_field("plan", "a pointer to an ioattn_paged_plan_info from ioattn_paged_plan()", "NULL");
+  ioattn::PagedPlan p;
+  p.impl.assign(c->impl, strnlen(c->impl, sizeof(c->impl)));
+  p.split_tokens = c->split_tokens;
+  p.max_splits = c->max_splits;
+  p.workspace_bytes = c->workspace_bytes;
+  const std::int64_t* f = c->planned;
+  if (f[0] < 0 || f[0] > static_cast<std::int64_t>(ioattn::DType::bf16) || f[1] < 0 || f[1] > 1) {
+    bad_field("plan", "a plan from ioattn_paged_plan()", "an altered plan");
+  }
+  p.dtype = static_cast<ioattn::DType>(f[0]);
+  p.device = static_cast<ioattn::Device>(f[1]);
+  p.batch = f[2];
+  p.rows_q = f[3];
+  p.heads_q = f[4];
+  p.heads_kv = f[5];
+  p.dim_qk = f[6];
+  p.dim_v = f[7];
+  p.page_size = f[8];
+  p.max_pages_per_seq = f[9];
+  p.packed_q = f[10] != 0;
+  return p;
+}
+
+ioattn::SplitKV to_split(int32_t mode, int64_t tokens) {
+  switch (mode) {
+    case IOATTN_SPLIT_AUTO: return ioattn::SplitKV::automatic();
+    case IOATTN_SPLIT_NONE: return ioattn::SplitKV::none();
+    case IOATTN_SPLIT_FIXED: return ioattn::SplitKV::fixed(tokens);
+  }
+  bad_field("split_mode", "IOATTN_SPLIT_AUTO, IOATTN_SPLIT_NONE or IOATTN_SPLIT_FIXED (0 to 2)", std::to_string(mode));
+}
+
 ioattn_status status_of(ioattn::ErrorCode code) {
   switch (code) {
     case ioattn::ErrorCode::invalid_argument: return IOATTN_ERROR_INVALID_ARGUMENT;
@@ -179,6 +244,46 @@ ioattn_status ioattn_backward_workspace_bytes(const ioattn_backward_args* args, 
   return guarded([&] {
     if (bytes == nullptr) bad_field("bytes", "a pointer to a size_t", "NULL");
     *bytes = ioattn::backward_workspace_bytes(to_backward(args), to_params(params));
+  });
+}
+
+ioattn_status ioattn_paged_plan(const ioattn_paged_forward_args* args, const ioattn_params* params,
+                                int32_t split_mode, int64_t split_tokens, int64_t expected_seqlen_k,
+                                ioattn_paged_plan_info* plan) {
+  return guarded([&] {
+    if (plan == nullptr) bad_field("plan", "a pointer to an ioattn_paged_plan_info to fill", "NULL");
+    const ioattn::PagedPlan p = ioattn::paged_attention_plan(to_paged(args), to_params(params),
+                                                             to_split(split_mode, split_tokens), expected_seqlen_k);
+    plan_to_c(p, plan);
+  });
+}
+
+ioattn_status ioattn_paged_forward(const ioattn_paged_forward_args* args, const ioattn_paged_plan_info* plan,
+                                   const ioattn_params* params) {
+  return guarded([&] { ioattn::paged_attention_forward(to_paged(args), plan_from_c(plan), to_params(params)); });
+}
+
+ioattn_status ioattn_paged_kv_write(const ioattn_paged_write_args* args, const ioattn_params* params) {
+  return guarded([&] {
+    if (args == nullptr) bad_field("args", "a pointer to ioattn_paged_write_args", "NULL");
+    ioattn::PagedWriteArgs w;
+    w.k_new = to_view(args->k_new, "k_new");
+    w.v_new = to_view(args->v_new, "v_new");
+    w.slot_mapping = to_view(args->slot_mapping, "slot_mapping");
+    w.k_cache = to_view(args->k_cache, "k_cache");
+    w.v_cache = to_view(args->v_cache, "v_cache");
+    ioattn::paged_kv_write(w, to_params(params));
+  });
+}
+
+ioattn_status ioattn_paged_kv_copy_pages(const ioattn_tensor* k_cache, const ioattn_tensor* v_cache,
+                                         const ioattn_tensor* copies, const ioattn_params* params) {
+  return guarded([&] {
+    if (k_cache == nullptr) bad_field("k_cache", "a pointer to an ioattn_tensor", "NULL");
+    if (v_cache == nullptr) bad_field("v_cache", "a pointer to an ioattn_tensor", "NULL");
+    if (copies == nullptr) bad_field("copies", "a pointer to an ioattn_tensor", "NULL");
+    ioattn::paged_kv_copy_pages(to_view(*k_cache, "k_cache"), to_view(*v_cache, "v_cache"),
+                                to_view(*copies, "copies"), to_params(params));
   });
 }
 

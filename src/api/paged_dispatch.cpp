@@ -54,7 +54,9 @@ const PagedBackend& select_paged(Device device, const std::string& impl, const P
     if (!why.empty()) throw Error(ErrorCode::unsupported, "impl '" + impl + "' cannot run this paged problem: " + why);
     return *b;
   }
-  if (impl != "auto") fail("params.impl", "one of " + paged_impls() + " (the paged backends in this build)", "'" + impl + "'");
+  if (impl != "auto") {
+    fail("params.impl", "one of " + paged_impls() + " (the paged backends in this build)", "'" + impl + "'");
+  }
   if (best == nullptr) {
     throw Error(ErrorCode::unsupported, std::string("impl 'auto': no paged backend on ") + to_string(device) +
                                             " can run this problem" + (reasons.empty() ? "" : " (" + reasons + ")"));

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "api/checks.hpp"
 #include "ioattn/error.hpp"
@@ -150,8 +151,8 @@ PagedProblem make_paged_problem(const PagedForwardArgs& args, const AttentionPar
   p.seqlen_k = p.capacity();
   p.total_k = 0;
 
-  const std::vector<std::int64_t> out_shape =
-      packed ? std::vector<std::int64_t>{rows_q, heads_q, p.dim_v} : std::vector<std::int64_t>{p.batch, rows_q, heads_q, p.dim_v};
+  using Shape = std::vector<std::int64_t>;
+  const Shape out_shape = packed ? Shape{rows_q, heads_q, p.dim_v} : Shape{p.batch, rows_q, heads_q, p.dim_v};
   check_operand(args.out, "out", q, true);
   check_shape(args.out, "out", out_shape,
               packed ? "[total_q, heads_q, head_dim_v]" : "[batch, seqlen_q, heads_q, head_dim_v]");
@@ -160,7 +161,7 @@ PagedProblem make_paged_problem(const PagedForwardArgs& args, const AttentionPar
     check_dtype(args.lse, "lse", DType::f32, " (log-sum-exp is always fp32)");
     check_device(args.lse, "lse", q);
     check_shape(args.lse, "lse",
-                packed ? std::vector<std::int64_t>{heads_q, rows_q} : std::vector<std::int64_t>{p.batch, heads_q, rows_q},
+                packed ? Shape{heads_q, rows_q} : Shape{p.batch, heads_q, rows_q},
                 packed ? "[heads_q, total_q]" : "[batch, heads_q, seqlen_q]");
   }
   if (packed) {
@@ -181,9 +182,9 @@ PagedProblem make_paged_problem(const PagedForwardArgs& args, const AttentionPar
 
 void check_plan_matches(const PagedPlan& plan, const PagedProblem& p, const std::string& impl) {
   auto mismatch = [](const char* what, std::int64_t planned, std::int64_t got) {
-    throw Error(ErrorCode::invalid_argument, std::string("plan: made for ") + what + " " + std::to_string(planned) +
-                                                 ", got " + std::to_string(got) +
-                                                 " (plan again with paged_attention_plan when the batch's shapes change)");
+    throw Error(ErrorCode::invalid_argument,
+                std::string("plan: made for ") + what + " " + std::to_string(planned) + ", got " +
+                    std::to_string(got) + " (plan again with paged_attention_plan when the batch's shapes change)");
   };
   if (plan.impl.empty() || plan.split_tokens < 1 || plan.max_splits < 1) {
     fail("plan", "a plan from paged_attention_plan", "an empty or altered plan");
@@ -264,7 +265,9 @@ PagedCopyProblem make_paged_copy_problem(const TensorView& k_cache, const Tensor
   check_float_dtype(k_cache, "k_cache");
   const CacheDims cache = check_caches(k_cache, v_cache, k_cache, "k_cache", "v_cache", true);
   check_index_tensor(copies, "copies", 2, "[num_copies, 2] (source page, destination page)", k_cache);
-  if (extent(copies, 1) != 2) fail("copies", "int32 [num_copies, 2] (source page, destination page)", copies.describe());
+  if (extent(copies, 1) != 2) {
+    fail("copies", "int32 [num_copies, 2] (source page, destination page)", copies.describe());
+  }
 
   PagedCopyProblem p;
   p.dtype = k_cache.dtype;

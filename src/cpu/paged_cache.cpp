@@ -41,8 +41,10 @@ void paged_copy_pages(const detail::PagedCopyProblem& p) {
     if (src == dst) continue;
     for (std::int64_t t = 0; t < p.page_size; ++t) {
       for (std::int64_t h = 0; h < p.heads_kv; ++h) {
-        copy_row(p.k_cache.ptr, p.k_cache.offset(dst, t, h), p.k_cache.ptr, p.k_cache.offset(src, t, h), p.dim_qk, elem);
-        copy_row(p.v_cache.ptr, p.v_cache.offset(dst, t, h), p.v_cache.ptr, p.v_cache.offset(src, t, h), p.dim_v, elem);
+        const detail::Operand& k = p.k_cache;
+        const detail::Operand& v = p.v_cache;
+        copy_row(k.ptr, k.offset(dst, t, h), k.ptr, k.offset(src, t, h), p.dim_qk, elem);
+        copy_row(v.ptr, v.offset(dst, t, h), v.ptr, v.offset(src, t, h), p.dim_v, elem);
       }
     }
   }
