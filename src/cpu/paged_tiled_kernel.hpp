@@ -1,0 +1,258 @@
+// ioattn internal: the work item of the tiled CPU paged backend: one row tile of one (sequence, kv head) against
+// one split-KV chunk of that sequence's paged keys (FlashAttention's online softmax over key tiles, fp32 arithmetic,
+// fp64 row statistics as in the dense tiled forward).
+//
+// Rows: the query heads of a GQA group and the new tokens of the sequence are processed together, row
+// rr = i * group + g (token i, query head h_kv * group + g), so every K/V row of the chunk is read once per group and
+// row tile. Token-major order keeps the tile's tokens a contiguous range, which MaskRule's tile classification needs.
+//
+// Reproducibility: a row's result depends only on its sequence (its tokens, its length, its pages' contents) and the
+// plan's split_tokens: row tiles are cut from the sequence's own rows, key tiles start at the chunk's first key and
+// step by bc, and every sum runs in a fixed order. Nothing depends on the batch around it or on the thread count.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "api/paged_problem.hpp"
+#include "cpu/paged_cache.hpp"
+#include "cpu/tiled_common.hpp"
+
+namespace ioattn::cpu::paged {
+
+using tiled::Simd;
+using tiled::TileShape;
+
+// Below this many rows in a tile, q.k is taken as dot products over key rows (no transpose of the K tile, which
+// costs more than the product itself when a decode tile has 1 to 8 rows); from it on, the K tile is transposed and
+// the product goes through the GEMM micro-kernel.
+inline constexpr std::int64_t kDotPathMaxRows = 16;
+
+// One sequence of the batch as the kernel sees it: its query span (k_len from seqlens_k, keys start at 0 in its
+// pages), its mask rule, and its number of split-KV chunks.
+struct SeqView {
+  core::SeqSpan span;
+  core::MaskRule rule;
+  std::int64_t chunks = 1;
+  std::int64_t row0 = 0;  // the partial results' row index of token 0 (rows() numbering of paged_problem.hpp)
+};
+
+inline SeqView seq_view(const detail::PagedProblem& p, std::int64_t b) {
+  SeqView s;
+  s.span = p.span(b);
+  s.span.k_offset = 0;
+  s.span.k_len = paged_seqlen(p, b);
+  s.rule = p.mask_rule(s.span);
+  s.chunks = detail::split_count(s.span.k_len, p.split_tokens);
+  s.row0 = (p.is_varlen() ? 0 : b * p.seqlen_q) + s.span.q_offset;
+  return s;
+}
+
+// Where the split-KV partial results go: [max_splits, rows, heads_q, dim_v] and [max_splits, rows, heads_q], fp32.
+struct Partials {
+  float* out = nullptr;
+  float* lse = nullptr;
+  std::int64_t rows = 0;  // PagedProblem::rows()
+};
+
+// The per-thread tiles of one item, carved from an arena (a null base only measures them).
+struct ChunkTiles {
+  float* q;    // [br][dq_pad]   scaled query rows
+  float* k;    // [bc][dq_pad] (dot path) or [dq_pad][bc] (GEMM path): the K tile
+  float* v;    // [bc][dv_pad]
+  float* s;    // [br][bc]       logits, then P
+  float* o;    // [br][dv_pad]   unnormalized output
+  float* row;  // [max(dq_pad, dv_pad)]
+  core::SoftmaxState<double>* state;  // [br]
+
+  ChunkTiles(tiled::Arena& a, const TileShape& t)
+      : q(a.floats(t.br * t.dq_pad)),
+        k(a.floats(t.bc * t.dq_pad)),
+        v(a.floats(t.bc * t.dv_pad)),
+        s(a.floats(t.br * t.bc)),
+        o(a.floats(t.br * t.dv_pad)),
+        row(a.floats(std::max(t.dq_pad, t.dv_pad))),
+        state(static_cast<core::SoftmaxState<double>*>(a.take(t.br * sizeof(core::SoftmaxState<double>)))) {}
+};
+
+inline std::size_t chunk_tiles_bytes(const TileShape& t) {
+  tiled::Arena measure(nullptr);
+  ChunkTiles tiles(measure, t);
+  return measure.used();
+}
+
+struct Item {
+  std::int64_t b, h_kv, chunk, r0, rows;  // rows r0 .. r0 + rows - 1 of the group x tokens rows
+};
+
+// Keys k0 .. k0 + kn - 1 of sequence b, kv head h_kv, widened to fp32 rows of length ld (zero padding past dim);
+// rows kn .. rows_pad - 1 zeroed, so that dot products against them are 0, not garbage.
+template <DType D>
+IOATTN_TILED_INLINE void load_key_rows(const detail::PagedProblem& p, const detail::Operand& cache, std::int64_t b,
+                                       std::int64_t k0, std::int64_t kn, std::int64_t h_kv, std::int64_t dim,
+                                       float* dst, std::int64_t ld, std::int64_t rows_pad) {
+  for (std::int64_t r = 0; r < kn; ++r) {
+    float* d = dst + r * ld;
+    load_row<D>(cache.ptr, paged_offset(p, cache, b, k0 + r, h_kv), dim, d);
+    for (std::int64_t c = dim; c < ld; ++c) d[c] = 0.0f;
+  }
+  for (std::int64_t e = kn * ld; e < rows_pad * ld; ++e) dst[e] = 0.0f;
+}
+
+// s[r * lds + c] = q_r . k_c for r < rows, c < n_pad (a multiple of 4), four keys at a time so each q vector is
+// loaded once per four products. Each product sums lane-wise over the padded head dim, then across lanes in order.
+template <int VW>
+IOATTN_TILED_INLINE void scores_dot(std::int64_t rows, std::int64_t n_pad, std::int64_t d_pad, const float* q,
+                                    const float* k, float* s, std::int64_t lds) {
+  using V = Simd<VW>;
+  using vf = typename V::vf;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* qr = q + r * d_pad;
+    for (std::int64_t c = 0; c < n_pad; c += 4) {
+      const float* k0 = k + c * d_pad;
+      vf a0{}, a1{}, a2{}, a3{};
+      for (std::int64_t d = 0; d < d_pad; d += VW) {
+        const vf x = V::load(qr + d);
+        a0 += x * V::load(k0 + d);
+        a1 += x * V::load(k0 + d_pad + d);
+        a2 += x * V::load(k0 + 2 * d_pad + d);
+        a3 += x * V::load(k0 + 3 * d_pad + d);
+      }
+      float* out = s + r * lds + c;
+      out[0] = V::hsum(a0);
+      out[1] = V::hsum(a1);
+      out[2] = V::hsum(a2);
+      out[3] = V::hsum(a3);
+    }
+  }
+}
+
+// Asks the cache for keys k0 .. k0 + kn - 1 of K and V (the next tile) while the current one is worked on: within a
+// page the rows of one head are heads_kv rows apart, and across pages they jump, which hardware prefetchers follow
+// poorly.
+IOATTN_TILED_INLINE void prefetch_keys(const detail::PagedProblem& p, std::int64_t b, std::int64_t k0,
+                                       std::int64_t kn, std::int64_t h_kv, std::size_t elem) {
+  const auto bytes_k = static_cast<std::int64_t>(p.dim_qk * elem), bytes_v = static_cast<std::int64_t>(p.dim_v * elem);
+  for (std::int64_t r = 0; r < kn; ++r) {
+    const char* k = static_cast<const char*>(p.k.ptr) + paged_offset(p, p.k, b, k0 + r, h_kv) * static_cast<std::int64_t>(elem);
+    const char* v = static_cast<const char*>(p.v.ptr) + paged_offset(p, p.v, b, k0 + r, h_kv) * static_cast<std::int64_t>(elem);
+    for (std::int64_t off = 0; off < bytes_k; off += 64) __builtin_prefetch(k + off, 0, 1);
+    for (std::int64_t off = 0; off < bytes_v; off += 64) __builtin_prefetch(v + off, 0, 1);
+  }
+}
+
+// One item: rows [r0, r0 + rows) of (sequence b, kv head h_kv) against the keys of chunk `chunk`. Writes out and lse
+// directly when the sequence has one chunk (sink included), else the chunk's partial result (normalized by its own
+// sum, no sink) and its lse.
+template <int VW, DType D>
+IOATTN_TILED_INLINE void chunk_item(const detail::PagedProblem& p, const TileShape& t, const Partials& partials,
+                                    const Item& it, const SeqView& seq, char* thread_ws) {
+  using V = Simd<VW>;
+  const std::int64_t group = p.group_size();
+  const std::int64_t b = it.b, h_kv = it.h_kv, rows = it.rows;
+  const std::int64_t i_first = it.r0 / group, i_last = (it.r0 + rows - 1) / group;
+  const bool dot_path = rows < kDotPathMaxRows;
+
+  tiled::Arena arena(thread_ws);
+  const ChunkTiles tiles(arena, t);
+  for (std::int64_t r = 0; r < rows; ++r) tiles.state[r] = core::SoftmaxState<double>{};
+  for (std::int64_t e = 0; e < rows * t.dv_pad; ++e) tiles.o[e] = 0.0f;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::int64_t rr = it.r0 + r;
+    float* q = tiles.q + r * t.dq_pad;
+    load_row<D>(p.q.ptr, p.q.offset(b, seq.span.q_offset + rr / group, h_kv * group + rr % group), p.dim_qk, q);
+    for (std::int64_t c = p.dim_qk; c < t.dq_pad; ++c) q[c] = 0.0f;
+  }
+  // The softmax scale folded into q once, as the dense tiled forward does (rounds like PyTorch's q * scale).
+  tiled::scale_rows<VW>(tiles.q, rows, t.dq_pad, p.scale);
+
+  const std::int64_t c0 = it.chunk * p.split_tokens;
+  const std::int64_t c1 = std::min(seq.span.k_len, c0 + p.split_tokens);
+  const std::int64_t k_begin = std::max(c0, seq.rule.tile_key_begin(i_first));
+  const std::int64_t k_end = std::min(c1, seq.rule.tile_key_end(i_last + 1));
+  const std::size_t elem = dtype_size(D);
+  // Key tiles on the chunk's own grid (c0 + n * bc), whatever part of it the mask lets this row tile see.
+  const std::int64_t first_tile = k_begin > c0 ? c0 + (k_begin - c0) / t.bc * t.bc : c0;
+  for (std::int64_t k0 = first_tile; k0 < k_end; k0 += t.bc) {
+    const std::int64_t kn = std::min(t.bc, c1 - k0);
+    const core::TileKind kind = seq.rule.classify(i_first, i_last + 1, k0, k0 + kn);
+    if (kind == core::TileKind::skip) continue;
+    const std::int64_t n_pad = tiled::pad_columns(kn);
+    if (dot_path) {
+      load_key_rows<D>(p, p.k, b, k0, kn, h_kv, p.dim_qk, tiles.k, t.dq_pad, n_pad);
+    } else {
+      for (std::int64_t r = 0; r < kn; ++r) {
+        load_row<D>(p.k.ptr, paged_offset(p, p.k, b, k0 + r, h_kv), p.dim_qk, tiles.row);
+        for (std::int64_t c = 0; c < p.dim_qk; ++c) tiles.k[c * t.bc + r] = tiles.row[c];
+      }
+      for (std::int64_t c = 0; c < p.dim_qk; ++c)
+        for (std::int64_t r = kn; r < t.bc; ++r) tiles.k[c * t.bc + r] = 0.0f;
+    }
+    load_key_rows<D>(p, p.v, b, k0, kn, h_kv, p.dim_v, tiles.v, t.dv_pad, kn);
+    if (k0 + t.bc < k_end) prefetch_keys(p, b, k0 + t.bc, std::min(t.bc, c1 - k0 - t.bc), h_kv, elem);
+
+    // s[rows][n_pad] = q . k, then logits (softcap, ALiBi, mask per row; padding columns -inf).
+    if (dot_path) {
+      scores_dot<VW>(rows, n_pad, t.dq_pad, tiles.q, tiles.k, tiles.s, t.bc);
+    } else {
+      tiled::gemm_nn<VW>(rows, n_pad, p.dim_qk, tiles.q, t.dq_pad, tiles.k, t.bc, tiles.s, t.bc, false);
+    }
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const std::int64_t rr = it.r0 + r;
+      tiled::ScoreMods mods;
+      mods.softcap = p.softcap;
+      mods.alibi = p.alibi_slopes != nullptr;
+      mods.alibi_slope = p.alibi_slope(b, h_kv * group + rr % group);
+      mods.rule = seq.rule;
+      tiled::scores_to_logits<VW>(tiles.s + r * t.bc, t.bc, 1, rr / group, k0, kn, n_pad, kind, mods, nullptr);
+    }
+
+    // Online softmax: P = exp(s - m) in place; o and l rescaled when the running max moves.
+    for (std::int64_t r = 0; r < rows; ++r) {
+      float* s = tiles.s + r * t.bc;
+      core::SoftmaxState<double>& state = tiles.state[r];
+      typename V::vf vmax = V::splat(core::neg_inf<float>());
+      for (std::int64_t c = 0; c < n_pad; c += VW) vmax = V::vmax(vmax, V::load(s + c));
+      const float alpha = static_cast<float>(state.begin_tile(V::hmax(vmax)));
+      const typename V::vf offset = V::splat(static_cast<float>(state.offset()));  // an fp32 score: exact
+      typename V::vf vsum{};
+      for (std::int64_t c = 0; c < n_pad; c += VW) {
+        const typename V::vf e = V::exp(V::load(s + c) - offset);
+        V::store(s + c, e);
+        vsum += e;
+      }
+      state.l += V::hsum(vsum);
+      if (alpha != 1.0f) {
+        float* o = tiles.o + r * t.dv_pad;
+        const typename V::vf a = V::splat(alpha);
+        for (std::int64_t c = 0; c < t.dv_pad; c += VW) V::store(o + c, V::load(o + c) * a);
+      }
+    }
+    // o[rows][dv_pad] += P . v
+    tiled::gemm_nn<VW>(rows, t.dv_pad, kn, tiles.s, t.bc, tiles.v, t.dv_pad, tiles.o, t.dv_pad, true);
+  }
+
+  const bool direct = seq.chunks == 1;
+  float* lse = static_cast<float*>(p.lse.ptr);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::int64_t rr = it.r0 + r, i = rr / group, h = h_kv * group + rr % group;
+    core::SoftmaxState<double>& state = tiles.state[r];
+    double factor = 1.0;
+    if (direct && p.sinks != nullptr) factor = state.add_sink(p.sinks[h]);
+    factor *= state.inv_sum();
+    float* o = tiles.o + r * t.dv_pad;
+    const typename V::vf f = V::splat(static_cast<float>(factor));
+    for (std::int64_t c = 0; c < t.dv_pad; c += VW) V::store(o + c, V::load(o + c) * f);
+    if (direct) {
+      const std::int64_t row = seq.span.q_offset + i;
+      store_row<D>(p.out.ptr, p.out.offset(b, row, h), p.dim_v, o);
+      if (lse != nullptr) lse[p.lse.offset(b, row, h)] = static_cast<float>(state.lse());
+    } else {
+      const std::int64_t at = (it.chunk * partials.rows + seq.row0 + i) * p.heads_q + h;
+      std::copy(o, o + p.dim_v, partials.out + at * p.dim_v);
+      partials.lse[at] = static_cast<float>(state.lse());
+    }
+  }
+}
+
+}  // namespace ioattn::cpu::paged
