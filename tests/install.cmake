@@ -16,3 +16,8 @@ add_executable(ioattn_readme_example install/readme_example.cpp)
 target_link_libraries(ioattn_readme_example PRIVATE ioattn)
 add_test(NAME ioattn_readme_example COMMAND ioattn_readme_example)
 set_tests_properties(ioattn_readme_example PROPERTIES LABELS install TIMEOUT 120)
+
+add_executable(ioattn_paged_example install/paged_example.cpp)
+target_link_libraries(ioattn_paged_example PRIVATE ioattn)
+add_test(NAME ioattn_paged_example COMMAND ioattn_paged_example)
+set_tests_properties(ioattn_paged_example PROPERTIES LABELS install TIMEOUT 120)

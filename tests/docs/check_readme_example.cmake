@@ -1,11 +1,14 @@
-# cmake -DREADME=... -DEXAMPLE=... -P check_readme_example.cmake
-# The README's C++ example must be tests/install/readme_example.cpp verbatim, so that the compiled file is the one
-# users read. The block is the first ```cpp fence after the "readme-example" marker.
+# cmake -DREADME=... -DEXAMPLE=... [-DMARKER=...] -P check_readme_example.cmake
+# A C++ example in the README must be its compiled file under tests/install/ verbatim, so that the compiled file is
+# the one users read. The block is the first ```cpp fence after the marker comment (default "readme-example").
+if(NOT MARKER)
+  set(MARKER "readme-example")
+endif()
 file(READ "${README}" readme)
 file(READ "${EXAMPLE}" example)
-string(FIND "${readme}" "readme-example" marker)
+string(FIND "${readme}" "<!-- ${MARKER}:" marker)
 if(marker EQUAL -1)
-  message(FATAL_ERROR "README: no readme-example marker")
+  message(FATAL_ERROR "README: no '<!-- ${MARKER}:' marker")
 endif()
 string(SUBSTRING "${readme}" ${marker} -1 rest)
 string(FIND "${rest}" "```cpp\n" open)
