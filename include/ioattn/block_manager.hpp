@@ -7,25 +7,28 @@
 // it. A page held by nobody is free. Sharing comes from forks (parallel sampling, beam search) and from prefixes
 // (a new sequence that starts with another's first tokens): both share the donor's pages and allocate nothing.
 //
-// Copy-on-write. Full pages are never written again, so sharing them is free. A sequence writes only into its last
-// page, and only when that page is partly filled; if that page is shared, append() first gives the sequence a fresh
-// private page and reports a BlockCopy{old, new}. The caller must copy page old's K and V (every layer) to page new
-// before writing the new tokens.
+// Copy-on-write. A sequence writes only past its own length: into the unused tail of its last page, and into new
+// pages. So sharing full pages costs nothing; but a partly filled last page that is shared would see one sequence's
+// tokens overwrite another's, so append() first gives the sequence a fresh private page and reports a
+// BlockCopy{old, new}. The caller must copy page old's K and V (every layer) to page new before writing the new tokens.
 //
 // What the caller must do after append(seq, n, slots, copies):
-//   1. apply every BlockCopy in `copies`, in order, before writing any token of this or a later append. Copies of
-//      several appends may be batched into one pass only if applied in the order returned: a page freed between two
-//      appends may come back as the destination of a later copy, or a copy's destination may be the source of a
-//      later one (a fork of a fork);
-//   2. write the K and V of the n new tokens, in order, into `slots` (slot = page * page_size + offset in page);
-//   3. pass block_table() and seqlens to the attention kernels.
-// The manager never touches KV memory. Pages that free() or truncate() release keep their stale contents.
+//   1. apply every BlockCopy in `copies` before writing any token of this append or a later one, and apply copies
+//      in the order they were returned. Copies from several appends may go in one pass only if that pass keeps the
+//      order: a later copy may read a page an earlier one wrote (a fork of a fork), or write a page an earlier one
+//      read (a page freed in between and handed out again);
+//   2. write the K and V of the n new tokens into `slots`, in order (slot = page * page_size + offset in page);
+//   3. give the kernels block_table() and seqlens (their int32 inputs) for the batch.
+// A copy takes page old as it is when applied, so fork or share a prefix only of tokens already written: forking
+// a sequence between its append and the writing of that append's tokens would copy a page that lacks them.
+// The manager never touches KV memory. A fresh page holds stale data; the kernels read only the first seqlen tokens
+// of each sequence, all of them written (or copied) by the caller.
 //
 // Errors: every bad argument throws ioattn::Error(invalid_argument) naming it; an append the pool cannot hold throws
 // ioattn::Error(out_of_memory). In both cases nothing changes: no page, reference count, length or output.
 //
-// Not thread-safe: one thread at a time may call a BlockManager (const calls included, while another thread mutates).
-// Allocation and release of a page are O(1) (a free list); append is O(pages allocated + tokens), free is O(pages).
+// Not thread-safe: calls on one BlockManager must not overlap unless all of them are const.
+// Allocation and release of a page are O(1) (a free list); append is O(pages taken + tokens), free is O(pages held).
 #pragma once
 
 #include <cstdint>
