@@ -44,6 +44,8 @@ struct BlockCopy {
   std::int32_t dst;
   friend bool operator==(const BlockCopy&, const BlockCopy&) = default;
 };
+// So that the copies of a std::vector<BlockCopy> can be passed as one int32 [n, 2] array (paged_kv_copy_pages).
+static_assert(sizeof(BlockCopy) == 2 * sizeof(std::int32_t) && alignof(BlockCopy) == alignof(std::int32_t));
 
 using SequenceId = std::int64_t;
 
