@@ -98,3 +98,13 @@ set_tests_properties(cli_device_cuda PROPERTIES LABELS cli TIMEOUT 300)
 # Unit tests of the tool's parts (flags, FLOP count, the checker catching what it must).
 ioattn_add_test(cli_unit_tests cli/cli_unit_test.cpp LABELS cli)
 target_link_libraries(cli_unit_tests PRIVATE ioattn_cli_core)
+
+# `ioattn decode`: a paged decoding step, checked against the fp64 reference; chunked prefill with a causal mask.
+ioattn_cli_test(cli_decode_check ARGS "decode --device cpu --batch 3 --context 700 --heads 8 --kv-heads 2 --check"
+                EXIT 0 EXPECT "decode: batch 3, context 700, 1 new token" "backend [a-z]+, split [0-9]+ keys"
+                              "K\\+V read [0-9.]+ MB at [0-9.]+ GB/s, max_err [0-9.]+e[-+][0-9]+ \\(pass\\)")
+ioattn_cli_test(cli_decode_prefill_json
+                ARGS "decode --device cpu --batch 2 --context 300 --new-tokens 5 --causal --page-size 7 --split 128 --dtype fp16 --check --json"
+                EXIT 0 EXPECT "\"split_tokens\":128" "\"kv_gbps\":[0-9.]+" "\"max_err\":[0-9.e-]+")
+ioattn_cli_test(cli_decode_bad_split ARGS "decode --device cpu --split 100" EXIT 1
+                EXPECT "split.tokens: expected a positive multiple of 64")

@@ -17,6 +17,9 @@ std::string demo_help();
 int run_bench(int argc, char** argv);
 std::string bench_help();
 
+int run_decode(int argc, char** argv);  // a decoding step over a paged KV cache: K+V read bandwidth
+std::string decode_help();
+
 int run_check(int argc, char** argv);  // the numerics audit (audit.hpp)
 std::string check_help();
 

@@ -26,6 +26,7 @@ struct Subcommand {
 constexpr Subcommand kSubcommands[] = {
     {"demo", "run the embedded problem forward and backward: times, TFLOP/s, memory, error", run_demo, demo_help},
     {"bench", "time one problem given by flags; a table or JSON lines", run_bench, bench_help},
+    {"decode", "time a decoding step over a paged KV cache: K+V read bandwidth", run_decode, decode_help},
     {"check", "numerics audit: error against fp64 vs a naive same-precision program", run_check, check_help},
 };
 
