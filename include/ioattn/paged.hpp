@@ -103,7 +103,10 @@ struct PagedWriteArgs {
 void paged_kv_write(const PagedWriteArgs& args, const AttentionParams& params = {});
 
 // Copies whole pages (copy-on-write after BlockManager::append): for each row i of `copies` (int32 [n, 2]), page
-// copies[i][0] of both caches is copied to page copies[i][1]. Only params.impl and params.stream are read.
+// copies[i][0] of both caches is copied to page copies[i][1]. The copies of one call run in parallel, so no page may
+// be the destination of two rows or both a source and a destination (copies of successive appends that chain go in
+// successive calls); the CPU backends check this, the CUDA backend trusts device-resident lists. A
+// std::vector<BlockCopy> is such a list as it is. Only params.impl and params.stream are read.
 void paged_kv_copy_pages(const TensorView& k_cache, const TensorView& v_cache, const TensorView& copies,
                          const AttentionParams& params = {});
 

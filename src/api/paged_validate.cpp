@@ -284,13 +284,23 @@ PagedCopyProblem make_paged_copy_problem(const TensorView& k_cache, const Tensor
   p.copies_stride = stride_of(copies, 0);
   p.num_copies = extent(copies, 0);
   if (copies.device == Device::cpu) {
+    // role[page]: 0 unused, 1 a source, 2 a destination. Copies run in parallel, so a destination must be unique
+    // and never a source.
+    std::vector<std::uint8_t> role(static_cast<std::size_t>(p.num_pages), 0);
     for (std::int64_t i = 0; i < p.num_copies; ++i) {
       for (int c = 0; c < 2; ++c) {
         const std::int32_t page = p.copies[i * p.copies_stride + c];
+        const std::string at = " at [" + std::to_string(i) + ", " + std::to_string(c) + "]";
         if (page < 0 || page >= p.num_pages) {
           fail("copies", "page ids in [0, " + std::to_string(p.num_pages) + ") (num_pages of k_cache)",
-               std::to_string(page) + " at [" + std::to_string(i) + ", " + std::to_string(c) + "]");
+               std::to_string(page) + at);
         }
+        std::uint8_t& r = role[static_cast<std::size_t>(page)];
+        if (r == 2 || (c == 1 && r == 1)) {
+          fail("copies", "a destination page that no other row reads or writes (copies run in parallel)",
+               "page " + std::to_string(page) + " again" + at);
+        }
+        r = static_cast<std::uint8_t>(c == 0 ? 1 : 2);
       }
     }
   }

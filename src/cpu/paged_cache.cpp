@@ -32,8 +32,7 @@ void paged_write(const detail::PagedWriteProblem& p) {
   }
 }
 
-// In order, one copy after another: a list where a page is both a destination and a later source means what it
-// says sequentially (the block manager never produces one).
+// Validation has made sure no page is both read and written by the list, so the order does not matter.
 void paged_copy_pages(const detail::PagedCopyProblem& p) {
   const std::size_t elem = dtype_size(p.dtype);
   for (std::int64_t i = 0; i < p.num_copies; ++i) {
