@@ -1,0 +1,362 @@
+// Paged attention against every paged backend present (reference and tiled on the CPU; cuda with the same inputs in
+// device memory when a GPU is usable): paged equals dense (the fp64 dense reference on the contiguous K/V, with the
+// library's bound), batched equals one at a time, split equals no split, plans, errors, and the cache write and page
+// copy. Every check is shown to fire on a corrupted page id or result (ChecksCanFail).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "api/paged_problem.hpp"
+#include "ioattn/error.hpp"
+#include "ioattn/paged.hpp"
+#include "paged/paged_support.hpp"
+#include "support/random.hpp"
+
+namespace ioattn::test::paged {
+namespace {
+
+using numerics::Comparison;
+
+const Mask kCausalBR = Mask::causal();
+const Mask kCausalTL = Mask::causal(Alignment::top_left);
+
+// The table. Lengths: an exact page boundary, a short context and odd ones in most cases; 0 new tokens in the
+// packed ones.
+std::vector<PagedCase> table() {
+  std::vector<PagedCase> t;
+  auto add = [&](PagedCase c) { t.push_back(std::move(c)); };
+  {
+    PagedCase c{.name = "decode_bf16_d128_p16_gqa4", .q_lens = {1, 1, 1, 1}, .k_lens = {1, 48, 333, 130}};
+    add(c);
+  }
+  {
+    PagedCase c{.name = "decode_f16_d64_p1_mha_causal", .dtype = DType::f16, .dim_qk = 64, .dim_v = 64,
+                .heads_q = 4, .heads_kv = 4, .page_size = 1, .q_lens = {1, 1, 1}, .k_lens = {1, 17, 70},
+                .mask = kCausalBR};
+    add(c);
+  }
+  {
+    PagedCase c{.name = "decode_f32_d80_p5_mqa", .dtype = DType::f32, .dim_qk = 80, .dim_v = 80, .heads_q = 8,
+                .heads_kv = 1, .page_size = 5, .q_lens = {1, 1, 1}, .k_lens = {5, 23, 101}};
+    add(c);
+  }
+  {
+    PagedCase c{.name = "decode_bf16_d128_p256_gqa8_sinks", .heads_q = 16, .heads_kv = 2, .page_size = 256,
+                .q_lens = {1, 1, 1}, .k_lens = {256, 700, 9}, .sinks = true};
+    add(c);
+  }
+  {
+    PagedCase c{.name = "decode_bf16_d128_p64_window", .page_size = 64, .q_lens = {1, 1, 1},
+                .k_lens = {64, 500, 2}, .mask = Mask::window(32, 0)};
+    add(c);
+  }
+  {
+    PagedCase c{.name = "decode_bf16_d128_p16_softcap_alibi_bh", .q_lens = {1, 1}, .k_lens = {160, 77},
+                .softcap = 2.0f, .alibi = Alibi::per_batch_head};
+    add(c);
+  }
+  {
+    PagedCase c{.name = "append_bf16_d128_p16_q3_causal_br", .q_lens = {3, 3, 3}, .k_lens = {3, 48, 250},
+                .mask = kCausalBR};
+    add(c);
+  }
+  {
+    PagedCase c{.name = "append_f16_d64_p64_q3_causal_tl_gqa8", .dtype = DType::f16, .dim_qk = 64, .dim_v = 64,
+                .heads_q = 8, .heads_kv = 1, .page_size = 64, .q_lens = {3, 3}, .k_lens = {128, 71},
+                .mask = kCausalTL};
+    add(c);
+  }
+  {
+    PagedCase c{.name = "prefill_bf16_d128_p16_q17_causal", .q_lens = {17, 17, 17}, .k_lens = {17, 64, 400},
+                .mask = kCausalBR};
+    add(c);
+  }
+  {
+    PagedCase c{.name = "packed_bf16_d128_p16_causal", .q_lens = {1, 0, 3, 17, 5}, .k_lens = {40, 9, 64, 200, 5},
+                .packed = true, .mask = kCausalBR};
+    add(c);
+  }
+  {
+    PagedCase c{.name = "packed_f32_d192x128_p16_alibi_h", .dtype = DType::f32, .dim_qk = 192, .dim_v = 128,
+                .heads_q = 4, .heads_kv = 2, .q_lens = {2, 1, 0}, .k_lens = {100, 16, 33}, .packed = true,
+                .alibi = Alibi::per_head};
+    add(c);
+  }
+  {
+    PagedCase c{.name = "decode_bf16_d128_p16_split64_sinks", .q_lens = {1, 1, 1, 1}, .k_lens = {1000, 64, 130, 7},
+                .sinks = true, .split = SplitKV::fixed(64)};
+    add(c);
+  }
+  {
+    PagedCase c{.name = "packed_bf16_d128_p16_split128_window", .q_lens = {17, 1, 4}, .k_lens = {600, 300, 4},
+                .packed = true, .mask = Mask::window(100, 0), .split = SplitKV::fixed(128)};
+    add(c);
+  }
+  {
+    PagedCase c{.name = "decode_bf16_d128_p16_auto_gqa4_b1", .heads_q = 4, .heads_kv = 1, .q_lens = {1},
+                .k_lens = {3000}, .split = SplitKV::automatic()};
+    add(c);
+  }
+  {
+    PagedCase c{.name = "append_f16_d40_p5_q3_padded_sinks", .dtype = DType::f16, .dim_qk = 40, .dim_v = 40,
+                .heads_q = 6, .heads_kv = 3, .page_size = 5, .q_lens = {3, 3, 3}, .k_lens = {3, 25, 93},
+                .mask = kCausalBR, .sinks = true, .padded_cache = true};
+    add(c);
+  }
+  {
+    PagedCase c{.name = "decode_f32_d256_p16_split64_tl_window_alibi", .dtype = DType::f32, .dim_qk = 256,
+                .dim_v = 256, .heads_q = 2, .heads_kv = 1, .q_lens = {1, 1}, .k_lens = {260, 31},
+                .mask = Mask::window(90, 0, Alignment::top_left), .alibi = Alibi::per_head,
+                .split = SplitKV::fixed(64)};
+    add(c);
+  }
+  {
+    PagedCase c{.name = "prefill_f32_d64_p1_q17_causal_tl_split64", .dtype = DType::f32, .dim_qk = 64, .dim_v = 64,
+                .heads_q = 4, .heads_kv = 1, .page_size = 1, .q_lens = {17, 17}, .k_lens = {300, 17},
+                .mask = kCausalTL, .split = SplitKV::fixed(64)};
+    add(c);
+  }
+  {
+    PagedCase c{.name = "packed_bf16_d128_p16_q17_gqa8_softcap_split64", .heads_q = 16, .heads_kv = 2,
+                .q_lens = {17, 0, 2}, .k_lens = {200, 16, 90}, .packed = true, .mask = kCausalBR, .softcap = 3.0f,
+                .sinks = true, .split = SplitKV::fixed(64)};
+    add(c);
+  }
+  return t;
+}
+
+const std::vector<PagedCase>& cases() {
+  static const std::vector<PagedCase> t = table();
+  return t;
+}
+
+// Runs `fn` on every backend present, or notes why a backend cannot take part (no GPU; not supported).
+template <class Fn>
+void for_each_backend(Fn&& fn) {
+  for (const PagedBackendName& be : paged_backends_present()) {
+    SCOPED_TRACE("backend " + be.name);
+    if (be.device == Device::cuda && !gpu_available()) {
+      std::printf("[  NOTE    ] backend '%s' needs a GPU; none is usable on this machine\n", be.name.c_str());
+      continue;
+    }
+    try {
+      fn(be);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::unsupported) throw;
+      std::printf("[  NOTE    ] backend '%s' does not support this: %s\n", be.name.c_str(), e.what());
+    }
+  }
+}
+
+void expect_within_bound(const std::vector<Comparison>& all, const std::string& what) {
+  static const bool verbose = std::getenv("IOATTN_TEST_VERBOSE") != nullptr;
+  for (const Comparison& c : all) {
+    if (verbose) std::printf("  %s: %s\n", what.c_str(), c.describe().c_str());
+    EXPECT_TRUE(c.ok()) << what << ": " << c.describe();
+  }
+}
+
+// ---- paged equals dense, over the table -------------------------------------------------------------------------
+
+struct Param {
+  PagedBackendName backend;
+  const PagedCase* kase;
+};
+
+std::vector<Param> all_params() {
+  std::vector<Param> list;
+  for (const PagedCase& c : cases())
+    for (const PagedBackendName& b : paged_backends_present()) list.push_back({b, &c});
+  return list;
+}
+
+PagedData& case_data(const PagedCase& c) {
+  static std::unique_ptr<PagedData> last;
+  if (!last || last->kase().name != c.name) {
+    last.reset();
+    last = std::make_unique<PagedData>(c);
+  }
+  return *last;
+}
+
+class PagedTable : public ::testing::TestWithParam<Param> {};
+
+TEST_P(PagedTable, PagedEqualsDense) {
+  SCOPED_TRACE(seed_text() + " reproduces these inputs");
+  const Param& p = GetParam();
+  if (p.backend.device == Device::cuda && !gpu_available()) {
+    GTEST_SKIP() << "backend '" << p.backend.name << "' needs a GPU; none is usable on this machine";
+  }
+  PagedData& data = case_data(*p.kase);
+  auto batch = data.make_batch();
+  RunResult got;
+  try {
+    got = data.run(*batch, p.backend.name, p.backend.device, {.split = p.kase->split});
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::unsupported) throw;
+    GTEST_SKIP() << "backend '" << p.backend.name << "' does not support this case: " << e.what();
+  }
+  EXPECT_EQ(got.plan.impl, p.backend.name);
+  expect_within_bound(data.judge(*batch, got), "with lse");
+
+  // No lse asked for: the same out within the bound, and the lse buffer left alone. The partial results in an
+  // internal buffer this time (params.workspace null).
+  const RunResult without = data.run(*batch, p.backend.name, p.backend.device,
+                                     {.split = p.kase->split, .with_lse = false, .caller_workspace = false});
+  expect_within_bound(data.judge(*batch, without), "without lse");
+  EXPECT_TRUE(without.lse_untouched) << "lse was written although no lse view was given";
+}
+
+std::string param_name(const ::testing::TestParamInfo<Param>& info) {
+  return info.param.backend.name + "_" + info.param.kase->name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Paged, PagedTable, ::testing::ValuesIn(all_params()), param_name);
+
+// ---- batch composition ------------------------------------------------------------------------------------------
+
+// Decode over contexts from 1 to 700 (split over several 64-key chunks, or not).
+PagedCase decode_case(const std::string& name) {
+  return PagedCase{.name = name, .q_lens = {1, 1, 1, 1, 1}, .k_lens = {700, 1, 64, 333, 129}, .sinks = true};
+}
+
+TEST(PagedBatch, BatchedDecodeEqualsOneAtATime) {
+  SCOPED_TRACE(seed_text());
+  PagedData data(decode_case("batched_vs_single"));
+  for_each_backend([&](const PagedBackendName& be) {
+    for (const SplitKV split : {SplitKV::none(), SplitKV::fixed(64)}) {
+      SCOPED_TRACE(split.mode == SplitKV::Mode::none ? "split none" : "split fixed 64");
+      auto all = data.make_batch();
+      const RunResult batched = data.run(*all, be.name, be.device, {.split = split});
+      expect_within_bound(data.judge(*all, batched), "batched");
+      for (int b = 0; b < data.batch(); ++b) {
+        auto one = data.make_batch({b});
+        const RunResult single = data.run(*one, be.name, be.device, {.split = split});
+        EXPECT_TRUE(same_bits(single.out[0], batched.out[b])) << "out of sequence " << b << " alone differs";
+        EXPECT_TRUE(same_bits(single.lse[0], batched.lse[b])) << "lse of sequence " << b << " alone differs";
+      }
+      // Another batch around the same sequences, in another order and with a repeat.
+      auto mixed = data.make_batch({3, 0, 3, 2});
+      const RunResult other = data.run(*mixed, be.name, be.device, {.split = split});
+      const int where[] = {3, 0, 3, 2};
+      for (int j = 0; j < 4; ++j) {
+        EXPECT_TRUE(same_bits(other.out[j], batched.out[where[j]])) << "sequence " << where[j] << " at " << j;
+        EXPECT_TRUE(same_bits(other.lse[j], batched.lse[where[j]])) << "sequence " << where[j] << " at " << j;
+      }
+    }
+  });
+}
+
+// ---- split-KV -----------------------------------------------------------------------------------------------------
+
+TEST(PagedSplit, SplitEqualsNoSplit) {
+  SCOPED_TRACE(seed_text());
+  for (const PagedCase& c :
+       {PagedCase{.name = "split_decode", .q_lens = {1, 1, 1, 1}, .k_lens = {1500, 260, 64, 1}, .sinks = true},
+        PagedCase{.name = "split_packed_causal", .q_lens = {3, 5, 0}, .k_lens = {900, 130, 7}, .packed = true,
+                  .mask = kCausalBR, .alibi = Alibi::per_head}}) {
+    SCOPED_TRACE(c.name);
+    PagedData data(c);
+    for_each_backend([&](const PagedBackendName& be) {
+      auto batch = data.make_batch();
+      const RunResult none = data.run(*batch, be.name, be.device, {.split = SplitKV::none()});
+      const auto none_cmp = data.judge(*batch, none);
+      expect_within_bound(none_cmp, "none");
+      for (const SplitKV split : {SplitKV::fixed(64), SplitKV::fixed(256), SplitKV::automatic()}) {
+        SCOPED_TRACE("split tokens " + std::to_string(split.tokens));
+        const RunResult got = data.run(*batch, be.name, be.device, {.split = split});
+        const auto cmp = data.judge(*batch, got);
+        expect_within_bound(cmp, "split");
+        // Split against no split: within the bound either must meet against the reference.
+        for (std::size_t j = 0; j < got.out.size(); ++j) {
+          for (std::size_t e = 0; e < got.out[j].size(); ++e) {
+            ASSERT_LE(std::fabs(got.out[j][e] - none.out[j][e]), cmp[0].bound) << "sequence " << j << " element " << e;
+          }
+        }
+      }
+      // Fixed splits: a sequence's result does not depend on the batch around it.
+      auto sub = data.make_batch({0});
+      const RunResult full = data.run(*batch, be.name, be.device, {.split = SplitKV::fixed(64)});
+      const RunResult alone = data.run(*sub, be.name, be.device, {.split = SplitKV::fixed(64)});
+      EXPECT_TRUE(same_bits(full.out[0], alone.out[0]));
+      EXPECT_TRUE(same_bits(full.lse[0], alone.lse[0]));
+    });
+  }
+}
+
+TEST(PagedSplit, AutomaticSplitSmallAndLargeContexts) {
+  SCOPED_TRACE(seed_text());
+  for (const std::int64_t len : {std::int64_t{200}, std::int64_t{5000}}) {
+    PagedData data(PagedCase{.name = "auto_" + std::to_string(len), .heads_q = 4, .heads_kv = 1, .q_lens = {1},
+                             .k_lens = {len}, .sinks = true});
+    for_each_backend([&](const PagedBackendName& be) {
+      auto batch = data.make_batch();
+      for (const std::int64_t expected : {std::int64_t{0}, len, std::int64_t{64}}) {
+        SCOPED_TRACE("context " + std::to_string(len) + ", expected_seqlen_k " + std::to_string(expected));
+        for (const bool own : {true, false}) {
+          const RunResult got = data.run(*batch, be.name, be.device,
+                                         {.split = SplitKV::automatic(), .expected_seqlen_k = expected,
+                                          .caller_workspace = own});
+          const PagedPlan& plan = got.plan;
+          const std::int64_t capacity = data.max_pages_per_seq() * data.kase().page_size;
+          EXPECT_GE(plan.split_tokens, 1);
+          EXPECT_EQ(plan.max_splits, detail::split_count(capacity, plan.split_tokens));
+          if (plan.max_splits == 1) {
+            EXPECT_EQ(plan.workspace_bytes, 0u);
+          } else {
+            EXPECT_GE(plan.workspace_bytes, static_cast<std::size_t>(plan.max_splits * 4 * 129 * 4));
+          }
+          if (be.name == "tiled" && plan.split_tokens < capacity) {
+            EXPECT_EQ(plan.split_tokens % 64, 0);
+            EXPECT_GE(plan.split_tokens, 256);
+          }
+          expect_within_bound(data.judge(*batch, got), "automatic");
+        }
+      }
+    });
+  }
+}
+
+// ---- plans ----------------------------------------------------------------------------------------------------------
+
+TEST(PagedPlan, ReusedAcrossLayersAndRefusedForOtherShapes) {
+  SCOPED_TRACE(seed_text());
+  // Two "layers": the same shapes, different K/V and different page layouts.
+  PagedCase c{.name = "layer0", .q_lens = {1, 1, 1}, .k_lens = {300, 17, 64}, .mask = kCausalBR};
+  PagedData layer0(c);
+  c.name = "layer1";
+  PagedData layer1(c);
+  for_each_backend([&](const PagedBackendName& be) {
+    auto b0 = layer0.make_batch();
+    auto b1 = layer1.make_batch();
+    ASSERT_EQ(layer0.num_pages(), layer1.num_pages());
+    const RunResult r0 = layer0.run(*b0, be.name, be.device, {.split = SplitKV::fixed(64)});
+    const PagedPlan plan = r0.plan;
+    const RunResult r1 = layer1.run(*b1, be.name, be.device, {.plan = &plan});
+    const RunResult again = layer0.run(*b0, be.name, be.device, {.plan = &plan});
+    expect_within_bound(layer0.judge(*b0, r0), "layer 0");
+    expect_within_bound(layer1.judge(*b1, r1), "layer 1");
+    EXPECT_TRUE(same_bits(again.out[1], r0.out[1]));
+
+    // A plan for a batch of one sequence, used on three: refused, naming the plan, with the outputs untouched.
+    auto one = layer0.make_batch({0});
+    const RunResult r_one = layer0.run(*one, be.name, be.device, {});
+    try {
+      layer0.run(*b0, be.name, be.device, {.plan = &r_one.plan});
+      ADD_FAILURE() << "a plan for batch 1 ran a batch of 3";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+      EXPECT_NE(std::string(e.what()).find("plan"), std::string::npos) << e.what();
+    }
+    for (std::int64_t e = 0; e < b0->out.elements(); ++e) ASSERT_TRUE(std::isnan(b0->out.get(e))) << "out written";
+  });
+}
+
+}  // namespace
+}  // namespace ioattn::test::paged
