@@ -1,20 +1,274 @@
-// ioattn CUDA: paged attention (placeholder until the split-KV kernels land).
+// ioattn cuda paged: the "cuda" paged backend record: what it refuses, how it splits the keys (plan), and the
+// forward (decode kernel, then the combine when any sequence has several chunks), cache write and page copy.
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <mutex>
 #include <string>
+#include <tuple>
+#include <unordered_map>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
 
 #include "api/paged_problem.hpp"
+#include "cuda/paged/cache_ops.hpp"
+#include "cuda/paged/decode.hpp"
+#include "cuda/paged/params.cuh"
+#include "cuda/sm80/common/cuda_check.cuh"
+#include "ioattn/error.hpp"
 
 namespace ioattn::detail {
 namespace {
 
-std::string cuda_paged_unsupported(const PagedProblem&) { return "not implemented yet"; }
-PagedSplit cuda_paged_plan(const PagedProblem&, SplitKV, std::int64_t) { return {1, 1, 0}; }
-void cuda_paged_forward(const PagedProblem&) {}
-void cuda_paged_write(const PagedWriteProblem&) {}
-void cuda_paged_copy(const PagedCopyProblem&) {}
+using paged::kBlockKeys;
+
+bool supported_dims(std::int64_t dim_qk, std::int64_t dim_v) {
+  if (dim_qk == 192) return dim_v == 128;
+  return dim_qk == dim_v && (dim_qk == 64 || dim_qk == 128 || dim_qk == 256);
+}
+
+std::string dims_text(std::int64_t dim_qk, std::int64_t dim_v) {
+  return dim_qk == dim_v ? std::to_string(dim_qk) : std::to_string(dim_qk) + "/" + std::to_string(dim_v);
+}
+
+// cp.async and the output stores move 16-byte vectors (8 elements): every row must start on a 16-byte boundary.
+std::string alignment_problem(const char* name, const Operand& x) {
+  constexpr std::int64_t kVec = 8;
+  const bool ok = reinterpret_cast<std::uintptr_t>(x.ptr) % 16 == 0 && x.batch_stride % kVec == 0 &&
+                  x.seq_stride % kVec == 0 && x.head_stride % kVec == 0;
+  if (ok) return {};
+  return std::string("the cuda paged backend needs 16-byte aligned rows: ") + name +
+         " must start on a 16-byte boundary with strides that are multiples of 8 elements; got strides [" +
+         std::to_string(x.batch_stride) + ", " + std::to_string(x.seq_stride) + ", " + std::to_string(x.head_stride) +
+         "]";
+}
+
+std::string cuda_paged_unsupported(const PagedProblem& p) {
+  if (p.device != Device::cuda) {
+    return std::string("the cuda paged backend needs tensors on cuda; got ") + to_string(p.device);
+  }
+  if (p.dtype != DType::f16 && p.dtype != DType::bf16) {
+    return std::string("the cuda paged backend takes fp16 or bf16 (tensor cores); got ") + to_string(p.dtype);
+  }
+  if (!supported_dims(p.dim_qk, p.dim_v)) {
+    return "the cuda paged backend supports head dims 64, 128, 192/128 (qk/v) and 256; got " +
+           dims_text(p.dim_qk, p.dim_v);
+  }
+  for (const auto& [name, x] : {std::pair<const char*, const Operand&>{"q", p.q}, {"kv.k_cache", p.k},
+                                {"kv.v_cache", p.v}, {"out", p.out}}) {
+    if (std::string why = alignment_problem(name, x); !why.empty()) return why;
+  }
+  // The kernels index keys, query rows and offsets inside a page in 32 bits (page bases are 64-bit).
+  const std::int64_t rows_per_seq = p.seqlen_q * p.group_size();
+  if (p.capacity() > INT_MAX / 2 || rows_per_seq > INT_MAX / 2 || p.rows() > INT_MAX / 2) {
+    return "the cuda paged backend indexes keys and query rows in 32 bits: it takes a block table capacity, query "
+           "rows per sequence (new tokens x GQA group) and total query rows below 2^30; got capacity " +
+           std::to_string(p.capacity()) + ", rows per sequence " + std::to_string(rows_per_seq) + ", rows " +
+           std::to_string(p.rows());
+  }
+  for (const auto& [name, x, dim] : {std::tuple<const char*, const Operand&, std::int64_t>{"kv.k_cache", p.k, p.dim_qk},
+                                     {"kv.v_cache", p.v, p.dim_v}}) {
+    const std::int64_t in_page = (p.page_size - 1) * x.seq_stride + (p.heads_kv - 1) * x.head_stride + dim;
+    if (in_page > INT_MAX || x.seq_stride > INT_MAX || x.head_stride > INT_MAX) {
+      return std::string("the cuda paged backend addresses a page's rows in 32 bits: the element span of one page of ") +
+             name + " must stay below 2^31; got " + std::to_string(in_page);
+    }
+  }
+  if (p.batch * p.heads_kv > INT_MAX || p.batch > 65535) {
+    return "the cuda paged backend takes at most 65535 sequences (and batch x heads_kv below 2^31); got batch " +
+           std::to_string(p.batch) + ", heads_kv " + std::to_string(p.heads_kv);
+  }
+  return {};
+}
+
+// The device's multiprocessor count and shared memory per multiprocessor, read once per device.
+struct DeviceInfo {
+  int sms = 0;
+  int smem_per_sm = 0;
+};
+DeviceInfo device_info(int device) {
+  static std::mutex mutex;
+  static std::unordered_map<int, DeviceInfo> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(device);
+  if (it != cache.end()) return it->second;
+  DeviceInfo info;
+  sm80::cuda_check(cudaDeviceGetAttribute(&info.sms, cudaDevAttrMultiProcessorCount, device),
+                   "cudaDeviceGetAttribute(multiprocessor count)");
+  sm80::cuda_check(cudaDeviceGetAttribute(&info.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device),
+                   "cudaDeviceGetAttribute(shared memory per multiprocessor)");
+  cache.emplace(device, info);
+  return info;
+}
+
+std::int64_t round_up(std::int64_t x, std::int64_t m) { return (x + m - 1) / m * m; }
+
+// Flash-Decoding's rule: when (batch x kv heads x row blocks) CTAs leave the SMs idle, cut each sequence's keys
+// into chunks so the grid fills the machine. Among chunk counts 1..max, the fewest whose wave efficiency (CTAs over
+// whole waves of CTA slots) comes within 85% of the best: more chunks cost partial writes and a combine.
+std::int64_t automatic_split_tokens(const PagedProblem& p, std::int64_t expected) {
+  constexpr std::int64_t kMinChunkKeys = 256;  // below this a chunk's fixed costs (Q load, epilogue) dominate
+  constexpr std::int64_t kMaxChunks = 128;
+  const std::int64_t rows_per_seq = std::max<std::int64_t>(p.seqlen_q * p.group_size(), 1);
+  const int block_m = rows_per_seq <= paged::kNarrowRows ? paged::kNarrowRows : paged::kWideRows;
+  const std::int64_t ctas = p.batch * p.heads_kv * ((rows_per_seq + block_m - 1) / block_m);
+  const DeviceInfo info = device_info(p.device_index);
+  const int smem = paged::decode_shape(static_cast<int>(p.dim_qk))
+                       .smem_bytes(static_cast<int>(p.dim_qk), static_cast<int>(p.dim_v), block_m);
+  const std::int64_t per_sm = std::clamp<std::int64_t>(info.smem_per_sm / (smem + 1024), 1, 16);
+  const std::int64_t slots = std::max<std::int64_t>(info.sms * per_sm, 1);
+  if (ctas <= 0) return 0;
+  const std::int64_t max_chunks = std::clamp<std::int64_t>(expected / kMinChunkKeys, 1, kMaxChunks);
+  double eff[kMaxChunks + 1] = {};
+  double best = 0.0;
+  for (std::int64_t n = 1; n <= max_chunks; ++n) {
+    const double waves = static_cast<double>(ctas * n) / static_cast<double>(slots);
+    eff[n] = waves / std::ceil(waves);
+    best = std::max(best, eff[n]);
+  }
+  for (std::int64_t n = 1; n <= max_chunks; ++n) {
+    if (eff[n] >= 0.85 * best) {
+      if (n == 1) return 0;
+      return std::max(kMinChunkKeys, round_up((expected + n - 1) / n, kBlockKeys));
+    }
+  }
+  return 0;
+}
+
+PagedSplit cuda_paged_plan(const PagedProblem& p, SplitKV split, std::int64_t expected_seqlen_k) {
+  const std::int64_t whole = std::max<std::int64_t>(round_up(p.capacity(), kBlockKeys), kBlockKeys);
+  std::int64_t tokens = whole;
+  if (split.mode == SplitKV::Mode::fixed) tokens = split.tokens;
+  if (split.mode == SplitKV::Mode::automatic) {
+    const std::int64_t chosen = automatic_split_tokens(p, expected_seqlen_k);
+    if (chosen > 0 && chosen < whole) tokens = chosen;
+  }
+  tokens = std::min(tokens, whole);  // a chunk longer than the capacity is one chunk
+  PagedProblem planned = p;
+  planned.split_tokens = tokens;
+  planned.max_splits = std::max<std::int64_t>(1, (p.capacity() + tokens - 1) / tokens);
+  if (planned.max_splits > 65535) {
+    throw Error(ErrorCode::unsupported, "the cuda paged backend launches at most 65535 chunks per sequence; chunks of " +
+                                            std::to_string(tokens) + " keys over a capacity of " +
+                                            std::to_string(p.capacity()) + " make " +
+                                            std::to_string(planned.max_splits) + " (use longer chunks)");
+  }
+  return {tokens, planned.max_splits, planned.partial_bytes()};
+}
+
+template <class Element>
+void run_decode(const paged::DecodeParams& dp, const PagedProblem& p) {
+  using paged::launch_decode;
+  const int device = p.device_index;
+  if (p.dim_qk == 64) launch_decode<Element, 64, 64>(dp, p.stream, device);
+  else if (p.dim_qk == 128) launch_decode<Element, 128, 128>(dp, p.stream, device);
+  else if (p.dim_qk == 192) launch_decode<Element, 192, 128>(dp, p.stream, device);
+  else if (p.dim_qk == 256) launch_decode<Element, 256, 256>(dp, p.stream, device);
+  else throw Error(ErrorCode::unsupported, cuda_paged_unsupported(p));
+  if (dp.max_splits > 1) paged::launch_combine<Element>(dp, static_cast<int>(p.dim_v), p.stream);
+}
+
+// The workspace the caller passed, or one taken from the stream's pool for this call only (stream-ordered, so no
+// host synchronization either way).
+class PartialBuffer {
+ public:
+  PartialBuffer(const PagedProblem& p) : stream_(static_cast<cudaStream_t>(p.stream)) {
+    const std::size_t bytes = p.partial_bytes();
+    if (bytes == 0) return;
+    if (p.workspace.data != nullptr) {
+      if (reinterpret_cast<std::uintptr_t>(p.workspace.data) % 16 != 0) {
+        throw Error(ErrorCode::invalid_argument,
+                    "params.workspace: expected a 16-byte aligned pointer (the cuda paged backend stores 16-byte "
+                    "vectors there), got one at offset " +
+                        std::to_string(reinterpret_cast<std::uintptr_t>(p.workspace.data) % 16));
+      }
+      ptr_ = p.workspace.data;
+      return;
+    }
+    sm80::cuda_check(cudaMallocAsync(&ptr_, bytes, stream_), "cudaMallocAsync(paged split workspace)");
+    owned_ = true;
+  }
+  ~PartialBuffer() {
+    if (owned_) cudaFreeAsync(ptr_, stream_);
+  }
+  PartialBuffer(const PartialBuffer&) = delete;
+  PartialBuffer& operator=(const PartialBuffer&) = delete;
+  float* get() const { return static_cast<float*>(ptr_); }
+
+ private:
+  cudaStream_t stream_;
+  void* ptr_ = nullptr;
+  bool owned_ = false;
+};
+
+void cuda_paged_forward(const PagedProblem& p) {
+  sm80::DeviceScope device(p.device_index);
+  PartialBuffer partial(p);
+  const paged::DecodeParams dp = paged::make_decode_params(p, partial.get());
+  if (p.dtype == DType::bf16) return run_decode<__nv_bfloat16>(dp, p);
+  if (p.dtype == DType::f16) return run_decode<__half>(dp, p);
+  throw Error(ErrorCode::unsupported, cuda_paged_unsupported(p));
+}
 
 }  // namespace
 
-const PagedBackend kCudaPagedBackend{"cuda", Device::cuda, 100, cuda_paged_unsupported, cuda_paged_plan,
-                                     cuda_paged_forward, cuda_paged_write, cuda_paged_copy};
+namespace paged {
+
+DecodeParams make_decode_params(const PagedProblem& p, float* workspace) {
+  DecodeParams d{};
+  d.q = p.q.ptr;
+  d.k_cache = p.k.ptr;
+  d.v_cache = p.v.ptr;
+  d.out = p.out.ptr;
+  d.lse = static_cast<float*>(p.lse.ptr);
+  d.block_table = p.block_table;
+  d.seqlens_k = p.seqlens_k;
+  d.cu_seqlens_q = p.cu_seqlens_q;
+  if (p.max_splits > 1) {
+    d.partial_out = workspace;
+    d.partial_lse = workspace + p.max_splits * p.rows() * p.heads_q * p.dim_v;
+  }
+  d.q_batch_stride = p.q.batch_stride, d.q_row_stride = p.q.seq_stride, d.q_head_stride = p.q.head_stride;
+  d.o_batch_stride = p.out.batch_stride, d.o_row_stride = p.out.seq_stride, d.o_head_stride = p.out.head_stride;
+  d.lse_batch_stride = p.lse.batch_stride, d.lse_row_stride = p.lse.seq_stride;
+  d.lse_head_stride = p.lse.head_stride;
+  d.k_page_stride = p.k.batch_stride, d.v_page_stride = p.v.batch_stride;
+  d.k_row_stride = static_cast<int>(p.k.seq_stride), d.k_head_stride = static_cast<int>(p.k.head_stride);
+  d.v_row_stride = static_cast<int>(p.v.seq_stride), d.v_head_stride = static_cast<int>(p.v.head_stride);
+  d.block_table_stride = p.block_table_stride;
+  d.batch = static_cast<int>(p.batch);
+  d.heads_q = static_cast<int>(p.heads_q);
+  d.heads_kv = static_cast<int>(p.heads_kv);
+  d.group = static_cast<int>(p.group_size());
+  d.seqlen_q = static_cast<int>(p.seqlen_q);
+  d.rows = static_cast<int>(p.rows());
+  d.capacity = static_cast<int>(p.capacity());
+  d.page_size = static_cast<int>(p.page_size);
+  d.page_shift = -1;
+  for (int s = 0; s < 31; ++s) {
+    if ((std::int64_t{1} << s) == p.page_size) d.page_shift = s;
+  }
+  d.split_tokens = static_cast<int>(p.split_tokens);
+  d.max_splits = static_cast<int>(p.max_splits);
+  d.scale = p.scale;
+  d.softcap = p.softcap;
+  d.alibi_slopes = p.alibi_slopes;
+  d.alibi_batch_stride = p.alibi_batch_stride;
+  d.sinks = p.sinks;
+  d.window_left = p.mask.window_left;
+  d.window_right = p.mask.window_right;
+  d.top_left = p.mask.alignment == Alignment::top_left;
+  return d;
+}
+
+}  // namespace paged
+
+// Priority 100: above the CPU paged backends, so "auto" picks it for tensors on a GPU.
+const PagedBackend kCudaPagedBackend{"cuda",          Device::cuda,       100,
+                                     cuda_paged_unsupported, cuda_paged_plan, cuda_paged_forward,
+                                     paged::kv_write, paged::copy_pages};
 
 }  // namespace ioattn::detail

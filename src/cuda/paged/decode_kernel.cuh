@@ -1,0 +1,338 @@
+// ioattn cuda paged: the split-KV decode kernel. One CTA = (one kv head of one sequence, one block of packed query
+// rows, one chunk of that sequence's keys).
+//
+// Rows: the query heads of a GQA group and the sequence's new tokens are packed into the rows of one tile, row
+// r = i * group + (h % group) for query token i, so each K and V tile is read once per group, not once per head.
+// Warps: 4, as kWarpsM x kWarpsN. Warp (wm, wn) owns rows 16 wm .. 16 wm + 15 and keys kWarpKeys wn .. of every key
+// tile, with an online softmax of its own; the kWarpsN partial results of a row are merged at the end through
+// core::SoftmaxState::add_partial, the same merge the combine kernel applies across chunks. Decoding (a few rows)
+// runs 1 x 4: all four warps split the keys, none idles on empty rows; many rows run 4 x 1, FlashAttention-2 style.
+// Keys: K/V tiles of kBlockN keys stream through a kStages-deep cp.async ring; each key row's page is looked up in
+// the block table, so a tile may span pages of any size.
+// Output: a sequence whose keys form one chunk writes out and lse directly (sink included); otherwise the chunk's
+// result, normalized by its own sum, and its lse (no sink) go to the workspace for the combine kernel.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/paged/params.cuh"
+#include "cuda/paged/ptx.cuh"
+#include "ioattn/core/mask.hpp"
+#include "ioattn/core/score_mod.hpp"
+#include "ioattn/core/softmax_state.hpp"
+
+namespace ioattn::detail::paged {
+
+template <class Element_, int kDimQK_, int kDimV_, int kWarpsM_, int kBlockN_, int kStages_>
+struct DecodeTraits {
+  using Element = Element_;
+  static constexpr int kDimQK = kDimQK_, kDimV = kDimV_, kWarpsM = kWarpsM_, kBlockN = kBlockN_,
+                       kStages = kStages_;
+  static constexpr int kThreads = 128;
+  static constexpr int kWarpsN = 4 / kWarpsM;
+  static constexpr int kBlockM = 16 * kWarpsM;
+  static constexpr int kWarpKeys = kBlockN / kWarpsN;
+  static_assert(kWarpKeys % 16 == 0, "a warp's keys feed P.V in k-steps of 16");
+  static_assert(kStages >= 2);
+  static constexpr int kChunksQK = kDimQK / 8, kChunksV = kDimV / 8;  // 16-byte chunks per row
+  static constexpr int kStageElems = kBlockN * (kDimQK + kDimV);
+  static constexpr int kQBytes = kBlockM * kDimQK * 2;
+  static constexpr int kPipeBytes = kStages * kStageElems * 2;
+  // Epilogue: each warp's normalized O rows (fp32, rows padded by 8 floats against bank conflicts) and lse.
+  static constexpr int kOStride = kDimV + 8;
+  static constexpr int kEpilogueBytes = kWarpsN * kBlockM * (kOStride + 1) * 4;
+  static constexpr int kSmemBytes = kQBytes + (kPipeBytes > kEpilogueBytes ? kPipeBytes : kEpilogueBytes);
+};
+
+// Sequence b's length in the cache: device-resident lengths are trusted but clamped to the table's capacity.
+__device__ __forceinline__ int sequence_length(const DecodeParams& p, int b) {
+  const int len = p.seqlens_k[b];
+  return len < 0 ? 0 : (len > p.capacity ? p.capacity : len);
+}
+// As detail::split_count (paged_problem.hpp): chunks of sequence b.
+__device__ __forceinline__ int chunk_count(int len, int split_tokens) {
+  return len <= split_tokens ? 1 : (len + split_tokens - 1) / split_tokens;
+}
+
+template <class T>
+__global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p) {
+  using Element = typename T::Element;
+  using Mma = MmaOp<Element>;
+  using SwzQK = SwizzledRows<T::kDimQK>;
+  using SwzV = SwizzledRows<T::kDimV>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  Element* s_q = reinterpret_cast<Element*>(smem);                  // [kBlockM, dim_qk] swizzled
+  Element* s_kv = reinterpret_cast<Element*>(smem + T::kQBytes);  // kStages x ([kBlockN, dim_qk], [kBlockN, dim_v])
+
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int warp_m = warp / T::kWarpsN, warp_n = warp % T::kWarpsN;
+  const int b = blockIdx.x / p.heads_kv, hk = blockIdx.x % p.heads_kv;
+  const int split = blockIdx.y;
+  const int r0 = blockIdx.z * T::kBlockM;
+
+  const int len = sequence_length(p, b);
+  const int chunks = chunk_count(len, p.split_tokens);
+  if (split >= chunks) return;  // the grid is sized by the capacity; this sequence is shorter
+  const int q_offset = p.cu_seqlens_q ? p.cu_seqlens_q[b] : 0;
+  const int q_len = p.cu_seqlens_q ? p.cu_seqlens_q[b + 1] - q_offset : p.seqlen_q;
+  const int rows_seq = q_len * p.group;
+  if (r0 >= rows_seq) return;
+  const int valid_rows = min(T::kBlockM, rows_seq - r0);
+  const bool direct = chunks == 1;
+
+  // Keys this CTA must visit: its chunk, cut to what any of its rows can see.
+  const core::MaskRule rule = core::MaskRule::make(p.window_left, p.window_right, p.top_left, q_len, len);
+  const int i_first = r0 / p.group, i_last = (r0 + valid_rows - 1) / p.group;
+  const int chunk_begin = split * p.split_tokens;
+  const int chunk_end = min(len, chunk_begin + p.split_tokens);
+  const std::int64_t visible_begin = rule.tile_key_begin(i_first), visible_end = rule.tile_key_end(i_last + 1);
+  const int key_lo = visible_begin > chunk_begin ? static_cast<int>((visible_begin < chunk_end ? visible_begin : chunk_end))
+                                                 : chunk_begin;
+  const int key_hi = visible_end < chunk_end ? static_cast<int>((visible_end > key_lo ? visible_end : key_lo)) : chunk_end;
+  const int n_lo = key_lo / T::kBlockN;
+  const int n_tiles = key_hi > key_lo ? (key_hi + T::kBlockN - 1) / T::kBlockN - n_lo : 0;
+
+  // Query tile: rows past the sequence's are zero-filled (their scores are never stored, but must not be NaN).
+  {
+    const Element* q = static_cast<const Element*>(p.q);
+    for (int idx = tid; idx < T::kBlockM * T::kChunksQK; idx += T::kThreads) {
+      const int r = idx / T::kChunksQK, c = idx % T::kChunksQK;
+      const Element* src = q;
+      int bytes = 0;
+      if (r < valid_rows) {
+        const int i = (r0 + r) / p.group, h = hk * p.group + (r0 + r) % p.group;
+        src = q + b * p.q_batch_stride + (q_offset + i) * p.q_row_stride + h * p.q_head_stride + c * 8;
+        bytes = 16;
+      }
+      cp_async_16(smem_addr(s_q + SwzQK::offset(r, c)), src, bytes);
+    }
+  }
+
+  const Element* k_cache = static_cast<const Element*>(p.k_cache);
+  const Element* v_cache = static_cast<const Element*>(p.v_cache);
+  const std::int32_t* table = p.block_table + b * p.block_table_stride;
+  // Issues the loads of key tile n into ring slot `slot`. Rows at or past the sequence's end are zero-filled and
+  // their table entries never read (the contract: entries past a sequence's last page may hold anything).
+  auto load_tile = [&](int n, int slot) {
+    Element* s_k = s_kv + slot * T::kStageElems;
+    Element* s_v = s_k + T::kBlockN * T::kDimQK;
+    auto row_source = [&](int j, const Element* cache, std::int64_t page_stride, int row_stride, int head_stride) {
+      const int page_index = p.page_shift >= 0 ? j >> p.page_shift : j / p.page_size;
+      const int in_page = j - page_index * p.page_size;
+      const std::int64_t page = __ldg(table + page_index);
+      return cache + page * page_stride + (in_page * row_stride + hk * head_stride);
+    };
+#pragma unroll
+    for (int idx = tid; idx < T::kBlockN * T::kChunksQK; idx += T::kThreads) {
+      const int r = idx / T::kChunksQK, c = idx % T::kChunksQK, j = n * T::kBlockN + r;
+      const bool in = j < len;
+      const Element* src = in ? row_source(j, k_cache, p.k_page_stride, p.k_row_stride, p.k_head_stride) + c * 8
+                              : k_cache;
+      cp_async_16(smem_addr(s_k + SwzQK::offset(r, c)), src, in ? 16 : 0);
+    }
+#pragma unroll
+    for (int idx = tid; idx < T::kBlockN * T::kChunksV; idx += T::kThreads) {
+      const int r = idx / T::kChunksV, c = idx % T::kChunksV, j = n * T::kBlockN + r;
+      const bool in = j < len;
+      const Element* src = in ? row_source(j, v_cache, p.v_page_stride, p.v_row_stride, p.v_head_stride) + c * 8
+                              : v_cache;
+      cp_async_16(smem_addr(s_v + SwzV::offset(r, c)), src, in ? 16 : 0);
+    }
+  };
+
+  // Prologue: the query tile rides in the first group.
+#pragma unroll
+  for (int s = 0; s < T::kStages - 1; ++s) {
+    if (s < n_tiles) load_tile(n_lo + s, s);
+    cp_async_commit();
+  }
+
+  // This thread's two accumulator rows (g and g + 8 of its warp's 16), their query token and visible keys.
+  const int g = lane / 4, t4 = lane % 4;
+  int row_i[2], row_key_begin[2], row_key_end[2];
+#pragma unroll
+  for (int q = 0; q < 2; ++q) {
+    const int r = min(warp_m * 16 + g + 8 * q, valid_rows - 1);  // padding rows act as the last real one
+    row_i[q] = (r0 + r) / p.group;
+    const std::int64_t kb = rule.key_begin(row_i[q]), ke = rule.key_end(row_i[q]);
+    row_key_begin[q] = static_cast<int>(kb < len ? kb : len);
+    row_key_end[q] = static_cast<int>(ke > 0 ? ke : 0);  // key_end <= len already
+  }
+  const bool has_mod = p.softcap > 0.0f || p.alibi_slopes != nullptr;
+  float slope[2] = {0.0f, 0.0f};
+  if (p.alibi_slopes) {
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      const int r = min(warp_m * 16 + g + 8 * q, valid_rows - 1);
+      const int h = hk * p.group + (r0 + r) % p.group;
+      slope[q] = p.alibi_slopes[b * p.alibi_batch_stride + h];
+    }
+  }
+
+  constexpr int kSTiles = T::kWarpKeys / 8;  // m16n8 score tiles per warp
+  constexpr int kOTiles = T::kDimV / 8;
+  float acc_o[kOTiles][4];
+#pragma unroll
+  for (int nt = 0; nt < kOTiles; ++nt) acc_o[nt][0] = acc_o[nt][1] = acc_o[nt][2] = acc_o[nt][3] = 0.0f;
+  core::SoftmaxState<float> state[2];  // natural-log units; l holds this thread's columns until the epilogue
+
+  const std::uint32_t q_base = smem_addr(s_q);
+  const int warp_key0 = warp_n * T::kWarpKeys;
+
+  for (int t = 0; t < n_tiles; ++t) {
+    cp_async_wait<T::kStages - 2>();
+    __syncthreads();  // tile t is in; every warp is done with the slot refilled next
+    if (t + T::kStages - 1 < n_tiles) load_tile(n_lo + t + T::kStages - 1, (t + T::kStages - 1) % T::kStages);
+    cp_async_commit();
+
+    const int slot = t % T::kStages;
+    const Element* s_k = s_kv + slot * T::kStageElems;
+    const Element* s_v = s_k + T::kBlockN * T::kDimQK;
+    const std::uint32_t k_base = smem_addr(s_k), v_base = smem_addr(s_v);
+    const int tile_key0 = (n_lo + t) * T::kBlockN;
+
+    // S = Q K^T over this warp's keys: [16 rows, kWarpKeys keys], fp32.
+    float acc_s[kSTiles][4];
+#pragma unroll
+    for (int nt = 0; nt < kSTiles; ++nt) acc_s[nt][0] = acc_s[nt][1] = acc_s[nt][2] = acc_s[nt][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < T::kDimQK / 16; ++kk) {
+      std::uint32_t a[4];
+      ldmatrix_x4(a, q_base + 2 * SwzQK::offset(warp_m * 16 + lane % 16, 2 * kk + lane / 16));
+#pragma unroll
+      for (int np = 0; np < kSTiles / 2; ++np) {
+        std::uint32_t bk[4];
+        const int m = lane / 8;
+        ldmatrix_x4(bk, k_base + 2 * SwzQK::offset(warp_key0 + np * 16 + (m / 2) * 8 + lane % 8, 2 * kk + m % 2));
+        Mma::run(acc_s[2 * np], a, bk[0], bk[1]);
+        Mma::run(acc_s[2 * np + 1], a, bk[2], bk[3]);
+      }
+    }
+
+    // Raw products -> logits (core::score_mod), hidden pairs -> -inf. Uniform per CTA: a tile wholly inside every
+    // row's visible range and the sequence runs no mask code.
+    const int tile_key_end = tile_key0 + T::kBlockN;
+    const bool need_mask = tile_key_end > len ||
+                           rule.classify(i_first, i_last + 1, tile_key0, tile_key_end) != core::TileKind::full;
+#pragma unroll
+    for (int nt = 0; nt < kSTiles; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int q = e / 2;
+        const int key = tile_key0 + warp_key0 + nt * 8 + 2 * t4 + (e & 1);
+        float x = acc_s[nt][e] * p.scale;
+        if (has_mod) {
+          x = core::apply_softcap(x, p.softcap);
+          if (p.alibi_slopes) x += core::alibi_bias(slope[q], key, rule.diag(row_i[q]));
+        }
+        if (need_mask && (key < row_key_begin[q] || key >= row_key_end[q])) x = -INFINITY;
+        acc_s[nt][e] = x;
+      }
+    }
+
+    // Online softmax, one row pair per thread; a quad of lanes shares each row.
+    float alpha[2];
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < kSTiles; ++nt) mx = fmaxf(mx, fmaxf(acc_s[nt][2 * q], acc_s[nt][2 * q + 1]));
+      alpha[q] = state[q].begin_tile(quad_max(mx));
+      const float offset = state[q].offset();
+      float sum = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < kSTiles; ++nt) {
+#pragma unroll
+        for (int e = 2 * q; e < 2 * q + 2; ++e) {
+          acc_s[nt][e] = __expf(acc_s[nt][e] - offset);  // -inf (hidden) -> 0
+          sum += acc_s[nt][e];
+        }
+      }
+      state[q].l += sum;
+    }
+#pragma unroll
+    for (int nt = 0; nt < kOTiles; ++nt) {
+      acc_o[nt][0] *= alpha[0], acc_o[nt][1] *= alpha[0];
+      acc_o[nt][2] *= alpha[1], acc_o[nt][3] *= alpha[1];
+    }
+
+    // O += P V: P re-read from the score accumulators as A fragments, V through transposing ldmatrix.
+#pragma unroll
+    for (int ks = 0; ks < T::kWarpKeys / 16; ++ks) {
+      std::uint32_t a[4];
+      a[0] = Mma::pack(acc_s[2 * ks][0], acc_s[2 * ks][1]);
+      a[1] = Mma::pack(acc_s[2 * ks][2], acc_s[2 * ks][3]);
+      a[2] = Mma::pack(acc_s[2 * ks + 1][0], acc_s[2 * ks + 1][1]);
+      a[3] = Mma::pack(acc_s[2 * ks + 1][2], acc_s[2 * ks + 1][3]);
+#pragma unroll
+      for (int dp = 0; dp < kOTiles / 2; ++dp) {
+        std::uint32_t bv[4];
+        const int m = lane / 8;
+        ldmatrix_x4_trans(bv, v_base + 2 * SwzV::offset(warp_key0 + ks * 16 + (m % 2) * 8 + lane % 8, 2 * dp + m / 2));
+        Mma::run(acc_o[2 * dp], a, bv[0], bv[1]);
+        Mma::run(acc_o[2 * dp + 1], a, bv[2], bv[3]);
+      }
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the ring (and the query tile, when no tile ran) is free for the epilogue
+
+  // Each warp's rows, normalized by the warp's own sum, with their lse, to shared memory.
+  float* s_o = reinterpret_cast<float*>(smem + T::kQBytes);  // [kWarpsN][kBlockM][kOStride]
+  float* s_lse = s_o + T::kWarpsN * T::kBlockM * T::kOStride;  // [kWarpsN][kBlockM]
+#pragma unroll
+  for (int q = 0; q < 2; ++q) {
+    state[q].l = quad_sum(state[q].l);
+    const float inv = state[q].inv_sum();
+    const int row = warp_m * 16 + g + 8 * q;
+    float* dst = s_o + (warp_n * T::kBlockM + row) * T::kOStride + 2 * t4;
+#pragma unroll
+    for (int nt = 0; nt < kOTiles; ++nt) {
+      *reinterpret_cast<float2*>(dst + nt * 8) = make_float2(acc_o[nt][2 * q] * inv, acc_o[nt][2 * q + 1] * inv);
+    }
+    if (t4 == 0) s_lse[warp_n * T::kBlockM + row] = state[q].lse();
+  }
+  __syncthreads();
+
+  // Merge the warps' partial rows (in warp order, as the combine merges chunks), then write out + lse directly, or
+  // the chunk's partial result.
+  constexpr int kVec = T::kDimV / 4;
+  for (int idx = tid; idx < T::kBlockM * kVec; idx += T::kThreads) {
+    const int row = idx / kVec, c = (idx % kVec) * 4;
+    if (row >= valid_rows) continue;
+    core::SoftmaxState<float> merged;
+    float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+    for (int w = 0; w < T::kWarpsN; ++w) {
+      float weight;
+      const float keep = merged.add_partial(s_lse[w * T::kBlockM + row], weight);
+      const float4 part = *reinterpret_cast<const float4*>(s_o + (w * T::kBlockM + row) * T::kOStride + c);
+      o.x = o.x * keep + weight * part.x, o.y = o.y * keep + weight * part.y;
+      o.z = o.z * keep + weight * part.z, o.w = o.w * keep + weight * part.w;
+    }
+    const int i = (r0 + row) / p.group, h = hk * p.group + (r0 + row) % p.group;
+    if (direct) {
+      float factor = 1.0f;
+      if (p.sinks) factor = merged.add_sink(p.sinks[h]);
+      factor *= merged.inv_sum();
+      Element* out = static_cast<Element*>(p.out) + b * p.o_batch_stride + (q_offset + i) * p.o_row_stride +
+                     h * p.o_head_stride + c;
+      uint2 packed;
+      packed.x = Mma::pack(o.x * factor, o.y * factor);
+      packed.y = Mma::pack(o.z * factor, o.w * factor);
+      *reinterpret_cast<uint2*>(out) = packed;
+      if (p.lse && c == 0) {
+        p.lse[b * p.lse_batch_stride + (q_offset + i) * p.lse_row_stride + h * p.lse_head_stride] = merged.lse();
+      }
+    } else {
+      const float factor = merged.inv_sum();
+      const std::int64_t prow = (p.cu_seqlens_q ? 0 : static_cast<std::int64_t>(b) * p.seqlen_q) + q_offset + i;
+      const std::int64_t slot = (static_cast<std::int64_t>(split) * p.rows + prow) * p.heads_q + h;
+      *reinterpret_cast<float4*>(p.partial_out + slot * T::kDimV + c) =
+          make_float4(o.x * factor, o.y * factor, o.z * factor, o.w * factor);
+      if (c == 0) p.partial_lse[slot] = merged.lse();
+    }
+  }
+}
+
+}  // namespace ioattn::detail::paged

@@ -1,0 +1,48 @@
+// ioattn cuda paged: the decode kernel's launch for one (dtype, head dims). Included by instantiations/*.cu only.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "cuda/paged/decode.hpp"
+#include "cuda/paged/decode_kernel.cuh"
+#include "cuda/sm80/common/cuda_check.cuh"
+
+namespace ioattn::detail::paged {
+
+template <class T>
+void launch_decode_traits(const DecodeParams& p, void* stream, int device) {
+  static_assert(T::kSmemBytes == decode_shape(T::kDimQK).smem_bytes(T::kDimQK, T::kDimV, T::kBlockM),
+                "decode.hpp's shape arithmetic (used by the planner) must match the kernel's");
+  auto kernel = &paged_decode_kernel<T>;
+  // Above 48 KB a kernel must opt in to dynamic shared memory, once per device (a race repeats an idempotent call).
+  static std::atomic<std::uint64_t> configured{0};
+  const std::uint64_t bit = device < 64 ? (std::uint64_t{1} << device) : 0;
+  if (bit == 0 || (configured.load(std::memory_order_relaxed) & bit) == 0) {
+    sm80::cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes),
+                     "cudaFuncSetAttribute(paged decode shared memory)");
+    configured.fetch_or(bit, std::memory_order_relaxed);
+  }
+  const int rows_per_seq = p.seqlen_q * p.group;
+  const dim3 grid(static_cast<unsigned>(p.batch * p.heads_kv), static_cast<unsigned>(p.max_splits),
+                  static_cast<unsigned>((rows_per_seq + T::kBlockM - 1) / T::kBlockM));
+  kernel<<<grid, T::kThreads, T::kSmemBytes, static_cast<cudaStream_t>(stream)>>>(p);
+  sm80::cuda_check(cudaGetLastError(), "paged decode kernel launch");
+}
+
+template <class Element, int kDimQK, int kDimV>
+void launch_decode(const DecodeParams& p, void* stream, int device) {
+  constexpr int kStages = decode_shape(kDimQK).stages;
+  if (p.seqlen_q * p.group <= kNarrowRows) {
+    launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kStages>>(p, stream, device);
+  } else {
+    launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 4, kBlockKeys, kStages>>(p, stream, device);
+  }
+}
+
+}  // namespace ioattn::detail::paged
+
+#define IOATTN_PAGED_INSTANTIATE(ELEMENT, DQK, DV) \
+  template void launch_decode<ELEMENT, DQK, DV>(const DecodeParams&, void*, int);
