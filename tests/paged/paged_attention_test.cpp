@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
@@ -355,6 +356,227 @@ TEST(PagedPlan, ReusedAcrossLayersAndRefusedForOtherShapes) {
       EXPECT_NE(std::string(e.what()).find("plan"), std::string::npos) << e.what();
     }
     for (std::int64_t e = 0; e < b0->out.elements(); ++e) ASSERT_TRUE(std::isnan(b0->out.get(e))) << "out written";
+  });
+}
+
+
+// ---- errors -------------------------------------------------------------------------------------------------------
+
+bool all_nan(const HostBuffer& b) {
+  for (std::int64_t e = 0; e < b.elements(); ++e)
+    if (!std::isnan(b.get(e))) return false;
+  return true;
+}
+
+// Runs `run` (which must throw), and checks the error names `argument` and that out and lse still hold the poison.
+template <class Run>
+void expect_rejected(const std::string& argument, Batch& batch, Run&& run) {
+  SCOPED_TRACE("bad " + argument);
+  try {
+    run();
+    ADD_FAILURE() << "accepted a bad " << argument;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument) << e.what();
+    EXPECT_NE(std::string(e.what()).find(argument), std::string::npos) << "the message does not name " << argument
+                                                                       << ": " << e.what();
+  }
+  EXPECT_TRUE(all_nan(batch.out)) << "out was written by a rejected call";
+  EXPECT_TRUE(all_nan(batch.lse)) << "lse was written by a rejected call";
+}
+
+TEST(PagedErrors, EachBadArgumentIsNamedAndNothingIsWritten) {
+  SCOPED_TRACE(seed_text());
+  PagedData data(PagedCase{.name = "errors", .q_lens = {3, 3}, .k_lens = {40, 17}, .mask = kCausalBR});
+  const PagedCase& c = data.kase();
+  const std::int64_t capacity = data.max_pages_per_seq() * c.page_size;
+  for_each_backend([&](const PagedBackendName& be) {
+    // Contents of tables and lengths are checked on the CPU only (paged.hpp: device-resident ones are trusted).
+    const bool checks_contents = be.device == Device::cpu;
+    auto good = data.make_batch();
+    const PagedPlan plan = data.run(*good, be.name, be.device, {.split = SplitKV::fixed(64)}).plan;
+    // Each mutation on a fresh batch, run with the good plan: the forward itself must refuse it.
+    const auto with = [&](const std::string& argument, auto&& mutate) {
+      auto batch = data.make_batch();
+      mutate(*batch);
+      expect_rejected(argument, *batch, [&] { data.run(*batch, be.name, be.device, {.plan = &plan}); });
+    };
+    const TensorView k = data.k_cache_view(), v = data.v_cache_view();
+    with("kv.k_cache", [&](Batch& b) {
+      b.args.kv.k_cache = TensorView::strided(k.data, k.dtype, {k.shape[0], k.shape[1], k.shape[2] * k.shape[3]},
+                                              {k.stride[0], k.stride[1], 1}, k.device);
+    });
+    with("kv.v_cache", [&](Batch& b) {
+      b.args.kv.v_cache = TensorView::strided(v.data, v.dtype, {v.shape[0], v.shape[1] - 1, v.shape[2], v.shape[3]},
+                                              {v.stride[0], v.stride[1], v.stride[2], 1}, v.device);
+    });
+    with("kv.block_table", [&](Batch& b) {
+      const TensorView t = b.args.kv.block_table;
+      b.args.kv.block_table = TensorView::strided(t.data, DType::f32, {t.shape[0], t.shape[1]}, {t.stride[0], 1});
+    });
+    with("kv.block_table", [&](Batch& b) {
+      const TensorView t = b.args.kv.block_table;
+      b.args.kv.block_table = TensorView::strided(t.data, DType::i32, {t.shape[0] - 1, t.shape[1]}, {t.stride[0], 1});
+    });
+    with("q", [&](Batch& b) {  // 7 query heads over 2 kv heads
+      const TensorView q = b.args.q;
+      b.args.q = TensorView::strided(q.data, q.dtype, {q.shape[0], q.shape[1], q.shape[2] - 1, q.shape[3]},
+                                     {q.stride[0], q.stride[1], q.stride[2], 1});
+    });
+    with("lse", [&](Batch& b) { b.args.lse = b.lse.view({2, c.heads_q - 1, 3}); });
+    if (checks_contents) {
+      with("kv.seqlens_k", [&](Batch& b) { b.seqlens_k.set(1, static_cast<double>(capacity + 1)); });
+      with("kv.seqlens_k", [&](Batch& b) { b.seqlens_k.set(0, 2.0); });  // fewer than its 3 new tokens
+      with("kv.block_table", [&](Batch& b) { b.block_table.set(1, static_cast<double>(data.num_pages())); });
+    }
+    // Split and expected length: refused by the planning call.
+    auto batch = data.make_batch();
+    expect_rejected("split.tokens", *batch, [&] {
+      data.run(*batch, be.name, be.device, {.split = SplitKV::fixed(100)});
+    });
+    expect_rejected("expected_seqlen_k", *batch, [&] {
+      data.run(*batch, be.name, be.device, {.split = SplitKV::automatic(), .expected_seqlen_k = capacity + 1});
+    });
+  });
+}
+
+// ---- the cache write and the page copy ----------------------------------------------------------------------------
+
+TEST(PagedCache, WriteSlotsAndCopyPages) {
+  SCOPED_TRACE(seed_text());
+  const DType dtype = DType::bf16;
+  const std::int64_t pages = 13, ps = 5, hkv = 2, dqk = 64, dv = 40;
+  Rng rng("paged/cache");
+  for_each_backend([&](const PagedBackendName& be) {
+    HostBuffer k_cache(dtype, pages * ps * hkv * dqk), v_cache(dtype, pages * ps * hkv * dv);
+    k_cache.poison();
+    v_cache.poison();
+    // Slots as a block manager hands them out: three sequences with tables drawn from a shuffled pool, each
+    // appending tokens after its current length; padding rows (slot -1) in between.
+    std::vector<std::int32_t> pool(pages);
+    for (std::int64_t e = 0; e < pages; ++e) pool[e] = static_cast<std::int32_t>(e);
+    for (std::int64_t e = pages - 1; e > 0; --e) std::swap(pool[e], pool[rng.uniform_int(0, e)]);
+    const std::int64_t lengths[] = {0, 7, 12}, appends[] = {6, 1, 9};
+    std::vector<std::int32_t> slots;
+    std::size_t next = 0;
+    for (int s = 0; s < 3; ++s) {
+      std::vector<std::int32_t> table;
+      for (std::int64_t pos = lengths[s]; pos < lengths[s] + appends[s]; ++pos) {
+        while (static_cast<std::int64_t>(table.size()) <= pos / ps) table.push_back(pool[next++]);
+        slots.push_back(static_cast<std::int32_t>(table[pos / ps] * ps + pos % ps));
+        if (pos % 4 == 1) slots.push_back(-1);
+      }
+    }
+    const auto tokens = static_cast<std::int64_t>(slots.size());
+    HostBuffer k_new(dtype, tokens * hkv * dqk), v_new(dtype, tokens * hkv * dv), slot_buf(DType::i32, tokens);
+    k_new.fill([&] { return rng.normal(); });
+    v_new.fill([&] { return rng.normal(); });
+    for (std::int64_t t = 0; t < tokens; ++t) slot_buf.set(t, slots[t]);
+
+    // What must come out: the slots' rows replaced byte for byte, every other byte as it was.
+    HostBuffer want_k = k_cache, want_v = v_cache;
+    const std::size_t es = dtype_size(dtype);
+    for (std::int64_t t = 0; t < tokens; ++t) {
+      if (slots[t] < 0) continue;
+      std::memcpy(static_cast<char*>(want_k.data()) + slots[t] * hkv * dqk * es,
+                  static_cast<const char*>(k_new.data()) + t * hkv * dqk * es, hkv * dqk * es);
+      std::memcpy(static_cast<char*>(want_v.data()) + slots[t] * hkv * dv * es,
+                  static_cast<const char*>(v_new.data()) + t * hkv * dv * es, hkv * dv * es);
+    }
+    const std::int32_t copies[][2] = {{pool[0], pool[next]}, {pool[2], pool[next + 1]}};
+    HostBuffer copy_buf(DType::i32, 4);
+    for (int e = 0; e < 4; ++e) copy_buf.set(e, copies[e / 2][e % 2]);
+    HostBuffer want_k2 = want_k, want_v2 = want_v;
+    for (const auto& cp : copies) {
+      std::memcpy(static_cast<char*>(want_k2.data()) + cp[1] * ps * hkv * dqk * es,
+                  static_cast<const char*>(want_k.data()) + cp[0] * ps * hkv * dqk * es, ps * hkv * dqk * es);
+      std::memcpy(static_cast<char*>(want_v2.data()) + cp[1] * ps * hkv * dv * es,
+                  static_cast<const char*>(want_v.data()) + cp[0] * ps * hkv * dv * es, ps * hkv * dv * es);
+    }
+
+    AttentionParams params;
+    params.impl = be.name;
+    const auto same = [](const HostBuffer& a, const HostBuffer& b) {
+      return a.bytes() == b.bytes() && std::memcmp(a.data(), b.data(), a.bytes()) == 0;
+    };
+    const auto run_on = [&](auto&& body) {  // body(k_cache view, v_cache view, k_new, v_new, slots, copies)
+      if (be.device == Device::cpu) {
+        body(k_cache.view({pages, ps, hkv, dqk}), v_cache.view({pages, ps, hkv, dv}), k_new.view({tokens, hkv, dqk}),
+             v_new.view({tokens, hkv, dv}), slot_buf.view({tokens}), copy_buf.view({2, 2}));
+        return;
+      }
+      DeviceBuffer dk(k_cache), dvb(v_cache), dkn(k_new), dvn(v_new), ds(slot_buf), dc(copy_buf);
+      body(dk.rebase(k_cache.view({pages, ps, hkv, dqk}), k_cache), dvb.rebase(v_cache.view({pages, ps, hkv, dv}), v_cache),
+           dkn.rebase(k_new.view({tokens, hkv, dqk}), k_new), dvn.rebase(v_new.view({tokens, hkv, dv}), v_new),
+           ds.rebase(slot_buf.view({tokens}), slot_buf), dc.rebase(copy_buf.view({2, 2}), copy_buf));
+      dk.download(k_cache);
+      dvb.download(v_cache);
+    };
+    run_on([&](TensorView kc, TensorView vc, TensorView kn, TensorView vn, TensorView sl, TensorView) {
+      paged_kv_write({kn, vn, sl, kc, vc}, params);
+    });
+    EXPECT_TRUE(same(k_cache, want_k)) << "k_cache after paged_kv_write";
+    EXPECT_TRUE(same(v_cache, want_v)) << "v_cache after paged_kv_write";
+    run_on([&](TensorView kc, TensorView vc, TensorView, TensorView, TensorView, TensorView cp) {
+      paged_kv_copy_pages(kc, vc, cp, params);
+    });
+    EXPECT_TRUE(same(k_cache, want_k2)) << "k_cache after paged_kv_copy_pages";
+    EXPECT_TRUE(same(v_cache, want_v2)) << "v_cache after paged_kv_copy_pages";
+
+    if (be.device == Device::cpu) {  // slot contents are checked where they can be read
+      slot_buf.set(tokens / 2, static_cast<double>(pages * ps));
+      try {
+        run_on([&](TensorView kc, TensorView vc, TensorView kn, TensorView vn, TensorView sl, TensorView) {
+          paged_kv_write({kn, vn, sl, kc, vc}, params);
+        });
+        ADD_FAILURE() << "a slot past the cache was accepted";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("slot_mapping"), std::string::npos) << e.what();
+      }
+      EXPECT_TRUE(same(k_cache, want_k2) && same(v_cache, want_v2)) << "a rejected write changed the cache";
+    }
+  });
+}
+
+// ---- the checks above can fail -----------------------------------------------------------------------------------
+
+bool all_ok(const std::vector<Comparison>& all) {
+  for (const Comparison& c : all)
+    if (!c.ok()) return false;
+  return true;
+}
+
+TEST(PagedChecks, ChecksCanFail) {
+  SCOPED_TRACE(seed_text());
+  PagedData data(PagedCase{.name = "can_fail", .q_lens = {1, 1}, .k_lens = {40, 70}, .mask = kCausalBR});
+  std::int32_t unused = -1;
+  for (std::int32_t page = 0; page < data.num_pages() && unused < 0; ++page) {
+    bool taken = false;
+    for (int b = 0; b < 2; ++b)
+      for (std::int32_t q : data.pages_of(b)) taken = taken || q == page;
+    if (!taken) unused = page;
+  }
+  ASSERT_GE(unused, 0);
+  for_each_backend([&](const PagedBackendName& be) {
+    auto batch = data.make_batch();
+    const RunResult good = data.run(*batch, be.name, be.device, {});
+    ASSERT_TRUE(all_ok(data.judge(*batch, good)));
+
+    RunResult tampered = good;  // one element off by more than the bf16 bound allows
+    tampered.out[1][17] += 0.5;
+    EXPECT_FALSE(all_ok(data.judge(*batch, tampered))) << "a wrong out element passed";
+    tampered = good;
+    tampered.lse[0][3] += 0.5;
+    EXPECT_FALSE(all_ok(data.judge(*batch, tampered))) << "a wrong lse element passed";
+
+    auto bad = data.make_batch();
+    bad->block_table.set(1, unused);  // sequence 0's second page replaced by a page of NaN
+    EXPECT_FALSE(all_ok(data.judge(*bad, data.run(*bad, be.name, be.device, {})))) << "a NaN page went unseen";
+    auto swapped = data.make_batch();
+    swapped->block_table.set(0, data.pages_of(1)[0]);  // sequence 0 reading a page of sequence 1
+    EXPECT_FALSE(all_ok(data.judge(*swapped, data.run(*swapped, be.name, be.device, {})))) << "a wrong page passed";
+    auto longer = data.make_batch();
+    longer->seqlens_k.set(0, 41.0);  // one key past the end: the NaN slot after it
+    EXPECT_FALSE(all_ok(data.judge(*longer, data.run(*longer, be.name, be.device, {})))) << "a NaN slot went unseen";
   });
 }
 

@@ -235,7 +235,14 @@ RunResult PagedData::run(Batch& t, const std::string& impl, Device device, const
       dws = DeviceBuffer(ws);
       params.workspace = {dws.rebase(ws.view({ws.elements()}), ws).data, r.plan.workspace_bytes};
     }
-    paged_attention_forward(args, r.plan, params);
+    // Outputs come back on the error path too, so that a rejected call can be seen to have written nothing.
+    try {
+      paged_attention_forward(args, r.plan, params);
+    } catch (...) {
+      dev.at(&t.out).download(t.out);
+      dev.at(&t.lse).download(t.lse);
+      throw;
+    }
     dev.at(&t.out).download(t.out);
     dev.at(&t.lse).download(t.lse);
   }
