@@ -76,7 +76,8 @@ def view(t):
 
 
 class IoAttn:
-    def __init__(self, path):
+    def __init__(self, path, forward_impl="cuda"):
+        self.forward_impl = forward_impl.encode()
         self.lib = ctypes.CDLL(path)
         self.lib.ioattn_forward.restype = ctypes.c_int
         self.lib.ioattn_backward.restype = ctypes.c_int
@@ -84,10 +85,10 @@ class IoAttn:
         self.lib.ioattn_backends.restype = ctypes.c_char_p
         self.lib.ioattn_version.restype = ctypes.c_char_p
 
-    def params(self, causal):
+    def params(self, causal, impl=b"cuda"):
         p = Params()
         self.lib.ioattn_params_init(ctypes.byref(p))
-        p.impl = b"cuda"
+        p.impl = impl
         if causal:
             p.mask.window_left, p.mask.window_right = -1, 0
         p.stream = torch.cuda.current_stream().cuda_stream
@@ -99,7 +100,7 @@ class IoAttn:
 
     def forward_fn(self, q, k, v, out, lse, causal):
         args = ForwardArgs(view(q), view(k), view(v), view(out), view(lse), None)
-        params = self.params(causal)
+        params = self.params(causal, self.forward_impl)
         fwd, a, p = self.lib.ioattn_forward, ctypes.byref(args), ctypes.byref(params)
         return lambda: self.check(fwd(a, p), "forward")
 
@@ -273,10 +274,11 @@ def main():
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5, help="rounds of the interleaved variant timings")
     ap.add_argument("--variants", default="", help="comma-separated IOATTN_FWD_VARIANT values to time as well")
+    ap.add_argument("--impl", default="cuda", help="ioattn backend for the forward (e.g. cuda_sm90); backward: cuda")
     args = ap.parse_args()
     args.variants = [int(v) for v in args.variants.split(",") if v != ""]
 
-    lib = IoAttn(args.lib)
+    lib = IoAttn(args.lib, args.impl)
     env = environment()
     env["ioattn"] = lib.lib.ioattn_version().decode()
     print(f"ioattn {env['ioattn']} backends: {lib.lib.ioattn_backends().decode()}", flush=True)

@@ -1,21 +1,27 @@
-// ioattn sm90: the "cuda_sm90" backend record (placeholder until the Hopper kernels land).
+// ioattn sm90: the "cuda_sm90" backend record (Hopper: TMA, wgmma, warp specialization). Forward only; the
+// backward is refused so that "auto" hands it to the sm80 "cuda" backend.
 #include <string>
 
 #include "api/backend.hpp"
+#include "cuda/sm90/forward.hpp"
 
 namespace ioattn::detail {
 namespace {
 
-std::string sm90_unsupported(const Problem&, bool) { return "not implemented yet"; }
-std::size_t no_forward_workspace(const Problem&) { return 0; }
-std::size_t no_backward_workspace(const BackwardProblem&) { return 0; }
-void no_forward(const Problem&) {}
-void no_backward(const BackwardProblem&) {}
+std::size_t sm90_forward_workspace_bytes(const Problem&) { return 0; }
+std::size_t sm90_backward_workspace_bytes(const BackwardProblem&) { return 0; }
+void sm90_backward(const BackwardProblem& p) { throw Error(ErrorCode::unsupported, sm90::forward_unsupported(p, true)); }
 
 }  // namespace
 
 // Priority 200: above the sm80 "cuda" backend, so "auto" picks it on Hopper for the problems it supports.
-const Backend kCudaSm90Backend{"cuda_sm90",          Device::cuda,           200,       &sm90_unsupported,
-                               &no_forward_workspace, &no_backward_workspace, &no_forward, &no_backward};
+const Backend kCudaSm90Backend{"cuda_sm90",
+                               Device::cuda,
+                               200,
+                               &sm90::forward_unsupported,
+                               &sm90_forward_workspace_bytes,
+                               &sm90_backward_workspace_bytes,
+                               &sm90::run_forward,
+                               &sm90_backward};
 
 }  // namespace ioattn::detail

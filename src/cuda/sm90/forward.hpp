@@ -1,0 +1,22 @@
+// ioattn sm90 forward: what the backend record sees. No CuTe or CUDA headers here.
+#pragma once
+
+#include <string>
+
+#include "api/problem.hpp"
+
+namespace ioattn::detail::sm90 {
+
+// Empty when run_forward can take the problem on this build and device; otherwise the reason. The backward is
+// always refused: the sm80 "cuda" backend runs it.
+std::string forward_unsupported(const Problem& p, bool backward);
+
+// Runs the forward on the problem's stream. Throws ErrorCode::unsupported where forward_unsupported is not empty,
+// ErrorCode::backend_failure when a CUDA call fails.
+void run_forward(const Problem& p);
+
+// One compiled instantiation (instantiations/fwd.cu.in): this dtype, head dim kDim for q, k and v.
+template <DType kDtype, int kDim>
+void launch_forward(const Problem& p);
+
+}  // namespace ioattn::detail::sm90

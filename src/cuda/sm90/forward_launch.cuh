@@ -1,0 +1,121 @@
+// ioattn sm90 forward: tile choice per head dim, the tensor maps, and the launch. Included by the instantiation
+// files only.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <type_traits>
+
+#include <cuda_runtime.h>
+#include <cutlass/numeric_types.h>
+
+#include "api/problem.hpp"
+#include "cuda/sm80/common/cuda_check.cuh"
+#include "cuda/sm90/forward.hpp"
+#include "cuda/sm90/forward_kernel.cuh"
+#include "cuda/sm90/forward_traits.cuh"
+
+namespace ioattn::detail::sm90 {
+
+template <DType kDtype>
+using ElementOf = std::conditional_t<kDtype == DType::f16, cutlass::half_t, cutlass::bfloat16_t>;
+
+// Key tile per head dim. Shared memory: Q (128 x d) + 2 stages of K and V (kBlockN x d each). d 256 takes 64 keys
+// (64 + 128 KB = 192 KB; 128 keys would not fit in 227 KB) and keeps the O accumulator (128 registers a thread) and
+// S (32) inside the consumers' 240.
+template <DType kDtype, int kDim>
+struct ForwardConfig;
+template <DType kDtype>
+struct ForwardConfig<kDtype, 64> {
+  using Traits = ForwardTraits<ElementOf<kDtype>, 64, 128>;
+};
+template <DType kDtype>
+struct ForwardConfig<kDtype, 128> {
+  using Traits = ForwardTraits<ElementOf<kDtype>, 128, 128>;
+};
+template <DType kDtype>
+struct ForwardConfig<kDtype, 256> {
+  using Traits = ForwardTraits<ElementOf<kDtype>, 256, 64>;
+};
+
+// A tensor map over (rows, dim, heads, batch). A dimension of extent 1 is never stepped, but the map still wants a
+// valid stride (a 16-byte multiple, and cute's mode ordering is happier with no zero): use the row length.
+template <class Traits>
+auto make_gmem_view(const Operand& x, std::int64_t rows, std::int64_t heads, std::int64_t batches) {
+  using Element = typename Traits::Element;
+  const std::int64_t row_stride = rows > 1 ? x.seq_stride : Traits::kDim;
+  const std::int64_t head_stride = heads > 1 ? x.head_stride : Traits::kDim;
+  const std::int64_t batch_stride = batches > 1 ? x.batch_stride : Traits::kDim;
+  return make_tensor(make_gmem_ptr(static_cast<Element const*>(x.ptr)),
+                     make_shape(int(rows > 1 ? rows : 1), int(Traits::kDim), int(heads), int(batches)),
+                     make_stride(row_stride, _1{}, head_stride, batch_stride));
+}
+
+template <class Traits>
+ForwardParams<Traits> make_forward_params(const Problem& p) {
+  const bool varlen = p.is_varlen();
+  const std::int64_t batches = varlen ? 1 : p.batch;
+  const std::int64_t rows_q = varlen ? p.total_q : p.seqlen_q;
+  const std::int64_t rows_k = varlen ? p.total_k : p.seqlen_k;
+
+  ForwardParams<Traits> fp{};
+  fp.tma_q = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Traits>(p.q, rows_q, p.heads_q, batches),
+                           typename Traits::SmemLayoutQ{}, Shape<Int<Traits::kBlockM>, Int<Traits::kDim>>{}, _1{});
+  fp.tma_k = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Traits>(p.k, rows_k, p.heads_kv, batches),
+                           take<0, 2>(typename Traits::SmemLayoutK{}),
+                           Shape<Int<Traits::kBlockN>, Int<Traits::kDim>>{}, _1{});
+  fp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Traits>(p.v, rows_k, p.heads_kv, batches),
+                           take<0, 2>(typename Traits::SmemLayoutV{}),
+                           Shape<Int<Traits::kBlockN>, Int<Traits::kDim>>{}, _1{});
+  fp.map_rows_q = int(rows_q);
+  fp.map_rows_k = int(rows_k);
+  fp.heads_q = int(p.heads_q);
+  fp.heads_kv = int(p.heads_kv);
+  fp.map_batch = int(batches);
+  fp.out = p.out.ptr;
+  fp.o_batch_stride = p.out.batch_stride, fp.o_row_stride = p.out.seq_stride, fp.o_head_stride = p.out.head_stride;
+  fp.lse = static_cast<float*>(p.lse.ptr);
+  fp.lse_batch_stride = p.lse.batch_stride, fp.lse_row_stride = p.lse.seq_stride;
+  fp.lse_head_stride = p.lse.head_stride;
+  fp.cu_seqlens_q = p.cu_seqlens_q;
+  fp.cu_seqlens_k = p.cu_seqlens_k;
+  fp.total_q = p.total_q;
+  fp.total_k = p.total_k;
+  fp.seqlen_q = int(p.seqlen_q);
+  fp.seqlen_k = int(p.seqlen_k);
+  fp.group_size = int(p.group_size());
+  fp.scale = p.scale;
+  fp.scale_log2 = p.scale * 1.4426950408889634f;
+  fp.sinks = p.sinks;
+  fp.window_left = p.mask.window_left;
+  fp.window_right = p.mask.window_right;
+  fp.top_left = p.mask.alignment == Alignment::top_left;
+  fp.num_m_blocks = int((p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM);
+  return fp;
+}
+
+template <DType kDtype, int kDim>
+void launch_forward(const Problem& p) {
+  using Traits = typename ForwardConfig<kDtype, kDim>::Traits;
+  constexpr int kSmem = Traits::kSmemBytes;
+  auto kernel = &forward_kernel<Traits>;
+
+  if (p.seqlen_q == 0 || p.batch == 0 || p.heads_q == 0) return;
+  sm80::DeviceScope device(p.device_index);
+  // Above 48 KB a kernel must opt in to dynamic shared memory, once per device (one bit per device; a race only
+  // repeats the idempotent call).
+  static std::atomic<std::uint64_t> configured{0};
+  const std::uint64_t bit = p.device_index < 64 ? (std::uint64_t{1} << p.device_index) : 0;
+  if (bit == 0 || (configured.load(std::memory_order_relaxed) & bit) == 0) {
+    sm80::cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem),
+                     "cudaFuncSetAttribute(max dynamic shared memory)");
+    configured.fetch_or(bit, std::memory_order_relaxed);
+  }
+
+  const ForwardParams<Traits> fp = make_forward_params<Traits>(p);
+  const dim3 grid(unsigned(fp.num_m_blocks), unsigned(p.heads_q), unsigned(p.batch));
+  kernel<<<grid, Traits::kThreads, kSmem, static_cast<cudaStream_t>(p.stream)>>>(fp);
+  sm80::cuda_check(cudaGetLastError(), "cuda_sm90 forward kernel launch");
+}
+
+}  // namespace ioattn::detail::sm90

@@ -1,0 +1,112 @@
+// ioattn sm90 forward: tile shapes, shared-memory layouts, the two wgmma tilings and the TMA copy types of one
+// (element type, head dim, key tile) configuration.
+//
+// One CTA = one producer warpgroup (a single thread issues every TMA load) + two consumer warpgroups, each owning
+// 64 rows of the kBlockM = 128 query tile. S = Q K^T is a wgmma with both operands in shared memory; O += P V takes
+// P from registers (the S accumulator, converted in place) and V from shared memory read MN-major (transposed view).
+#pragma once
+
+#include <cstdint>
+
+#include <cute/arch/copy_sm90_tma.hpp>
+#include <cute/atom/copy_traits_sm90_tma.hpp>
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cute/tensor.hpp>
+#include <cutlass/pipeline/sm90_pipeline.hpp>
+
+namespace ioattn::detail::sm90 {
+
+using namespace cute;
+
+template <class Element_, int kDim_, int kBlockN_, int kStages_ = 2>
+struct ForwardTraits {
+  using Element = Element_;
+  static constexpr int kDim = kDim_;
+  static constexpr int kBlockM = 128;
+  static constexpr int kBlockN = kBlockN_;
+  static constexpr int kStages = kStages_;
+  static constexpr int kConsumerWarpgroups = 2;
+  static constexpr int kConsumerThreads = 128 * kConsumerWarpgroups;
+  static constexpr int kThreads = 128 + kConsumerThreads;
+  // setmaxnreg budgets: 24 * 128 + 240 * 256 = 64512 of the SM's 65536 registers. The producer only computes
+  // addresses; the consumers hold S (64 x kBlockN) and O (64 x kDim) accumulators.
+  static constexpr int kProducerRegisters = 24;
+  static constexpr int kConsumerRegisters = 240;
+
+  using TileShapeQK = Shape<Int<kBlockM>, Int<kBlockN>, Int<kDim>>;  // (M, N, K) of S = Q K^T
+  using TileShapePV = Shape<Int<kBlockM>, Int<kDim>, Int<kBlockN>>;  // (M, N, K) of O = P V
+  using AtomLayout = Layout<Shape<Int<kConsumerWarpgroups>, _1, _1>>;  // warpgroups stacked along M
+  using TiledMmaQK =
+      decltype(make_tiled_mma(GMMA::ss_op_selector<Element, Element, float, TileShapeQK>(), AtomLayout{}));
+  using TiledMmaPV = decltype(make_tiled_mma(
+      GMMA::rs_op_selector<Element, Element, float, TileShapePV, GMMA::Major::K, GMMA::Major::MN>(), AtomLayout{}));
+
+  // Every head dim here is a multiple of 64 elements (128 bytes): the 128-byte swizzle, K-major, fits all operands.
+  using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;
+  using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kDim>>{}));
+  using SmemLayoutK = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockN>, Int<kDim>, Int<kStages>>{}));
+  using SmemLayoutV = SmemLayoutK;
+  // V seen as (dim, key, stage): the B operand of P V, MN-major.
+  using SmemLayoutVt = decltype(composition(
+      SmemLayoutV{}, make_ordered_layout(Shape<Int<kDim>, Int<kBlockN>, Int<kStages>>{}, Step<_2, _1, _3>{})));
+
+  // Global tensors as the tensor maps see them: (rows, dim, heads, batch). Dense: rows = seqlen; varlen: rows =
+  // the packed total and batch = 1. Rows past the extent arrive as zeros.
+  using GmemShape = Shape<int, int, int, int>;
+  using GmemStride = Stride<std::int64_t, _1, std::int64_t, std::int64_t>;
+  using GmemTensor =
+      decltype(make_tensor(make_gmem_ptr(static_cast<Element const*>(nullptr)), GmemShape{}, GmemStride{}));
+  using TmaQ = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, SmemLayoutQ{},
+                                      Shape<Int<kBlockM>, Int<kDim>>{}, _1{}));
+  using TmaKV = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, take<0, 2>(SmemLayoutK{}),
+                                       Shape<Int<kBlockN>, Int<kDim>>{}, _1{}));
+
+  // A TMA load always delivers its whole box (zeros past the tensor's end), so these are exact.
+  static constexpr std::uint32_t kBytesQ = kBlockM * kDim * sizeof(Element);
+  static constexpr std::uint32_t kBytesKV = kBlockN * kDim * sizeof(Element);
+
+  using Pipeline = cutlass::PipelineTmaAsync<kStages>;
+
+  struct SharedStorage {
+    // 128-byte swizzled tiles repeat every 1024 bytes; wgmma descriptors assume that alignment.
+    alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutQ>> q;
+    alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutK>> k;
+    alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutV>> v;
+    typename Pipeline::SharedStorage pipe_k;
+    typename Pipeline::SharedStorage pipe_v;
+    alignas(8) std::uint64_t bar_q;
+  };
+  static constexpr int kSmemBytes = int(sizeof(SharedStorage));
+};
+
+// The kernel's parameter block; passed as a __grid_constant__ so the tensor maps stay in parameter memory, where
+// the TMA unit may read them.
+template <class Traits>
+struct ForwardParams {
+  typename Traits::TmaQ tma_q;
+  typename Traits::TmaKV tma_k;
+  typename Traits::TmaKV tma_v;
+  int map_rows_q, map_rows_k;  // the tensor maps' row extents
+  int heads_q, heads_kv;
+  int map_batch;  // the tensor maps' batch extent: batch (dense) or 1 (varlen)
+
+  void* out;
+  std::int64_t o_batch_stride, o_row_stride, o_head_stride;
+  float* lse;  // null: not wanted
+  std::int64_t lse_batch_stride, lse_row_stride, lse_head_stride;
+
+  const std::int32_t* cu_seqlens_q;  // device, [batch + 1]; null for dense
+  const std::int32_t* cu_seqlens_k;
+  std::int64_t total_q, total_k;
+  int seqlen_q, seqlen_k;  // dense: every sequence's; varlen: the max (sizes the grid)
+  int group_size;          // query heads per kv head
+
+  float scale;       // softmax scale (> 0: forward_unsupported)
+  float scale_log2;  // scale * log2(e): raw products to base-2 exponents
+  const float* sinks;  // [heads_q]; null: none
+  std::int64_t window_left, window_right;
+  bool top_left;
+  int num_m_blocks;
+};
+
+}  // namespace ioattn::detail::sm90

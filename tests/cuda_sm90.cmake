@@ -1,0 +1,11 @@
+# GPU-only tests of the Hopper backend "cuda_sm90" (src/cuda/sm90/): they skip, saying why, without a Hopper GPU.
+# The shared case table (tests/attention) runs cuda_sm90 too; these add multi-tile shapes for every compiled head dim.
+if(IOATTN_CUDA AND TARGET ioattn_attention_support)
+  ioattn_add_test(test_cuda_sm90_forward ${CMAKE_CURRENT_SOURCE_DIR}/cuda/sm90_forward_test.cpp LABELS cuda TIMEOUT 900)
+  target_link_libraries(test_cuda_sm90_forward PRIVATE ioattn_attention_support)
+  # The tests read the build's switches, so a cut-down build tests what it holds.
+  string(REPLACE ";" "," _ioattn_sm90_dims "${IOATTN_CUDA_HEAD_DIMS}")
+  string(REPLACE ";" "," _ioattn_sm90_dtypes "${IOATTN_CUDA_DTYPES}")
+  target_compile_definitions(test_cuda_sm90_forward PRIVATE
+    IOATTN_TEST_CUDA_HEAD_DIMS="${_ioattn_sm90_dims}" IOATTN_TEST_CUDA_DTYPES="${_ioattn_sm90_dtypes}")
+endif()
