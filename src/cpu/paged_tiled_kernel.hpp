@@ -85,18 +85,45 @@ struct Item {
   std::int64_t b, h_kv, chunk, r0, rows;  // rows r0 .. r0 + rows - 1 of the group x tokens rows
 };
 
-// Keys k0 .. k0 + kn - 1 of sequence b, kv head h_kv, widened to fp32 rows of length ld (zero padding past dim);
-// rows kn .. rows_pad - 1 zeroed, so that dot products against them are 0, not garbage.
+// Where keys k0 .. k0 + kn - 1 of sequence b live: page id and slot within the page of each, found by walking the
+// block table page by page (one division per tile instead of two per key and operand, which cost as much as the
+// arithmetic on a key in decode).
+struct KeyRows {
+  static constexpr std::int64_t kMax = 128;  // TileShape's largest bc
+  std::int64_t page[kMax];
+  std::int64_t slot[kMax];
+  std::int64_t count = 0;
+
+  IOATTN_TILED_INLINE void locate(const detail::PagedProblem& p, std::int64_t b, std::int64_t k0, std::int64_t kn) {
+    const std::int32_t* table = p.block_table + b * p.block_table_stride;
+    std::int64_t entry = k0 / p.page_size, in_page = k0 % p.page_size;
+    for (std::int64_t r = 0; r < kn; ++r) {
+      page[r] = table[entry];
+      slot[r] = in_page;
+      if (++in_page == p.page_size) {
+        in_page = 0;
+        ++entry;
+      }
+    }
+    count = kn;
+  }
+  IOATTN_TILED_INLINE std::int64_t offset(const detail::Operand& op, std::int64_t r, std::int64_t h) const {
+    return page[r] * op.batch_stride + slot[r] * op.seq_stride + h * op.head_stride;
+  }
+};
+static_assert(KeyRows::kMax >= 128, "KeyRows must hold TileShape's largest key tile");
+
+// The located keys of operand `cache`, kv head h_kv, widened to fp32 rows of length ld (zero padding past dim);
+// rows count .. rows_pad - 1 zeroed, so that dot products against them are 0, not garbage.
 template <DType D>
-IOATTN_TILED_INLINE void load_key_rows(const detail::PagedProblem& p, const detail::Operand& cache, std::int64_t b,
-                                       std::int64_t k0, std::int64_t kn, std::int64_t h_kv, std::int64_t dim,
-                                       float* dst, std::int64_t ld, std::int64_t rows_pad) {
-  for (std::int64_t r = 0; r < kn; ++r) {
+IOATTN_TILED_INLINE void load_key_rows(const KeyRows& keys, const detail::Operand& cache, std::int64_t h_kv,
+                                       std::int64_t dim, float* dst, std::int64_t ld, std::int64_t rows_pad) {
+  for (std::int64_t r = 0; r < keys.count; ++r) {
     float* d = dst + r * ld;
-    load_row<D>(cache.ptr, paged_offset(p, cache, b, k0 + r, h_kv), dim, d);
+    load_row<D>(cache.ptr, keys.offset(cache, r, h_kv), dim, d);
     for (std::int64_t c = dim; c < ld; ++c) d[c] = 0.0f;
   }
-  for (std::int64_t e = kn * ld; e < rows_pad * ld; ++e) dst[e] = 0.0f;
+  for (std::int64_t e = keys.count * ld; e < rows_pad * ld; ++e) dst[e] = 0.0f;
 }
 
 // s[r * lds + c] = q_r . k_c for r < rows, c < n_pad (a multiple of 4), four keys at a time so each q vector is
@@ -127,15 +154,15 @@ IOATTN_TILED_INLINE void scores_dot(std::int64_t rows, std::int64_t n_pad, std::
   }
 }
 
-// Asks the cache for keys k0 .. k0 + kn - 1 of K and V (the next tile) while the current one is worked on: within a
-// page the rows of one head are heads_kv rows apart, and across pages they jump, which hardware prefetchers follow
+// Asks the cache for the located keys of K and V (the next tile) while the current one is worked on: within a page
+// the rows of one head are heads_kv rows apart, and across pages they jump, which hardware prefetchers follow
 // poorly.
-IOATTN_TILED_INLINE void prefetch_keys(const detail::PagedProblem& p, std::int64_t b, std::int64_t k0,
-                                       std::int64_t kn, std::int64_t h_kv, std::size_t elem) {
+IOATTN_TILED_INLINE void prefetch_keys(const detail::PagedProblem& p, const KeyRows& keys, std::int64_t h_kv,
+                                       std::size_t elem) {
   const auto bytes_k = static_cast<std::int64_t>(p.dim_qk * elem), bytes_v = static_cast<std::int64_t>(p.dim_v * elem);
-  for (std::int64_t r = 0; r < kn; ++r) {
-    const char* k = static_cast<const char*>(p.k.ptr) + paged_offset(p, p.k, b, k0 + r, h_kv) * static_cast<std::int64_t>(elem);
-    const char* v = static_cast<const char*>(p.v.ptr) + paged_offset(p, p.v, b, k0 + r, h_kv) * static_cast<std::int64_t>(elem);
+  for (std::int64_t r = 0; r < keys.count; ++r) {
+    const char* k = static_cast<const char*>(p.k.ptr) + keys.offset(p.k, r, h_kv) * static_cast<std::int64_t>(elem);
+    const char* v = static_cast<const char*>(p.v.ptr) + keys.offset(p.v, r, h_kv) * static_cast<std::int64_t>(elem);
     for (std::int64_t off = 0; off < bytes_k; off += 64) __builtin_prefetch(k + off, 0, 1);
     for (std::int64_t off = 0; off < bytes_v; off += 64) __builtin_prefetch(v + off, 0, 1);
   }
@@ -173,23 +200,28 @@ IOATTN_TILED_INLINE void chunk_item(const detail::PagedProblem& p, const TileSha
   const std::size_t elem = dtype_size(D);
   // Key tiles on the chunk's own grid (c0 + n * bc), whatever part of it the mask lets this row tile see.
   const std::int64_t first_tile = k_begin > c0 ? c0 + (k_begin - c0) / t.bc * t.bc : c0;
+  KeyRows keys, next_keys;
   for (std::int64_t k0 = first_tile; k0 < k_end; k0 += t.bc) {
     const std::int64_t kn = std::min(t.bc, c1 - k0);
     const core::TileKind kind = seq.rule.classify(i_first, i_last + 1, k0, k0 + kn);
     if (kind == core::TileKind::skip) continue;
     const std::int64_t n_pad = tiled::pad_columns(kn);
+    keys.locate(p, b, k0, kn);
     if (dot_path) {
-      load_key_rows<D>(p, p.k, b, k0, kn, h_kv, p.dim_qk, tiles.k, t.dq_pad, n_pad);
+      load_key_rows<D>(keys, p.k, h_kv, p.dim_qk, tiles.k, t.dq_pad, n_pad);
     } else {
       for (std::int64_t r = 0; r < kn; ++r) {
-        load_row<D>(p.k.ptr, paged_offset(p, p.k, b, k0 + r, h_kv), p.dim_qk, tiles.row);
+        load_row<D>(p.k.ptr, keys.offset(p.k, r, h_kv), p.dim_qk, tiles.row);
         for (std::int64_t c = 0; c < p.dim_qk; ++c) tiles.k[c * t.bc + r] = tiles.row[c];
       }
       for (std::int64_t c = 0; c < p.dim_qk; ++c)
         for (std::int64_t r = kn; r < t.bc; ++r) tiles.k[c * t.bc + r] = 0.0f;
     }
-    load_key_rows<D>(p, p.v, b, k0, kn, h_kv, p.dim_v, tiles.v, t.dv_pad, kn);
-    if (k0 + t.bc < k_end) prefetch_keys(p, b, k0 + t.bc, std::min(t.bc, c1 - k0 - t.bc), h_kv, elem);
+    load_key_rows<D>(keys, p.v, h_kv, p.dim_v, tiles.v, t.dv_pad, kn);
+    if (k0 + t.bc < k_end) {
+      next_keys.locate(p, b, k0 + t.bc, std::min(t.bc, c1 - k0 - t.bc));
+      prefetch_keys(p, next_keys, h_kv, elem);
+    }
 
     // s[rows][n_pad] = q . k, then logits (softcap, ALiBi, mask per row; padding columns -inf).
     if (dot_path) {
