@@ -85,7 +85,7 @@ std::vector<PagedCase> table() {
   }
   {
     PagedCase c{.name = "packed_f32_d192x128_p16_alibi_h", .dtype = DType::f32, .dim_qk = 192, .dim_v = 128,
-                .heads_q = 4, .heads_kv = 2, .q_lens = {2, 1, 0}, .k_lens = {100, 16, 33}, .packed = true,
+                .heads_q = 4, .heads_kv = 2, .q_lens = {2, 1, 0, 0}, .k_lens = {100, 16, 33, 0}, .packed = true,
                 .alibi = Alibi::per_head};
     add(c);
   }
@@ -241,6 +241,15 @@ TEST(PagedBatch, BatchedDecodeEqualsOneAtATime) {
         const RunResult single = data.run(*one, be.name, be.device, {.split = split});
         EXPECT_TRUE(same_bits(single.out[0], batched.out[b])) << "out of sequence " << b << " alone differs";
         EXPECT_TRUE(same_bits(single.lse[0], batched.lse[b])) << "lse of sequence " << b << " alone differs";
+      }
+      // Other thread counts: the same bits (each output row is summed by one thread in a fixed order).
+      for (const int threads : {1, 3}) {
+        all->params.num_threads = threads;
+        const RunResult other = data.run(*all, be.name, be.device, {.split = split});
+        for (int b = 0; b < data.batch(); ++b) {
+          EXPECT_TRUE(same_bits(other.out[b], batched.out[b])) << threads << " threads, sequence " << b;
+          EXPECT_TRUE(same_bits(other.lse[b], batched.lse[b])) << threads << " threads, sequence " << b;
+        }
       }
       // Another batch around the same sequences, in another order and with a repeat.
       auto mixed = data.make_batch({3, 0, 3, 2});
