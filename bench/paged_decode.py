@@ -40,7 +40,7 @@ HEADS_Q, HEADS_KV, DIM = 32, 8, 128
 # (batch, context, page size, split): the grid, one row with large pages, one with a fixed split.
 GRID = [(1, 32768, 16, "auto"), (16, 2048, 16, "auto"), (16, 4096, 16, "auto"), (16, 8192, 16, "auto"),
         (64, 4096, 16, "auto"), (128, 2048, 16, "auto"), (16, 4096, 256, "auto"), (1, 32768, 16, "fixed:1024"),
-        (16, 8192, 16, "none")]
+        (1, 32768, 16, "fixed:512"), (16, 8192, 16, "fixed:1024"), (16, 8192, 16, "none")]
 
 
 class Tensor(ctypes.Structure):
