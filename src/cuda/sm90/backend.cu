@@ -3,6 +3,7 @@
 #include <string>
 
 #include "api/backend.hpp"
+#include "ioattn/error.hpp"
 #include "cuda/sm90/forward.hpp"
 
 namespace ioattn::detail {

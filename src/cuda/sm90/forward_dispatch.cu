@@ -1,6 +1,5 @@
 // ioattn sm90 forward: which instantiations this build holds, and what the Hopper forward refuses (so that "auto"
 // falls back to the sm80 kernels for it).
-#include <array>
 #include <atomic>
 #include <climits>
 #include <cstdint>
@@ -28,17 +27,14 @@ Launch find_forward(DType dtype, std::int64_t dim_qk, std::int64_t dim_v) {
   return nullptr;
 }
 
-// Compute capability major of each device, read once (-2: not read yet, -1: the query failed).
+// Compute capability major of each device, read once (0: not read yet, -1: the query failed; static storage
+// starts zeroed).
 int device_major(int device) {
-  static std::array<std::atomic<int>, 64> majors = [] {
-    std::array<std::atomic<int>, 64> a;
-    for (auto& m : a) m.store(-2);
-    return a;
-  }();
+  static std::atomic<int> majors[64];
   if (device < 0 || device >= 64) return -1;
   int major = majors[device].load(std::memory_order_relaxed);
-  if (major == -2) {
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+  if (major == 0) {
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess || major <= 0) {
       cudaGetLastError();
       major = -1;
     }
