@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "api/paged_problem.hpp"
 #include "cpu/paged_cache.hpp"
@@ -126,17 +127,66 @@ IOATTN_TILED_INLINE void load_key_rows(const KeyRows& keys, const detail::Operan
   for (std::int64_t e = keys.count * ld; e < rows_pad * ld; ++e) dst[e] = 0.0f;
 }
 
+// out[0..3] = the lane sums of a0..a3, reduced together by halving (three vector adds for all four, where four
+// scalar lane-by-lane sums cost a dozen dependent adds each). The order is fixed for a given VW.
+template <int VW>
+IOATTN_TILED_INLINE void sum4(typename Simd<VW>::vf a0, typename Simd<VW>::vf a1, typename Simd<VW>::vf a2,
+                              typename Simd<VW>::vf a3, float* out) {
+  using vf = typename Simd<VW>::vf;
+  if constexpr (VW == 8) {
+    // [a0 half sums | a1 half sums], then quarters of all four, then the sums in lanes 0..3.
+    const vf p = __builtin_shufflevector(a0, a1, 0, 1, 2, 3, 8, 9, 10, 11) +
+                 __builtin_shufflevector(a0, a1, 4, 5, 6, 7, 12, 13, 14, 15);
+    const vf q = __builtin_shufflevector(a2, a3, 0, 1, 2, 3, 8, 9, 10, 11) +
+                 __builtin_shufflevector(a2, a3, 4, 5, 6, 7, 12, 13, 14, 15);
+    const vf h = __builtin_shufflevector(p, q, 0, 1, 4, 5, 8, 9, 12, 13) +
+                 __builtin_shufflevector(p, q, 2, 3, 6, 7, 10, 11, 14, 15);
+    const vf r = __builtin_shufflevector(h, h, 0, 2, 4, 6, 0, 2, 4, 6) +
+                 __builtin_shufflevector(h, h, 1, 3, 5, 7, 1, 3, 5, 7);
+    std::memcpy(out, &r, 4 * sizeof(float));
+  } else {
+    const vf p = __builtin_shufflevector(a0, a1, 0, 1, 4, 5) + __builtin_shufflevector(a0, a1, 2, 3, 6, 7);
+    const vf q = __builtin_shufflevector(a2, a3, 0, 1, 4, 5) + __builtin_shufflevector(a2, a3, 2, 3, 6, 7);
+    const vf r = __builtin_shufflevector(p, q, 0, 2, 4, 6) + __builtin_shufflevector(p, q, 1, 3, 5, 7);
+    std::memcpy(out, &r, 4 * sizeof(float));
+  }
+}
+
 // s[r * lds + c] = q_r . k_c for r < rows, c < n_pad (a multiple of 4), four keys at a time so each q vector is
-// loaded once per four products. Each product sums lane-wise over the padded head dim, then across lanes in order.
+// loaded once per four products, and all rows against those four keys before the next four, so their 4 rows of K
+// stay in L1 (the whole K tile does not: it is as large as L1). Each product sums lane-wise over the padded head
+// dim, then across lanes (sum4).
 template <int VW>
 IOATTN_TILED_INLINE void scores_dot(std::int64_t rows, std::int64_t n_pad, std::int64_t d_pad, const float* q,
                                     const float* k, float* s, std::int64_t lds) {
   using V = Simd<VW>;
   using vf = typename V::vf;
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const float* qr = q + r * d_pad;
-    for (std::int64_t c = 0; c < n_pad; c += 4) {
-      const float* k0 = k + c * d_pad;
+  for (std::int64_t c = 0; c < n_pad; c += 4) {
+    const float* k0 = k + c * d_pad;
+    std::int64_t r = 0;
+    // Two rows at a time: each K vector loaded once for both (eight accumulators, under the 16 registers).
+    for (; r + 2 <= rows; r += 2) {
+      const float* qa = q + r * d_pad;
+      const float* qb = qa + d_pad;
+      vf a0{}, a1{}, a2{}, a3{}, b0{}, b1{}, b2{}, b3{};
+      for (std::int64_t d = 0; d < d_pad; d += VW) {
+        const vf x = V::load(qa + d), y = V::load(qb + d);
+        const vf k_0 = V::load(k0 + d), k_1 = V::load(k0 + d_pad + d);
+        const vf k_2 = V::load(k0 + 2 * d_pad + d), k_3 = V::load(k0 + 3 * d_pad + d);
+        a0 += x * k_0;
+        a1 += x * k_1;
+        a2 += x * k_2;
+        a3 += x * k_3;
+        b0 += y * k_0;
+        b1 += y * k_1;
+        b2 += y * k_2;
+        b3 += y * k_3;
+      }
+      sum4<VW>(a0, a1, a2, a3, s + r * lds + c);
+      sum4<VW>(b0, b1, b2, b3, s + (r + 1) * lds + c);
+    }
+    for (; r < rows; ++r) {  // the same sums, one row
+      const float* qr = q + r * d_pad;
       vf a0{}, a1{}, a2{}, a3{};
       for (std::int64_t d = 0; d < d_pad; d += VW) {
         const vf x = V::load(qr + d);
@@ -145,11 +195,7 @@ IOATTN_TILED_INLINE void scores_dot(std::int64_t rows, std::int64_t n_pad, std::
         a2 += x * V::load(k0 + 2 * d_pad + d);
         a3 += x * V::load(k0 + 3 * d_pad + d);
       }
-      float* out = s + r * lds + c;
-      out[0] = V::hsum(a0);
-      out[1] = V::hsum(a1);
-      out[2] = V::hsum(a2);
-      out[3] = V::hsum(a3);
+      sum4<VW>(a0, a1, a2, a3, s + r * lds + c);
     }
   }
 }
