@@ -24,9 +24,9 @@ namespace ioattn::cpu::paged {
 using tiled::Simd;
 using tiled::TileShape;
 
-// Below this many rows in a tile, q.k is taken as dot products over key rows (no transpose of the K tile, which
-// costs more than the product itself when a decode tile has 1 to 8 rows); from it on, the K tile is transposed and
-// the product goes through the GEMM micro-kernel.
+// Below this many rows in a tile, q.k is taken as dot products over key rows: transposing the K tile for the GEMM
+// micro-kernel is a scalar scatter whose cost does not shrink with the row count, while the product does (decode
+// tiles have 1 to 8 rows). From it on, the K tile is transposed and the product goes through the GEMM micro-kernel.
 inline constexpr std::int64_t kDotPathMaxRows = 16;
 
 // One sequence of the batch as the kernel sees it: its query span (k_len from seqlens_k, keys start at 0 in its
