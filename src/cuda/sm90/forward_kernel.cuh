@@ -4,10 +4,9 @@
 // its own mbarrier), then K and V of each visible key tile, from the last down to the first, into a kStages-deep
 // ring (PipelineTmaAsync: "full" barriers complete on the loads' byte counts, "empty" barriers on the consumers'
 // releases).
-// Consumer warpgroups (64 query rows each): S = Q K^T by wgmma from shared memory, K released as soon as the
-// product is done; the online softmax in base 2 on raw products (the scale folds into the exponent); O += P V with
-// P from registers. O is divided by the row sum once, in the epilogue, through core::SoftmaxState (sinks, rows that
-// saw nothing).
+// Consumer warpgroups (64 query rows each): forward_mainloop.cuh (S = Q K^T by wgmma from shared memory, the online
+// softmax, O += P V with P from registers); then the epilogue here divides O by the row sum once, through
+// core::SoftmaxState (sinks, rows that saw nothing), and stores O and the LSE.
 #pragma once
 
 #include <climits>
@@ -24,6 +23,7 @@
 #include "ioattn/core/softmax_state.hpp"
 #include "cuda/sm80/common/score_mod.cuh"
 #include "cuda/sm80/common/tile_ops.cuh"
+#include "cuda/sm90/forward_mainloop.cuh"
 #include "cuda/sm90/forward_traits.cuh"
 #include "cuda/sm90/wgmma_ops.cuh"
 
@@ -41,7 +41,7 @@ __forceinline__ __device__ core::SeqSpan clamp_span(core::SeqSpan s, std::int64_
   return s;
 }
 
-template <class Traits>
+template <class Traits, ForwardSchedule kSchedule>
 __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_CONSTANT ForwardParams<Traits> const p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Element = typename Traits::Element;
@@ -150,74 +150,19 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
     Tensor rC = make_tensor(cS.data(), gmma_rowcol_layout(cS.layout()));
     constexpr int kRows = decltype(size<0>(rC))::value;
 
-    const float to_log2 = p.scale_log2;
-    float row_max[kRows];  // raw-product units
-    float row_sum[kRows];  // this thread's part of sum 2^((s - m) * to_log2)
-    CUTE_UNROLL
-    for (int mi = 0; mi < kRows; ++mi) {
-      row_max[mi] = -INFINITY;
-      row_sum[mi] = 0.0f;
-    }
+    OnlineSoftmax<kRows> softmax(p.scale_log2);
     clear(acc_o);
     Barrier::wait(&storage.bar_q, 0);  // even with no key tile: the load must land before the CTA may exit
-
-    PipelineState read;
-    auto step = [&](int n_block, auto masked_tag) {
-      constexpr bool kMasked = decltype(masked_tag)::value;
-      Tensor acc_s = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
-      pipe_k.consumer_wait(read);
-      wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), acc_s);
-      warpgroup_wait<0>();
-      pipe_k.consumer_release(read);  // K's stage may refill while the softmax runs
-
-      Tensor rS = make_tensor(acc_s.data(), gmma_rowcol_layout(acc_s.layout()));
-      if constexpr (kMasked) sm80::apply_mask(rS, rC, rule, row0, n_block * kBlockN);
-
-      // Online softmax, exp_offset semantics of core/softmax_state.hpp: while a row's max is -inf (nothing visible
-      // yet) the offset is 0, so 2^(-inf - 0) = 0 instead of NaN.
-      Tensor rO = make_tensor(acc_o.data(), gmma_rowcol_layout(acc_o.layout()));
-      CUTE_UNROLL
-      for (int mi = 0; mi < kRows; ++mi) {
-        float tile_max = row_max[mi];
-        CUTE_UNROLL
-        for (int ni = 0; ni < size<1>(rS); ++ni) tile_max = fmaxf(tile_max, rS(mi, ni));
-        const float m_new = sm80::quad_max(tile_max);
-        const float offset = m_new == -INFINITY ? 0.0f : m_new * to_log2;
-        const float alpha = sm80::fast_exp2(row_max[mi] * to_log2 - offset);
-        row_max[mi] = m_new;
-        float sum = 0.0f;
-        CUTE_UNROLL
-        for (int ni = 0; ni < size<1>(rS); ++ni) {
-          rS(mi, ni) = sm80::fast_exp2(fmaf(rS(mi, ni), to_log2, -offset));
-          sum += rS(mi, ni);
-        }
-        row_sum[mi] = row_sum[mi] * alpha + sum;
-        CUTE_UNROLL
-        for (int ni = 0; ni < size<1>(rO); ++ni) rO(mi, ni) *= alpha;
-      }
-
-      Tensor rP = sm80::convert_tensor<Element>(acc_s);
-      Tensor tOrP = make_tensor(rP.data(), gmma_acc_as_a_layout(rP.layout()));
-      pipe_v.consumer_wait(read);
-      wgmma_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, read.index()), acc_o);
-      warpgroup_wait<0>();
-      pipe_v.consumer_release(read);
-      ++read;
-    };
 
     // Key tiles every row of the tile sees whole, inside the sequence, need no mask: [n_full_lo, n_full_hi)
     // (MaskRule::classify's `full` test; a row's visible keys only move right as the row grows).
     const std::int64_t full_lo = (rule.key_begin(row0 + rows_here - 1) + kBlockN - 1) / kBlockN;
     const std::int64_t key_end_first = rule.key_end(row0);
-    const int n_full_lo = full_lo > INT_MAX ? INT_MAX : int(full_lo);
-    const int n_full_hi = key_end_first > 0 ? int(key_end_first / kBlockN) : 0;
-    for (int n_block = n_block_max - 1; n_block >= n_block_min; --n_block) {
-      if (n_block < n_full_lo || n_block >= n_full_hi) {
-        step(n_block, cute::true_type{});
-      } else {
-        step(n_block, cute::false_type{});
-      }
-    }
+    MainloopArgs<Traits, decltype(tSrQ), decltype(tSrK), decltype(tOrV), decltype(rC), decltype(acc_o)> args{
+        pipe_k, pipe_v, mma_qk, mma_pv, tSrQ, tSrK, tOrV, rC, acc_o, rule, row0, n_block_min, n_block_max,
+        full_lo > INT_MAX ? INT_MAX : int(full_lo), key_end_first > 0 ? int(key_end_first / kBlockN) : 0,
+        warpgroup - 1};
+    consumer_mainloop<Traits, kSchedule>(args, softmax);
 
     // Epilogue: finalize each row through core::SoftmaxState (sink, empty rows), scale O once, store O and LSE.
     const float sink = p.sinks ? p.sinks[h] : 0.0f;
@@ -227,8 +172,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
       CUTE_UNROLL
       for (int mi = 0; mi < kRows; ++mi) {
         core::SoftmaxState<float> state;
-        state.m = row_max[mi] == -INFINITY ? -INFINITY : row_max[mi] * p.scale;
-        state.l = sm80::quad_sum(row_sum[mi]);
+        state.m = softmax.row_max[mi] == -INFINITY ? -INFINITY : softmax.row_max[mi] * p.scale;
+        state.l = sm80::quad_sum(softmax.row_sum[mi]);
         const float keep = p.sinks ? state.add_sink(sink) : 1.0f;
         const float factor = keep * state.inv_sum();
         row_lse[mi] = state.lse();

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include <cuda_runtime.h>
@@ -94,13 +95,11 @@ ForwardParams<Traits> make_forward_params(const Problem& p) {
   return fp;
 }
 
-template <DType kDtype, int kDim>
-void launch_forward(const Problem& p) {
-  using Traits = typename ForwardConfig<kDtype, kDim>::Traits;
+template <class Traits, ForwardSchedule kSchedule>
+void launch_forward_kernel(const Problem& p) {
   constexpr int kSmem = Traits::kSmemBytes;
-  auto kernel = &forward_kernel<Traits>;
+  auto kernel = &forward_kernel<Traits, kSchedule>;
 
-  if (p.seqlen_q == 0 || p.batch == 0 || p.heads_q == 0) return;
   sm80::DeviceScope device(p.device_index);
   // Above 48 KB a kernel must opt in to dynamic shared memory, once per device (one bit per device; a race only
   // repeats the idempotent call).
@@ -116,6 +115,32 @@ void launch_forward(const Problem& p) {
   const dim3 grid(unsigned(fp.num_m_blocks), unsigned(p.heads_q), unsigned(p.batch));
   kernel<<<grid, Traits::kThreads, kSmem, static_cast<cudaStream_t>(p.stream)>>>(fp);
   sm80::cuda_check(cudaGetLastError(), "cuda_sm90 forward kernel launch");
+}
+
+// IOATTN_SM90_FWD_VARIANT (read once): 0 or unset, the overlapped schedule with ping-pong; 1, serial; 2, overlapped
+// without ping-pong. For side-by-side timing (bench/sdpa_compare.py) and for testing each schedule.
+inline ForwardSchedule schedule_from_env() {
+  static const int variant = [] {
+    const char* env = std::getenv("IOATTN_SM90_FWD_VARIANT");
+    return env ? std::atoi(env) : 0;
+  }();
+  if (variant == 1) return ForwardSchedule::serial;
+  if (variant == 2) return ForwardSchedule::overlapped_no_pingpong;
+  return ForwardSchedule::overlapped;
+}
+
+template <DType kDtype, int kDim>
+void launch_forward(const Problem& p) {
+  using Traits = typename ForwardConfig<kDtype, kDim>::Traits;
+  if (p.seqlen_q == 0 || p.batch == 0 || p.heads_q == 0) return;
+  switch (schedule_from_env()) {
+    case ForwardSchedule::serial:
+      return launch_forward_kernel<Traits, ForwardSchedule::serial>(p);
+    case ForwardSchedule::overlapped_no_pingpong:
+      return launch_forward_kernel<Traits, ForwardSchedule::overlapped_no_pingpong>(p);
+    default:
+      return launch_forward_kernel<Traits, ForwardSchedule::overlapped>(p);
+  }
 }
 
 }  // namespace ioattn::detail::sm90

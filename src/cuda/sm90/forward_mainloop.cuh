@@ -1,0 +1,214 @@
+// ioattn sm90 forward: the consumer warpgroups' mainloop over the key tiles of one query tile.
+//
+// Two schedules (ForwardSchedule):
+//  - serial: per key tile, S = Q K^T, wait, softmax, O += P V, wait. Simple; the tensor cores idle during the
+//    softmax unless the other warpgroup happens to fill them.
+//  - overlapped (FlashAttention-3's two overlaps): within a warpgroup, S(n) = Q K(n)^T and O += P(n+1) V(n+1) are
+//    issued together and the softmax of S(n) runs while the P V product is still in flight; across the two
+//    warpgroups (ping-pong), named barriers hand the right to issue GEMMs back and forth, so that one warpgroup's
+//    softmax overlaps the other's GEMMs instead of both contending for the tensor cores at once.
+// In both, the softmax works in base 2 on raw products (the scale folds into the exponent), keeps the running max
+// and sum per row, and rescales O by exp(m_old - m_new); the division by the sum happens once, in the epilogue.
+#pragma once
+
+#include <climits>
+#include <cmath>
+#include <cstdint>
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/numeric_conversion.h>
+
+#include "ioattn/core/mask.hpp"
+#include "cuda/sm80/common/score_mod.cuh"
+#include "cuda/sm80/common/tile_ops.cuh"
+#include "cuda/sm90/wgmma_ops.cuh"
+
+namespace ioattn::detail::sm90 {
+
+using namespace cute;
+
+enum class ForwardSchedule : int { overlapped = 0, serial = 1, overlapped_no_pingpong = 2 };
+
+// Running softmax statistics of the kRows rows a thread holds (with the 3 other lanes of its quad).
+template <int kRows>
+struct OnlineSoftmax {
+  float row_max[kRows];  // raw-product units
+  float row_sum[kRows];  // this thread's part of sum 2^((s - m) * to_log2)
+  float to_log2;
+
+  __forceinline__ __device__ explicit OnlineSoftmax(float scale_log2) : to_log2(scale_log2) {
+    CUTE_UNROLL
+    for (int mi = 0; mi < kRows; ++mi) {
+      row_max[mi] = -INFINITY;
+      row_sum[mi] = 0.0f;
+    }
+  }
+
+  // Folds a tile of raw products (rowcol view) in: the tile becomes its probabilities (unnormalized), and alpha
+  // the factor for O. exp_offset semantics of core/softmax_state.hpp: while a row's max is -inf (nothing visible
+  // yet) the offset is 0, so 2^(-inf - 0) = 0 instead of NaN.
+  template <class RegS>
+  __forceinline__ __device__ void fold(RegS& rS, float (&alpha)[kRows]) {
+    CUTE_UNROLL
+    for (int mi = 0; mi < kRows; ++mi) {
+      float tile_max = row_max[mi];
+      CUTE_UNROLL
+      for (int ni = 0; ni < size<1>(rS); ++ni) tile_max = fmaxf(tile_max, rS(mi, ni));
+      const float m_new = sm80::quad_max(tile_max);
+      const float offset = m_new == -INFINITY ? 0.0f : m_new * to_log2;
+      alpha[mi] = sm80::fast_exp2(row_max[mi] * to_log2 - offset);
+      row_max[mi] = m_new;
+      float sum = 0.0f;
+      CUTE_UNROLL
+      for (int ni = 0; ni < size<1>(rS); ++ni) {
+        rS(mi, ni) = sm80::fast_exp2(fmaf(rS(mi, ni), to_log2, -offset));
+        sum += rS(mi, ni);
+      }
+      row_sum[mi] = row_sum[mi] * alpha[mi] + sum;
+    }
+  }
+
+  template <class RegO>
+  __forceinline__ __device__ static void rescale(RegO& rO, const float (&alpha)[kRows]) {
+    CUTE_UNROLL
+    for (int mi = 0; mi < kRows; ++mi) {
+      CUTE_UNROLL
+      for (int ni = 0; ni < size<1>(rO); ++ni) rO(mi, ni) *= alpha[mi];
+    }
+  }
+};
+
+// dst = src converted (cvt in pairs), same layout.
+template <class SrcTensor, class DstTensor>
+__forceinline__ __device__ void convert_into(SrcTensor const& src, DstTensor& dst) {
+  using From = typename SrcTensor::value_type;
+  using To = typename DstTensor::value_type;
+  constexpr int kNumel = decltype(size(src))::value;
+  cutlass::NumericArrayConverter<To, From, kNumel> convert_op;
+  *reinterpret_cast<cutlass::Array<To, kNumel>*>(dst.data()) =
+      convert_op(*reinterpret_cast<const cutlass::Array<From, kNumel>*>(src.data()));
+}
+
+// Ping-pong turn-taking between the two consumer warpgroups on named barriers 1 and 2 (after CUTLASS's reserved
+// ones). Each barrier counts both warpgroups: the waiting one's sync and the other's arrive.
+struct WarpgroupTurns {
+  int consumer;  // 0 or 1
+
+  static constexpr std::uint32_t kThreads = 256;
+  __forceinline__ __device__ void start() const {
+    // The first consumer's first turn: it signals itself.
+    if (consumer == 0) cutlass::arch::NamedBarrier::arrive(kThreads, 1);
+  }
+  __forceinline__ __device__ void wait_turn() const { cutlass::arch::NamedBarrier::sync(kThreads, 1 + consumer); }
+  __forceinline__ __device__ void pass_turn() const { cutlass::arch::NamedBarrier::arrive(kThreads, 2 - consumer); }
+};
+
+// Everything the mainloop reads, built by the kernel.
+template <class Traits, class TSrQ, class TSrK, class TOrV, class RC, class AccO>
+struct MainloopArgs {
+  typename Traits::Pipeline& pipe_k;
+  typename Traits::Pipeline& pipe_v;
+  typename Traits::TiledMmaQK& mma_qk;
+  typename Traits::TiledMmaPV& mma_pv;
+  TSrQ& tSrQ;  // (MMA, MMA_M, MMA_K) descriptors
+  TSrK& tSrK;  // (MMA, MMA_N, MMA_K, stage) descriptors
+  TOrV& tOrV;  // (MMA, MMA_N, MMA_K, stage) descriptors
+  RC const& rC;  // (row, col) in the query tile of each S element, rowcol view
+  AccO& acc_o;
+  const core::MaskRule& rule;
+  int row0;
+  int n_block_min, n_block_max;  // key tiles to visit, from the last down
+  int n_full_lo, n_full_hi;      // key tiles that need no mask
+  int consumer;                  // which consumer warpgroup (0, 1)
+};
+
+template <class Traits, ForwardSchedule kSchedule, int kRows, class Args>
+__forceinline__ __device__ void consumer_mainloop(Args& a, OnlineSoftmax<kRows>& softmax) {
+  using Element = typename Traits::Element;
+  using PipelineState = cutlass::PipelineState<Traits::kStages>;
+  constexpr int kBlockM = Traits::kBlockM;
+  constexpr int kBlockN = Traits::kBlockN;
+  constexpr bool kOverlap = kSchedule != ForwardSchedule::serial;
+  constexpr bool kPingPong = kSchedule == ForwardSchedule::overlapped;
+
+  const WarpgroupTurns turns{a.consumer};
+  Tensor acc_s = partition_fragment_C(a.mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
+  Tensor rS = make_tensor(acc_s.data(), gmma_rowcol_layout(acc_s.layout()));
+  Tensor rO = make_tensor(a.acc_o.data(), gmma_rowcol_layout(a.acc_o.layout()));
+  Tensor rP = make_tensor<Element>(acc_s.layout());
+  Tensor tOrP = make_tensor(rP.data(), gmma_acc_as_a_layout(rP.layout()));
+  float alpha[kRows];
+  auto needs_mask = [&](int n_block) { return n_block < a.n_full_lo || n_block >= a.n_full_hi; };
+  auto mask = [&](int n_block) { sm80::apply_mask(rS, a.rC, a.rule, a.row0, n_block * kBlockN); };
+
+  PipelineState read;
+  if constexpr (!kOverlap) {
+    for (int n_block = a.n_block_max - 1; n_block >= a.n_block_min; --n_block) {
+      a.pipe_k.consumer_wait(read);
+      wgmma_gemm<true>(a.mma_qk, a.tSrQ, a.tSrK(_, _, _, read.index()), acc_s);
+      warpgroup_wait<0>();
+      a.pipe_k.consumer_release(read);  // K's stage may refill while the softmax runs
+      if (needs_mask(n_block)) mask(n_block);
+      softmax.fold(rS, alpha);
+      softmax.rescale(rO, alpha);
+      convert_into(acc_s, rP);
+      a.pipe_v.consumer_wait(read);
+      wgmma_gemm<false>(a.mma_pv, tOrP, a.tOrV(_, _, _, read.index()), a.acc_o);
+      warpgroup_wait<0>();
+      a.pipe_v.consumer_release(read);
+      ++read;
+    }
+    return;
+  } else {
+    if (a.n_block_max <= a.n_block_min) return;
+    if constexpr (kPingPong) turns.start();
+    // The first key tile: S alone, nothing to overlap with yet.
+    int n_block = a.n_block_max - 1;
+    if constexpr (kPingPong) turns.wait_turn();
+    a.pipe_k.consumer_wait(read);
+    wgmma_gemm<true>(a.mma_qk, a.tSrQ, a.tSrK(_, _, _, read.index()), acc_s);
+    if constexpr (kPingPong) turns.pass_turn();
+    warpgroup_wait<0>();
+    a.pipe_k.consumer_release(read);
+    if (needs_mask(n_block)) mask(n_block);
+    softmax.fold(rS, alpha);  // O is still zero: no rescale
+    convert_into(acc_s, rP);
+    PipelineState v_read = read;
+    ++read;
+
+    // Steady state: S(n) and O += P(n + 1) V(n + 1) in flight together; the softmax of S(n) runs under the P V.
+    auto step = [&](int n_block, auto masked_tag) {
+      if constexpr (kPingPong) turns.wait_turn();
+      a.pipe_k.consumer_wait(read);
+      wgmma_gemm<true>(a.mma_qk, a.tSrQ, a.tSrK(_, _, _, read.index()), acc_s);
+      a.pipe_v.consumer_wait(v_read);
+      wgmma_gemm<false>(a.mma_pv, tOrP, a.tOrV(_, _, _, v_read.index()), a.acc_o);
+      if constexpr (kPingPong) turns.pass_turn();
+      warpgroup_wait<1>();  // batches retire in order: S is done, P V may still run
+      a.pipe_k.consumer_release(read);
+      if constexpr (decltype(masked_tag)::value) mask(n_block);
+      softmax.fold(rS, alpha);
+      warpgroup_wait<0>();  // P V done: its P registers and O may be touched again
+      a.pipe_v.consumer_release(v_read);
+      softmax.rescale(rO, alpha);
+      convert_into(acc_s, rP);
+      v_read = read;
+      ++read;
+    };
+    for (n_block = a.n_block_max - 2; n_block >= a.n_block_min; --n_block) {
+      if (needs_mask(n_block)) {
+        step(n_block, cute::true_type{});
+      } else {
+        step(n_block, cute::false_type{});
+      }
+    }
+    // The last P V.
+    a.pipe_v.consumer_wait(v_read);
+    wgmma_gemm<false>(a.mma_pv, tOrP, a.tOrV(_, _, _, v_read.index()), a.acc_o);
+    warpgroup_wait<0>();
+    a.pipe_v.consumer_release(v_read);
+  }
+}
+
+}  // namespace ioattn::detail::sm90
