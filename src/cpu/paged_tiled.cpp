@@ -25,8 +25,8 @@
 namespace ioattn::cpu::paged {
 namespace {
 
-// Smallest automatic chunk, and the grid chunks are cut on: below a few hundred keys the partial results' write
-// and merge cost more than the parallelism they buy.
+// Smallest automatic chunk, and the grid chunks are cut on: the floor keeps each chunk's fixed costs (writing its
+// partial result, merging it) small next to the keys it reads.
 constexpr std::int64_t kMinAutoChunk = 256;
 constexpr std::int64_t kChunkGrid = 64;
 
@@ -125,12 +125,8 @@ void forward(const detail::PagedProblem& p) {
 #pragma omp parallel num_threads(threads)
   {
     char* ws = nullptr;
-    std::vector<double> acc;
-    std::vector<float> row;
     try {
       ws = thread_tiles(tile_bytes);
-      acc.resize(static_cast<std::size_t>(p.dim_v));
-      row.resize(static_cast<std::size_t>(p.dim_v));
     } catch (const std::bad_alloc&) {
 #pragma omp atomic write
       out_of_memory = true;
@@ -159,8 +155,10 @@ void forward(const detail::PagedProblem& p) {
         const std::int64_t b = n / p.heads_q, h = n % p.heads_q;
         const SeqView seq = seq_view(p, b);
         if (seq.chunks == 1) continue;
+        tiled::Arena arena(ws);
+        const ChunkTiles tiles(arena, t);
         for (std::int64_t i = 0; i < seq.span.q_len; ++i) {
-          visit_dtype(p.dtype, [&](auto d) { combine_row<decltype(d)::value>(p, part, b, seq, i, h, acc.data(), row.data()); });
+          visit_dtype(p.dtype, [&](auto d) { combine_row<decltype(d)::value>(p, part, b, seq, i, h, tiles.acc, tiles.row); });
         }
       }
     }

@@ -65,6 +65,7 @@ struct ChunkTiles {
   float* o;    // [br][dv_pad]   unnormalized output
   float* row;  // [max(dq_pad, dv_pad)]
   core::SoftmaxState<double>* state;  // [br]
+  double* acc;                        // [dv_pad] the combine's accumulator (paged_tiled.cpp)
 
   ChunkTiles(tiled::Arena& a, const TileShape& t)
       : q(a.floats(t.br * t.dq_pad)),
@@ -73,7 +74,8 @@ struct ChunkTiles {
         s(a.floats(t.br * t.bc)),
         o(a.floats(t.br * t.dv_pad)),
         row(a.floats(std::max(t.dq_pad, t.dv_pad))),
-        state(static_cast<core::SoftmaxState<double>*>(a.take(t.br * sizeof(core::SoftmaxState<double>)))) {}
+        state(static_cast<core::SoftmaxState<double>*>(a.take(t.br * sizeof(core::SoftmaxState<double>)))),
+        acc(static_cast<double*>(a.take(t.dv_pad * sizeof(double)))) {}
 };
 
 inline std::size_t chunk_tiles_bytes(const TileShape& t) {
