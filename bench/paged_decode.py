@@ -266,6 +266,7 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--rows", help="comma-separated batch:ctx:page:split (e.g. 16:8192:16:auto) instead of the grid")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device visible to torch: skipped")
@@ -274,7 +275,10 @@ def main():
     env = environment()
     copy_tbs = copy_bandwidth()
     rows = []
-    for batch, ctx, page, split in GRID:
+    grid = GRID
+    if args.rows:
+        grid = [(int(b), int(c), int(p), s) for b, c, p, s in (r.split(":", 3) for r in args.rows.split(","))]
+    for batch, ctx, page, split in grid:
         row = run_point(lib, batch, ctx, page, split, args)
         rows.append(row)
         print(json.dumps(row), flush=True)

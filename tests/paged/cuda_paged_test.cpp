@@ -155,7 +155,7 @@ TEST(CudaPagedSplit, FixedSplitIsBatchInvariant) {
     EXPECT_TRUE(same_bits(alone.out[0], batched.out[b])) << "out of sequence " << b << " alone";
     EXPECT_TRUE(same_bits(alone.lse[0], batched.lse[b])) << "lse of sequence " << b << " alone";
   }
-  const std::vector<int> order = {5, 2, 0};
+  const std::vector<int> order = {5, 2, 0};  // (see also PackedRowsAreBatchInvariant)
   auto other = data.make_batch(order);
   const RunResult shuffled = data.run(*other, "cuda", Device::cuda, opt);
   for (std::size_t j = 0; j < order.size(); ++j) {
@@ -163,8 +163,28 @@ TEST(CudaPagedSplit, FixedSplitIsBatchInvariant) {
   }
 }
 
+// Packed q: a sequence with few new tokens runs the 16-row variant whether or not a long append (64-row variant)
+// shares its batch, so it too is bitwise batch invariant under SplitKV::fixed.
+TEST(CudaPagedSplit, PackedRowsAreBatchInvariant) {
+  if (!gpu_available()) GTEST_SKIP() << kNoGpu;
+  SCOPED_TRACE(seed_text());
+  PagedData data({.name = "packed_invariance", .q_lens = {3, 33, 1}, .k_lens = {900, 1000, 77}, .packed = true,
+                  .mask = Mask::causal(), .alibi = Alibi::per_head});
+  RunOptions opt;
+  opt.split = SplitKV::fixed(128);
+  auto all = data.make_batch();
+  const RunResult batched = data.run(*all, "cuda", Device::cuda, opt);
+  expect_ok(data.judge(*all, batched), "batched");
+  for (int b : {0, 1, 2}) {
+    auto one = data.make_batch({b});
+    const RunResult alone = data.run(*one, "cuda", Device::cuda, opt);
+    EXPECT_TRUE(same_bits(alone.out[0], batched.out[b])) << "out of sequence " << b << " alone";
+    EXPECT_TRUE(same_bits(alone.lse[0], batched.lse[b])) << "lse of sequence " << b << " alone";
+  }
+}
+
 // One plan serves a second cache of the same shapes (the next layer) and grows with the contexts: planned for
-// short sequences (expected 300 keys), run on long ones.
+// shorter sequences (expected 2000 keys), run on longer ones.
 TEST(CudaPagedPlan, PlanReusedOnAnotherCache) {
   if (!gpu_available()) GTEST_SKIP() << kNoGpu;
   SCOPED_TRACE(seed_text());
@@ -177,7 +197,7 @@ TEST(CudaPagedPlan, PlanReusedOnAnotherCache) {
   auto b1 = d1.make_batch();
   RunOptions opt;
   opt.split = SplitKV::automatic();
-  opt.expected_seqlen_k = 300;
+  opt.expected_seqlen_k = 2000;
   const RunResult r0 = d0.run(*b0, "cuda", Device::cuda, opt);
   expect_ok(d0.judge(*b0, r0), "layer 0");
   opt.plan = &r0.plan;
@@ -190,7 +210,7 @@ TEST(CudaPagedPlan, PlanReusedOnAnotherCache) {
 TEST(CudaPagedSplit, NoWorkspaceAllocatesOnTheStream) {
   if (!gpu_available()) GTEST_SKIP() << kNoGpu;
   SCOPED_TRACE(seed_text());
-  PagedData data({.name = "no_workspace", .q_lens = {1, 5}, .k_lens = {4000, 2100}, .mask = Mask::causal()});
+  PagedData data({.name = "no_workspace", .q_lens = {5, 5}, .k_lens = {4000, 2100}, .mask = Mask::causal()});
   auto batch = data.make_batch();
   RunOptions opt;
   opt.split = SplitKV::fixed(320);

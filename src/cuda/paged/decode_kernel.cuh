@@ -15,6 +15,7 @@
 
 #include <cstdint>
 
+#include "cuda/paged/decode.hpp"
 #include "cuda/paged/params.cuh"
 #include "cuda/paged/ptx.cuh"
 #include "ioattn/core/mask.hpp"
@@ -34,6 +35,7 @@ struct DecodeTraits {
   static constexpr int kWarpKeys = kBlockN / kWarpsN;
   static_assert(kWarpKeys % 16 == 0, "a warp's keys feed P.V in k-steps of 16");
   static_assert(kStages >= 2);
+  static_assert(kThreads == 128 && kBlockN % 8 == 0, "loads: 16 lanes per key row, 8 rows per pass");
   static constexpr int kChunksQK = kDimQK / 8, kChunksV = kDimV / 8;  // 16-byte chunks per row
   static constexpr int kStageElems = kBlockN * (kDimQK + kDimV);
   static constexpr int kQBytes = kBlockM * kDimQK * 2;
@@ -77,6 +79,9 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
   const int q_len = p.cu_seqlens_q ? p.cu_seqlens_q[b + 1] - q_offset : p.seqlen_q;
   const int rows_seq = q_len * p.group;
   if (r0 >= rows_seq) return;
+  // Which row-block variant serves a sequence depends on its own rows only (a packed batch may launch both), so
+  // its result never depends on the batch around it.
+  if ((T::kBlockM == kNarrowRows) != (rows_seq <= kNarrowRows)) return;
   const int valid_rows = min(T::kBlockM, rows_seq - r0);
   const bool direct = chunks == 1;
 
@@ -111,41 +116,63 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
   const Element* k_cache = static_cast<const Element*>(p.k_cache);
   const Element* v_cache = static_cast<const Element*>(p.v_cache);
   const std::int32_t* table = p.block_table + b * p.block_table_stride;
-  // Issues the loads of key tile n into ring slot `slot`. Rows at or past the sequence's end are zero-filled and
-  // their table entries never read (the contract: entries past a sequence's last page may hold anything).
-  auto load_tile = [&](int n, int slot) {
+  // Loads: 16 lanes per key row, rows tid / 16 + 8 i of the tile; lane c16 moves chunks c16, c16 + 16, ... of the
+  // row's K and V. The page of each row is looked up one iteration before its loads are issued, so the issue never
+  // waits on the block table (a table load in front of each cp.async would put its latency into every iteration).
+  constexpr int kRowsPerThread = T::kBlockN / 8;
+  const int load_row0 = tid / 16, load_lane = tid % 16;
+  int row_page[kRowsPerThread], row_in_page[kRowsPerThread];  // page -1: past the sequence's end, zero-filled
+  auto look_up_pages = [&](int n) {
+#pragma unroll
+    for (int i = 0; i < kRowsPerThread; ++i) {
+      const int j = n * T::kBlockN + load_row0 + 8 * i;
+      row_page[i] = -1;
+      row_in_page[i] = 0;
+      if (j < len) {  // entries past a sequence's last page may hold anything: never read them
+        const int page_index = p.page_shift >= 0 ? j >> p.page_shift : j / p.page_size;
+        row_page[i] = __ldg(table + page_index);
+        row_in_page[i] = j - page_index * p.page_size;
+      }
+    }
+  };
+  // Issues the loads of the looked-up tile into ring slot `slot`.
+  auto load_tile = [&](int slot) {
     Element* s_k = s_kv + slot * T::kStageElems;
     Element* s_v = s_k + T::kBlockN * T::kDimQK;
-    auto row_source = [&](int j, const Element* cache, std::int64_t page_stride, int row_stride, int head_stride) {
-      const int page_index = p.page_shift >= 0 ? j >> p.page_shift : j / p.page_size;
-      const int in_page = j - page_index * p.page_size;
-      const std::int64_t page = __ldg(table + page_index);
-      return cache + page * page_stride + (in_page * row_stride + hk * head_stride);
-    };
 #pragma unroll
-    for (int idx = tid; idx < T::kBlockN * T::kChunksQK; idx += T::kThreads) {
-      const int r = idx / T::kChunksQK, c = idx % T::kChunksQK, j = n * T::kBlockN + r;
-      const bool in = j < len;
-      const Element* src = in ? row_source(j, k_cache, p.k_page_stride, p.k_row_stride, p.k_head_stride) + c * 8
-                              : k_cache;
-      cp_async_16(smem_addr(s_k + SwzQK::offset(r, c)), src, in ? 16 : 0);
-    }
+    for (int i = 0; i < kRowsPerThread; ++i) {
+      const int r = load_row0 + 8 * i;
+      const bool in = row_page[i] >= 0;
+      const std::int64_t page = in ? row_page[i] : 0;
+      const Element* k_row = k_cache + page * p.k_page_stride + (row_in_page[i] * p.k_row_stride + hk * p.k_head_stride);
+      const Element* v_row = v_cache + page * p.v_page_stride + (row_in_page[i] * p.v_row_stride + hk * p.v_head_stride);
 #pragma unroll
-    for (int idx = tid; idx < T::kBlockN * T::kChunksV; idx += T::kThreads) {
-      const int r = idx / T::kChunksV, c = idx % T::kChunksV, j = n * T::kBlockN + r;
-      const bool in = j < len;
-      const Element* src = in ? row_source(j, v_cache, p.v_page_stride, p.v_row_stride, p.v_head_stride) + c * 8
-                              : v_cache;
-      cp_async_16(smem_addr(s_v + SwzV::offset(r, c)), src, in ? 16 : 0);
+      for (int k = 0; k < (T::kChunksQK + 15) / 16; ++k) {
+        const int c = load_lane + 16 * k;
+        if (T::kChunksQK % 16 == 0 || c < T::kChunksQK) {
+          cp_async_16(smem_addr(s_k + SwzQK::offset(r, c)), in ? k_row + c * 8 : k_cache, in ? 16 : 0);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < (T::kChunksV + 15) / 16; ++k) {
+        const int c = load_lane + 16 * k;
+        if (T::kChunksV % 16 == 0 || c < T::kChunksV) {
+          cp_async_16(smem_addr(s_v + SwzV::offset(r, c)), in ? v_row + c * 8 : v_cache, in ? 16 : 0);
+        }
+      }
     }
   };
 
-  // Prologue: the query tile rides in the first group.
+  // Prologue: the query tile rides in the first group; then the pages of the first tile the loop issues.
 #pragma unroll
   for (int s = 0; s < T::kStages - 1; ++s) {
-    if (s < n_tiles) load_tile(n_lo + s, s);
+    if (s < n_tiles) {
+      look_up_pages(n_lo + s);
+      load_tile(s);
+    }
     cp_async_commit();
   }
+  if (T::kStages - 1 < n_tiles) look_up_pages(n_lo + T::kStages - 1);
 
   // This thread's two accumulator rows (g and g + 8 of its warp's 16), their query token and visible keys.
   const int g = lane / 4, t4 = lane % 4;
@@ -182,8 +209,9 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
   for (int t = 0; t < n_tiles; ++t) {
     cp_async_wait<T::kStages - 2>();
     __syncthreads();  // tile t is in; every warp is done with the slot refilled next
-    if (t + T::kStages - 1 < n_tiles) load_tile(n_lo + t + T::kStages - 1, (t + T::kStages - 1) % T::kStages);
+    if (t + T::kStages - 1 < n_tiles) load_tile((t + T::kStages - 1) % T::kStages);
     cp_async_commit();
+    if (t + T::kStages < n_tiles) look_up_pages(n_lo + t + T::kStages);  // lands while this tile computes
 
     const int slot = t % T::kStages;
     const Element* s_k = s_kv + slot * T::kStageElems;

@@ -1,7 +1,9 @@
 // ioattn cuda paged: the decode kernel's launch for one (dtype, head dims). Included by instantiations/*.cu only.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstdint>
 
 #include <cuda_runtime.h>
@@ -13,8 +15,8 @@
 namespace ioattn::detail::paged {
 
 template <class T>
-void launch_decode_traits(const DecodeParams& p, void* stream, int device) {
-  static_assert(T::kSmemBytes == decode_shape(T::kDimQK).smem_bytes(T::kDimQK, T::kDimV, T::kBlockM),
+void launch_decode_traits(const DecodeParams& p, void* stream, int device, int row_blocks) {
+  static_assert(T::kSmemBytes == DecodeShape{T::kStages}.smem_bytes(T::kDimQK, T::kDimV, T::kBlockM),
                 "decode.hpp's shape arithmetic (used by the planner) must match the kernel's");
   auto kernel = &paged_decode_kernel<T>;
   // Above 48 KB a kernel must opt in to dynamic shared memory, once per device (a race repeats an idempotent call).
@@ -23,23 +25,49 @@ void launch_decode_traits(const DecodeParams& p, void* stream, int device) {
   if (bit == 0 || (configured.load(std::memory_order_relaxed) & bit) == 0) {
     sm80::cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes),
                      "cudaFuncSetAttribute(paged decode shared memory)");
+    // All of L1 as shared memory: the occupancy the planner assumes (2 CTAs per SM at dim 128) needs it, and the
+    // K/V stream bypasses L1 anyway.
+    sm80::cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                          cudaSharedmemCarveoutMaxShared),
+                     "cudaFuncSetAttribute(paged decode carveout)");
     configured.fetch_or(bit, std::memory_order_relaxed);
   }
-  const int rows_per_seq = p.seqlen_q * p.group;
   const dim3 grid(static_cast<unsigned>(p.batch * p.heads_kv), static_cast<unsigned>(p.max_splits),
-                  static_cast<unsigned>((rows_per_seq + T::kBlockM - 1) / T::kBlockM));
+                  static_cast<unsigned>(row_blocks));
   kernel<<<grid, T::kThreads, T::kSmemBytes, static_cast<cudaStream_t>(stream)>>>(p);
   sm80::cuda_check(cudaGetLastError(), "paged decode kernel launch");
+}
+
+// The 16-row variant serves sequences with at most 16 packed rows, the 64-row one the others (each CTA checks);
+// dense q has one row count for all, so one launch suffices; packed q with long and short sequences takes both.
+template <class Element, int kDimQK, int kDimV, int kStages>
+void launch_variants(const DecodeParams& p, void* stream, int device) {
+  const bool any_wide = p.seqlen_q * p.group > kNarrowRows;
+  const bool any_narrow = !any_wide || p.cu_seqlens_q != nullptr;
+  if (any_narrow) {  // a sequence it serves has at most 16 rows: one row block
+    launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kStages>>(p, stream, device, 1);
+  }
+  if (any_wide) {
+    launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 4, kBlockKeys, kStages>>(
+        p, stream, device, (p.seqlen_q * p.group + kWideRows - 1) / kWideRows);
+  }
 }
 
 template <class Element, int kDimQK, int kDimV>
 void launch_decode(const DecodeParams& p, void* stream, int device) {
   constexpr int kStages = decode_shape(kDimQK).stages;
-  if (p.seqlen_q * p.group <= kNarrowRows) {
-    launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kStages>>(p, stream, device);
-  } else {
-    launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 4, kBlockKeys, kStages>>(p, stream, device);
+#ifdef IOATTN_PAGED_VARIANTS
+  // Tuning builds only (-DIOATTN_PAGED_VARIANTS): IOATTN_PAGED_STAGES=2 or 4 runs another ring depth at dim 128.
+  if constexpr (kDimQK == 128) {
+    static const int stages = [] {
+      const char* env = std::getenv("IOATTN_PAGED_STAGES");
+      return env ? std::atoi(env) : 0;
+    }();
+    if (stages == 2) return launch_variants<Element, kDimQK, kDimV, 2>(p, stream, device);
+    if (stages == 4) return launch_variants<Element, kDimQK, kDimV, 4>(p, stream, device);
   }
+#endif
+  launch_variants<Element, kDimQK, kDimV, kStages>(p, stream, device);
 }
 
 }  // namespace ioattn::detail::paged
