@@ -204,6 +204,7 @@ TEST_P(PagedTable, PagedEqualsDense) {
     GTEST_SKIP() << "backend '" << p.backend.name << "' does not support this case: " << e.what();
   }
   EXPECT_EQ(got.plan.impl, p.backend.name);
+  EXPECT_TRUE(got.inputs_untouched) << "the run wrote to q, a cache or a table";
   expect_within_bound(data.judge(*batch, got), "with lse");
 
   // No lse asked for: the same out within the bound, and the lse buffer left alone. The partial results in an
@@ -586,6 +587,12 @@ TEST(PagedChecks, ChecksCanFail) {
     auto longer = data.make_batch();
     longer->seqlens_k.set(0, 41.0);  // one key past the end: the NaN slot after it
     EXPECT_FALSE(all_ok(data.judge(*longer, data.run(*longer, be.name, be.device, {})))) << "a NaN slot went unseen";
+
+    // A changed cache element (as a kernel writing to its input would leave it) is seen.
+    const double kept = data.k_cache().get(0);
+    data.k_cache().set(0, 3.0);
+    EXPECT_FALSE(data.run(*batch, be.name, be.device, {}).inputs_untouched) << "a write to k_cache went unseen";
+    data.k_cache().set(0, kept);
   });
 }
 

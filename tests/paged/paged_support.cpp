@@ -91,6 +91,8 @@ PagedData::PagedData(const PagedCase& c) : case_(c) {
   };
   make_cache(k_cache_, k_view_, k, dqk);
   make_cache(v_cache_, v_view_, v, dv);
+  k_cache_drawn_ = k_cache_;
+  v_cache_drawn_ = v_cache_;
 
   // The yardsticks: the dense varlen problem on the contiguous K/V, through the dense API's own validation.
   HostBuffer cu_q_buf(DType::i32, batch + 1), cu_k_buf(DType::i32, batch + 1);
@@ -211,7 +213,7 @@ RunResult PagedData::run(Batch& t, const std::string& impl, Device device, const
     paged_attention_forward(args, r.plan, params);
   } else {
     // The same bytes in device memory (poison included); the caches travel too.
-    std::map<const HostBuffer*, DeviceBuffer> dev;
+    std::map<HostBuffer*, DeviceBuffer> dev;
     for (HostBuffer* h : {&t.q, &t.out, &t.lse, &t.block_table, &t.seqlens_k, &t.cu_q, &t.alibi, &k_cache_, &v_cache_,
                           &sinks_}) {
       dev.emplace(h, DeviceBuffer(*h));
@@ -243,9 +245,19 @@ RunResult PagedData::run(Batch& t, const std::string& impl, Device device, const
       dev.at(&t.lse).download(t.lse);
       throw;
     }
-    dev.at(&t.out).download(t.out);
-    dev.at(&t.lse).download(t.lse);
+    // Every buffer comes back, inputs included, so that a write to them shows.
+    for (auto& [host, device_copy] : dev) device_copy.download(*host);
   }
+
+  // Inputs as they were: the caches as built, and the batch's q and tables as make_batch wrote them (compared with a
+  // fresh copy of the same batch).
+  const auto same = [](const HostBuffer& a, const HostBuffer& b) {
+    return a.bytes() == b.bytes() && std::memcmp(a.data(), b.data(), a.bytes()) == 0;
+  };
+  const auto fresh = make_batch(t.seqs);
+  r.inputs_untouched = same(k_cache_, k_cache_drawn_) && same(v_cache_, v_cache_drawn_) && same(t.q, fresh->q) &&
+                       same(t.block_table, fresh->block_table) && same(t.seqlens_k, fresh->seqlens_k) &&
+                       same(t.cu_q, fresh->cu_q) && same(t.alibi, fresh->alibi);
 
   const std::int64_t hq = c.heads_q, dv = c.dim_v;
   std::int64_t row = 0;

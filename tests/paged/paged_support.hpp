@@ -53,6 +53,7 @@ struct RunResult {
   std::vector<std::vector<double>> lse;  // [q_len, heads_q]; NaN where not written
   bool with_lse = true;
   bool lse_untouched = true;             // with_lse false: every lse element still NaN
+  bool inputs_untouched = true;          // q, the caches and the tables hold what they held before the run
   PagedPlan plan;
 };
 
@@ -95,6 +96,7 @@ class PagedData {
   std::int64_t num_pages_ = 0, max_pages_ = 0;
   std::vector<std::vector<std::int32_t>> pages_;  // per sequence: its pages in order
   HostBuffer q_all_, k_cache_, v_cache_, sinks_, alibi_all_;  // q_all_ [total_q, heads_q, dim_qk] canonical order
+  HostBuffer k_cache_drawn_, v_cache_drawn_;                  // the caches as built, to see that no run writes them
   TensorView k_view_, v_view_, sinks_view_;
   std::vector<std::int64_t> q_offset_;  // row of sequence b's first token in q_all_
   std::vector<std::vector<double>> ref_out_, ref_lse_, naive_out_, naive_lse_;  // per sequence
