@@ -107,6 +107,12 @@ std::string forward_unsupported(const Problem& p, bool backward) {
     return "the cuda_sm90 backend takes at most 2^30 rows per tensor; got seqlen_q " + std::to_string(p.seqlen_q) +
            ", seqlen_k " + std::to_string(p.seqlen_k);
   }
+  // The grid is one-dimensional over query tiles x heads x sequences.
+  const std::int64_t tiles = (p.seqlen_q + 127) / 128 * p.heads_q * p.batch;
+  if (tiles > INT_MAX) {
+    return "the cuda_sm90 backend takes at most 2^31 - 1 query tiles of 128 rows (x heads x sequences); got " +
+           std::to_string(tiles);
+  }
   const std::size_t elem = dtype_size(p.dtype);
   for (const auto& [name, x] : {std::pair<const char*, const Operand&>{"q", p.q}, {"k", p.k}, {"v", p.v},
                                 {"out", p.out}}) {

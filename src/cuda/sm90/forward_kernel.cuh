@@ -41,43 +41,63 @@ __forceinline__ __device__ core::SeqSpan clamp_span(core::SeqSpan s, std::int64_
   return s;
 }
 
-template <class Traits, ForwardSchedule kSchedule>
+// One query tile's work: which (rows, head, sequence), the mask rule, and the key tiles any of its rows can see.
+struct TileWork {
+  int m_block, h, b;
+  core::SeqSpan span;
+  int row0, rows_here;  // valid rows: [row0, row0 + rows_here) of the sequence
+  core::MaskRule rule;
+  int n_block_min, n_block_max;
+  bool valid;  // false: the sequence is shorter than this tile's first row (varlen)
+};
+
+// Tile t of num_m_blocks * heads_q * batch: query tiles of one (head, sequence) are adjacent, so CTAs running
+// together share their K and V in L2; inside a head the last (under a causal mask, heaviest) tile comes first.
+template <int kBlockM, int kBlockN, class Params>
+__forceinline__ __device__ TileWork resolve_tile(const Params& p, std::int64_t t) {
+  TileWork w;
+  w.m_block = p.num_m_blocks - 1 - int(t % p.num_m_blocks);
+  const std::int64_t hb = t / p.num_m_blocks;
+  w.h = int(hb % p.heads_q);
+  w.b = int(hb / p.heads_q);
+  w.span = core::seq_span(w.b, p.cu_seqlens_q, p.cu_seqlens_k, p.seqlen_q, p.seqlen_k);
+  if (p.cu_seqlens_q != nullptr) w.span = clamp_span(w.span, p.total_q, p.total_k);
+  const int q_len = int(w.span.q_len);
+  const int k_len = int(w.span.k_len);
+  w.row0 = w.m_block * kBlockM;
+  w.valid = w.row0 < q_len;
+  w.rows_here = w.valid ? min(kBlockM, q_len - w.row0) : 0;
+  w.rule = core::MaskRule::make(p.window_left, p.window_right, p.top_left, q_len, k_len);
+  w.n_block_min = w.n_block_max = 0;
+  if (w.valid && k_len > 0) {
+    const std::int64_t key_lo = w.rule.tile_key_begin(w.row0);
+    const std::int64_t key_hi = w.rule.tile_key_end(w.row0 + w.rows_here);
+    if (key_hi > key_lo) {
+      w.n_block_min = int(key_lo / kBlockN);
+      w.n_block_max = int((key_hi + kBlockN - 1) / kBlockN);
+    }
+  }
+  return w;
+}
+
+// kPersistent: gridDim.x CTAs stride over all tiles, so the producer loads the next tile's K, V and Q while the
+// consumers finish the last P V and the epilogue of the current one. Otherwise one CTA per tile (blockIdx.x).
+template <class Traits, ForwardSchedule kSchedule, bool kPersistent>
 __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_CONSTANT ForwardParams<Traits> const p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Element = typename Traits::Element;
   using Pipeline = typename Traits::Pipeline;
   using PipelineState = cutlass::PipelineState<Traits::kStages>;
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
+  using PlainBarrier = cutlass::arch::ClusterBarrier;
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kDim = Traits::kDim;
 
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   auto& storage = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
-
-  // Heavy query tiles first: under a causal mask the last tiles see the most keys.
-  const int m_block = p.num_m_blocks - 1 - int(blockIdx.x);
-  const int h = blockIdx.y;
-  const int b = blockIdx.z;
-
-  core::SeqSpan span = core::seq_span(b, p.cu_seqlens_q, p.cu_seqlens_k, p.seqlen_q, p.seqlen_k);
-  if (p.cu_seqlens_q != nullptr) span = clamp_span(span, p.total_q, p.total_k);
-  const int q_len = int(span.q_len);
-  const int k_len = int(span.k_len);
-  const int row0 = m_block * kBlockM;
-  if (row0 >= q_len) return;  // varlen: this sequence is shorter than the longest (uniform over the CTA)
-  const int rows_here = min(kBlockM, q_len - row0);
-
-  const core::MaskRule rule = core::MaskRule::make(p.window_left, p.window_right, p.top_left, q_len, k_len);
-  int n_block_min = 0, n_block_max = 0;  // key tiles any row of this tile can see
-  if (k_len > 0) {
-    const std::int64_t key_lo = rule.tile_key_begin(row0);
-    const std::int64_t key_hi = rule.tile_key_end(row0 + rows_here);
-    if (key_hi > key_lo) {
-      n_block_min = int(key_lo / kBlockN);
-      n_block_max = int((key_hi + kBlockN - 1) / kBlockN);
-    }
-  }
+  const std::int64_t num_tiles = std::int64_t(p.num_m_blocks) * p.heads_q * p.batch;
+  const std::int64_t tile_stride = kPersistent ? std::int64_t(gridDim.x) : num_tiles;
 
   Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});
   Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});
@@ -91,6 +111,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
     cute::prefetch_tma_descriptor(p.tma_k.get_tma_descriptor());
     cute::prefetch_tma_descriptor(p.tma_v.get_tma_descriptor());
     Barrier::init(&storage.bar_q, 1);
+    PlainBarrier::init(&storage.bar_q_empty, Traits::kConsumerThreads);
   }
   typename Pipeline::Params pipe_params;
   pipe_params.role = warpgroup == 0 ? Pipeline::ThreadCategory::Producer : Pipeline::ThreadCategory::Consumer;
@@ -104,38 +125,51 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
   if (warpgroup == 0) {
     // ---------------------------------------------------------------- producer
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegisters>();
-    if (threadIdx.x == 0) {
-      const int h_kv = h / p.group_size;
-      const int bq = p.cu_seqlens_q != nullptr ? 0 : b;
-      Tensor mQ = p.tma_q.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.map_batch))(_, _, h, bq);
+    if (threadIdx.x != 0) return;
+    PipelineState write = cutlass::make_producer_start_state<Pipeline>();
+    int iter = 0;  // tiles with rows handled by this CTA
+    for (std::int64_t t = blockIdx.x; t < num_tiles; t += tile_stride) {
+      const TileWork w = resolve_tile<kBlockM, kBlockN>(p, t);
+      if (!w.valid) continue;
+      const int h_kv = w.h / p.group_size;
+      const int bq = p.cu_seqlens_q != nullptr ? 0 : w.b;
+      Tensor mQ = p.tma_q.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.map_batch))(_, _, w.h, bq);
       Tensor mK = p.tma_k.get_tma_tensor(make_shape(p.map_rows_k, kDim, p.heads_kv, p.map_batch))(_, _, h_kv, bq);
       Tensor mV = p.tma_v.get_tma_tensor(make_shape(p.map_rows_k, kDim, p.heads_kv, p.map_batch))(_, _, h_kv, bq);
       // (kBlockM, kDim) and (kBlockN, kDim, n_blocks), in rows of this sequence.
-      Tensor gQ = local_tile(domain_offset(make_coord(int(span.q_offset), _0{}), mQ), Shape<Int<kBlockM>, Int<kDim>>{},
-                             make_coord(m_block, _0{}));
-      Tensor gK = local_tile(domain_offset(make_coord(int(span.k_offset), _0{}), mK), Shape<Int<kBlockN>, Int<kDim>>{},
-                             make_coord(_, _0{}));
-      Tensor gV = local_tile(domain_offset(make_coord(int(span.k_offset), _0{}), mV), Shape<Int<kBlockN>, Int<kDim>>{},
-                             make_coord(_, _0{}));
+      Tensor gQ = local_tile(domain_offset(make_coord(int(w.span.q_offset), _0{}), mQ),
+                             Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(w.m_block, _0{}));
+      Tensor gK = local_tile(domain_offset(make_coord(int(w.span.k_offset), _0{}), mK),
+                             Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(_, _0{}));
+      Tensor gV = local_tile(domain_offset(make_coord(int(w.span.k_offset), _0{}), mV),
+                             Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(_, _0{}));
       auto [tQgQ, tQsQ] = tma_partition(p.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
       auto [tKgK, tKsK] = tma_partition(p.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
       auto [tVgV, tVsV] = tma_partition(p.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
 
-      Barrier::arrive_and_expect_tx(&storage.bar_q, Traits::kBytesQ);
-      copy(p.tma_q.with(storage.bar_q), tQgQ, tQsQ);
-      PipelineState write = cutlass::make_producer_start_state<Pipeline>();
-      for (int n_block = n_block_max - 1; n_block >= n_block_min; --n_block) {
+      // Q's buffer is free once both consumer warpgroups finished the previous tile's products; the first K is
+      // issued before waiting for that, since its stage frees up earlier.
+      auto load_q = [&] {
+        if (iter > 0) PlainBarrier::wait(&storage.bar_q_empty, (iter - 1) & 1);
+        Barrier::arrive_and_expect_tx(&storage.bar_q, Traits::kBytesQ);
+        copy(p.tma_q.with(storage.bar_q), tQgQ, tQsQ);
+      };
+      for (int n_block = w.n_block_max - 1; n_block >= w.n_block_min; --n_block) {
         pipe_k.producer_acquire(write);
         copy(p.tma_k.with(*pipe_k.producer_get_barrier(write)), tKgK(_, n_block), tKsK(_, write.index()));
+        if (n_block == w.n_block_max - 1) load_q();
         pipe_v.producer_acquire(write);
         copy(p.tma_v.with(*pipe_v.producer_get_barrier(write)), tVgV(_, n_block), tVsV(_, write.index()));
         ++write;
       }
+      if (w.n_block_max <= w.n_block_min) load_q();
+      ++iter;
     }
   } else {
     // ---------------------------------------------------------------- consumers
     cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegisters>();
     const int ctid = int(threadIdx.x) - 128;
+    const int consumer = warpgroup - 1;
     typename Traits::TiledMmaQK mma_qk;
     typename Traits::TiledMmaPV mma_pv;
     auto thr_qk = mma_qk.get_thread_slice(ctid);
@@ -149,63 +183,73 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
     Tensor cS = thr_qk.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
     Tensor rC = make_tensor(cS.data(), gmma_rowcol_layout(cS.layout()));
     constexpr int kRows = decltype(size<0>(rC))::value;
-
-    OnlineSoftmax<kRows> softmax(p.scale_log2);
-    clear(acc_o);
-    Barrier::wait(&storage.bar_q, 0);  // even with no key tile: the load must land before the CTA may exit
-
-    // Key tiles every row of the tile sees whole, inside the sequence, need no mask: [n_full_lo, n_full_hi)
-    // (MaskRule::classify's `full` test; a row's visible keys only move right as the row grows).
-    const std::int64_t full_lo = (rule.key_begin(row0 + rows_here - 1) + kBlockN - 1) / kBlockN;
-    const std::int64_t key_end_first = rule.key_end(row0);
-    MainloopArgs<Traits, decltype(tSrQ), decltype(tSrK), decltype(tOrV), decltype(rC), decltype(acc_o)> args{
-        pipe_k, pipe_v, mma_qk, mma_pv, tSrQ, tSrK, tOrV, rC, acc_o, rule, row0, n_block_min, n_block_max,
-        full_lo > INT_MAX ? INT_MAX : int(full_lo), key_end_first > 0 ? int(key_end_first / kBlockN) : 0,
-        warpgroup - 1};
-    consumer_mainloop<Traits, kSchedule>(args, softmax);
-
-    // Epilogue: finalize each row through core::SoftmaxState (sink, empty rows), scale O once, store O and LSE.
-    const float sink = p.sinks ? p.sinks[h] : 0.0f;
-    float row_lse[kRows];
-    {
-      Tensor rO = make_tensor(acc_o.data(), gmma_rowcol_layout(acc_o.layout()));
-      CUTE_UNROLL
-      for (int mi = 0; mi < kRows; ++mi) {
-        core::SoftmaxState<float> state;
-        state.m = softmax.row_max[mi] == -INFINITY ? -INFINITY : softmax.row_max[mi] * p.scale;
-        state.l = sm80::quad_sum(softmax.row_sum[mi]);
-        const float keep = p.sinks ? state.add_sink(sink) : 1.0f;
-        const float factor = keep * state.inv_sum();
-        row_lse[mi] = state.lse();
-        CUTE_UNROLL
-        for (int ni = 0; ni < size<1>(rO); ++ni) rO(mi, ni) *= factor;
-      }
-    }
-
-    const std::int64_t q_row0 = span.q_offset + row0;
-    if (p.lse != nullptr && get<1>(rC(0, 0)) == 0) {  // one lane of each quad writes its rows
-      float* lse_ptr = p.lse + b * p.lse_batch_stride + q_row0 * p.lse_row_stride + h * p.lse_head_stride;
-      CUTE_UNROLL
-      for (int mi = 0; mi < kRows; ++mi) {
-        const int row = get<0>(rC(mi, 0));
-        if (row < rows_here) lse_ptr[row * p.lse_row_stride] = row_lse[mi];
-      }
-    }
-
-    // O straight from registers: element pairs (2i, 2i+1) of the fragment are adjacent columns of one row, so
-    // each store is 4 bytes at an even column of a 16-byte aligned row.
-    Tensor rOut = sm80::convert_tensor<Element>(acc_o);
     Tensor cO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDim>>{}));
-    Element* o_ptr = static_cast<Element*>(p.out) + b * p.o_batch_stride + q_row0 * p.o_row_stride +
-                     h * p.o_head_stride;
-    CUTE_UNROLL
-    for (int i = 0; i < size(rOut) / 2; ++i) {
-      const int row = get<0>(cO(2 * i));
-      const int col = get<1>(cO(2 * i));
-      if (row < rows_here) {
-        *reinterpret_cast<std::uint32_t*>(o_ptr + row * p.o_row_stride + col) =
-            *reinterpret_cast<const std::uint32_t*>(&rOut(2 * i));
+
+    if constexpr (kSchedule == ForwardSchedule::overlapped) WarpgroupTurns{consumer}.start();
+    PipelineState read;
+    int iter = 0;
+    for (std::int64_t t = blockIdx.x; t < num_tiles; t += tile_stride) {
+      const TileWork w = resolve_tile<kBlockM, kBlockN>(p, t);
+      if (!w.valid) continue;
+      OnlineSoftmax<kRows> softmax(p.scale_log2);
+      clear(acc_o);
+      Barrier::wait(&storage.bar_q, iter & 1);  // even with no key tile: the load must land before the CTA exits
+
+      // Key tiles every row of the tile sees whole, inside the sequence, need no mask: [n_full_lo, n_full_hi)
+      // (MaskRule::classify's `full` test; a row's visible keys only move right as the row grows).
+      const std::int64_t full_lo = (w.rule.key_begin(w.row0 + w.rows_here - 1) + kBlockN - 1) / kBlockN;
+      const std::int64_t key_end_first = w.rule.key_end(w.row0);
+      MainloopArgs<Traits, decltype(tSrQ), decltype(tSrK), decltype(tOrV), decltype(rC), decltype(acc_o)> args{
+          pipe_k, pipe_v, mma_qk, mma_pv, tSrQ, tSrK, tOrV, rC, acc_o, w.rule, w.row0, w.n_block_min,
+          w.n_block_max, full_lo > INT_MAX ? INT_MAX : int(full_lo),
+          key_end_first > 0 ? int(key_end_first / kBlockN) : 0, consumer};
+      consumer_mainloop<Traits, kSchedule>(args, softmax, read);
+      // Every product of this warpgroup has retired (the mainloop ends on warpgroup_wait<0>): Q may be reloaded.
+      PlainBarrier::arrive(&storage.bar_q_empty);
+
+      // Epilogue: finalize each row through core::SoftmaxState (sink, empty rows), scale O once, store O and LSE.
+      const float sink = p.sinks ? p.sinks[w.h] : 0.0f;
+      float row_lse[kRows];
+      {
+        Tensor rO = make_tensor(acc_o.data(), gmma_rowcol_layout(acc_o.layout()));
+        CUTE_UNROLL
+        for (int mi = 0; mi < kRows; ++mi) {
+          core::SoftmaxState<float> state;
+          state.m = softmax.row_max[mi] == -INFINITY ? -INFINITY : softmax.row_max[mi] * p.scale;
+          state.l = sm80::quad_sum(softmax.row_sum[mi]);
+          const float keep = p.sinks ? state.add_sink(sink) : 1.0f;
+          const float factor = keep * state.inv_sum();
+          row_lse[mi] = state.lse();
+          CUTE_UNROLL
+          for (int ni = 0; ni < size<1>(rO); ++ni) rO(mi, ni) *= factor;
+        }
       }
+
+      const std::int64_t q_row0 = w.span.q_offset + w.row0;
+      if (p.lse != nullptr && get<1>(rC(0, 0)) == 0) {  // one lane of each quad writes its rows
+        float* lse_ptr = p.lse + w.b * p.lse_batch_stride + q_row0 * p.lse_row_stride + w.h * p.lse_head_stride;
+        CUTE_UNROLL
+        for (int mi = 0; mi < kRows; ++mi) {
+          const int row = get<0>(rC(mi, 0));
+          if (row < w.rows_here) lse_ptr[row * p.lse_row_stride] = row_lse[mi];
+        }
+      }
+
+      // O straight from registers: element pairs (2i, 2i+1) of the fragment are adjacent columns of one row, so
+      // each store is 4 bytes at an even column of a 16-byte aligned row.
+      Tensor rOut = sm80::convert_tensor<Element>(acc_o);
+      Element* o_ptr = static_cast<Element*>(p.out) + w.b * p.o_batch_stride + q_row0 * p.o_row_stride +
+                       w.h * p.o_head_stride;
+      CUTE_UNROLL
+      for (int i = 0; i < size(rOut) / 2; ++i) {
+        const int row = get<0>(cO(2 * i));
+        const int col = get<1>(cO(2 * i));
+        if (row < w.rows_here) {
+          *reinterpret_cast<std::uint32_t*>(o_ptr + row * p.o_row_stride + col) =
+              *reinterpret_cast<const std::uint32_t*>(&rOut(2 * i));
+        }
+      }
+      ++iter;
     }
   }
 #endif

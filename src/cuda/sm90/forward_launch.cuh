@@ -2,6 +2,7 @@
 // files only.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -73,6 +74,7 @@ ForwardParams<Traits> make_forward_params(const Problem& p) {
   fp.heads_q = int(p.heads_q);
   fp.heads_kv = int(p.heads_kv);
   fp.map_batch = int(batches);
+  fp.batch = int(p.batch);
   fp.out = p.out.ptr;
   fp.o_batch_stride = p.out.batch_stride, fp.o_row_stride = p.out.seq_stride, fp.o_head_stride = p.out.head_stride;
   fp.lse = static_cast<float*>(p.lse.ptr);
@@ -95,10 +97,23 @@ ForwardParams<Traits> make_forward_params(const Problem& p) {
   return fp;
 }
 
-template <class Traits, ForwardSchedule kSchedule>
+// Multiprocessors of each device, read once (0: not read yet).
+inline int multiprocessor_count(int device) {
+  static std::atomic<int> counts[64];
+  if (device < 0 || device >= 64) return 132;
+  int n = counts[device].load(std::memory_order_relaxed);
+  if (n == 0) {
+    sm80::cuda_check(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device),
+                     "cudaDeviceGetAttribute(multiprocessor count)");
+    counts[device].store(n, std::memory_order_relaxed);
+  }
+  return n;
+}
+
+template <class Traits, ForwardSchedule kSchedule, bool kPersistent>
 void launch_forward_kernel(const Problem& p) {
   constexpr int kSmem = Traits::kSmemBytes;
-  auto kernel = &forward_kernel<Traits, kSchedule>;
+  auto kernel = &forward_kernel<Traits, kSchedule, kPersistent>;
 
   sm80::DeviceScope device(p.device_index);
   // Above 48 KB a kernel must opt in to dynamic shared memory, once per device (one bit per device; a race only
@@ -112,34 +127,38 @@ void launch_forward_kernel(const Problem& p) {
   }
 
   const ForwardParams<Traits> fp = make_forward_params<Traits>(p);
-  const dim3 grid(unsigned(fp.num_m_blocks), unsigned(p.heads_q), unsigned(p.batch));
+  // One CTA per SM fits (the shared memory of one takes most of an SM's): a persistent grid is one wave.
+  const std::int64_t tiles = std::int64_t(fp.num_m_blocks) * p.heads_q * p.batch;
+  const std::int64_t ctas = kPersistent ? std::min<std::int64_t>(tiles, multiprocessor_count(p.device_index)) : tiles;
+  const dim3 grid{unsigned(ctas)};
   kernel<<<grid, Traits::kThreads, kSmem, static_cast<cudaStream_t>(p.stream)>>>(fp);
   sm80::cuda_check(cudaGetLastError(), "cuda_sm90 forward kernel launch");
 }
 
-// IOATTN_SM90_FWD_VARIANT (read once): 0 or unset, the overlapped schedule with ping-pong; 1, serial; 2, overlapped
-// without ping-pong. For side-by-side timing (bench/sdpa_compare.py) and for testing each schedule.
-inline ForwardSchedule schedule_from_env() {
+// IOATTN_SM90_FWD_VARIANT (read once): 0 or unset, the overlapped schedule with ping-pong, one CTA per tile; 1,
+// serial; 2, overlapped without ping-pong; 3, as 0 on a persistent grid. For side-by-side timing
+// (bench/sdpa_compare.py) and for testing each schedule.
+inline int variant_from_env() {
   static const int variant = [] {
     const char* env = std::getenv("IOATTN_SM90_FWD_VARIANT");
     return env ? std::atoi(env) : 0;
   }();
-  if (variant == 1) return ForwardSchedule::serial;
-  if (variant == 2) return ForwardSchedule::overlapped_no_pingpong;
-  return ForwardSchedule::overlapped;
+  return variant;
 }
 
 template <DType kDtype, int kDim>
 void launch_forward(const Problem& p) {
   using Traits = typename ForwardConfig<kDtype, kDim>::Traits;
   if (p.seqlen_q == 0 || p.batch == 0 || p.heads_q == 0) return;
-  switch (schedule_from_env()) {
-    case ForwardSchedule::serial:
-      return launch_forward_kernel<Traits, ForwardSchedule::serial>(p);
-    case ForwardSchedule::overlapped_no_pingpong:
-      return launch_forward_kernel<Traits, ForwardSchedule::overlapped_no_pingpong>(p);
+  switch (variant_from_env()) {
+    case 1:
+      return launch_forward_kernel<Traits, ForwardSchedule::serial, false>(p);
+    case 2:
+      return launch_forward_kernel<Traits, ForwardSchedule::overlapped_no_pingpong, false>(p);
+    case 3:
+      return launch_forward_kernel<Traits, ForwardSchedule::overlapped, true>(p);
     default:
-      return launch_forward_kernel<Traits, ForwardSchedule::overlapped>(p);
+      return launch_forward_kernel<Traits, ForwardSchedule::overlapped, false>(p);
   }
 }
 

@@ -123,8 +123,11 @@ struct MainloopArgs {
   int consumer;                  // which consumer warpgroup (0, 1)
 };
 
+// `read` walks the K and V stages and carries over from one query tile to the next. Under ping-pong the turns
+// carry over too: the kernel calls WarpgroupTurns::start once, and every key tile takes one turn per warpgroup.
 template <class Traits, ForwardSchedule kSchedule, int kRows, class Args>
-__forceinline__ __device__ void consumer_mainloop(Args& a, OnlineSoftmax<kRows>& softmax) {
+__forceinline__ __device__ void consumer_mainloop(Args& a, OnlineSoftmax<kRows>& softmax,
+                                                  cutlass::PipelineState<Traits::kStages>& read) {
   using Element = typename Traits::Element;
   using PipelineState = cutlass::PipelineState<Traits::kStages>;
   constexpr int kBlockM = Traits::kBlockM;
@@ -142,7 +145,6 @@ __forceinline__ __device__ void consumer_mainloop(Args& a, OnlineSoftmax<kRows>&
   auto needs_mask = [&](int n_block) { return n_block < a.n_full_lo || n_block >= a.n_full_hi; };
   auto mask = [&](int n_block) { sm80::apply_mask(rS, a.rC, a.rule, a.row0, n_block * kBlockN); };
 
-  PipelineState read;
   if constexpr (!kOverlap) {
     for (int n_block = a.n_block_max - 1; n_block >= a.n_block_min; --n_block) {
       a.pipe_k.consumer_wait(read);
@@ -162,7 +164,6 @@ __forceinline__ __device__ void consumer_mainloop(Args& a, OnlineSoftmax<kRows>&
     return;
   } else {
     if (a.n_block_max <= a.n_block_min) return;
-    if constexpr (kPingPong) turns.start();
     // The first key tile: S alone, nothing to overlap with yet.
     int n_block = a.n_block_max - 1;
     if constexpr (kPingPong) turns.wait_turn();

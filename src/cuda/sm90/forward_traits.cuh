@@ -74,7 +74,8 @@ struct ForwardTraits {
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutV>> v;
     typename Pipeline::SharedStorage pipe_k;
     typename Pipeline::SharedStorage pipe_v;
-    alignas(8) std::uint64_t bar_q;
+    alignas(8) std::uint64_t bar_q;        // Q landed (TMA transaction bytes)
+    alignas(8) std::uint64_t bar_q_empty;  // both consumer warpgroups are done with Q (persistent reuse)
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
 };
@@ -89,6 +90,7 @@ struct ForwardParams {
   int map_rows_q, map_rows_k;  // the tensor maps' row extents
   int heads_q, heads_kv;
   int map_batch;  // the tensor maps' batch extent: batch (dense) or 1 (varlen)
+  int batch;      // sequences
 
   void* out;
   std::int64_t o_batch_stride, o_row_stride, o_head_stride;
