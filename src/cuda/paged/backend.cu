@@ -72,9 +72,10 @@ std::string cuda_paged_unsupported(const PagedProblem& p) {
   for (const auto& [name, x, dim] : {std::tuple<const char*, const Operand&, std::int64_t>{"kv.k_cache", p.k, p.dim_qk},
                                      {"kv.v_cache", p.v, p.dim_v}}) {
     const std::int64_t in_page = (p.page_size - 1) * x.seq_stride + (p.heads_kv - 1) * x.head_stride + dim;
-    if (in_page > INT_MAX || x.seq_stride > INT_MAX || x.head_stride > INT_MAX) {
+    if (x.batch_stride < 0 || x.seq_stride < 0 || x.head_stride < 0 || in_page > INT_MAX || x.seq_stride > INT_MAX || x.head_stride > INT_MAX || x.batch_stride > UINT32_MAX) {
       return std::string("the cuda paged backend addresses a page's rows in 32 bits: the element span of one page of ") +
-             name + " must stay below 2^31; got " + std::to_string(in_page);
+             name + " must stay below 2^31 and its page stride below 2^32, with no negative strides; got span " + std::to_string(in_page) +
+             ", page stride " + std::to_string(x.batch_stride);
     }
   }
   if (p.batch * p.heads_kv > INT_MAX || p.batch > 65535) {
@@ -235,7 +236,8 @@ DecodeParams make_decode_params(const PagedProblem& p, float* workspace) {
   d.o_batch_stride = p.out.batch_stride, d.o_row_stride = p.out.seq_stride, d.o_head_stride = p.out.head_stride;
   d.lse_batch_stride = p.lse.batch_stride, d.lse_row_stride = p.lse.seq_stride;
   d.lse_head_stride = p.lse.head_stride;
-  d.k_page_stride = p.k.batch_stride, d.v_page_stride = p.v.batch_stride;
+  d.k_page_stride = static_cast<std::uint32_t>(p.k.batch_stride);
+  d.v_page_stride = static_cast<std::uint32_t>(p.v.batch_stride);
   d.k_row_stride = static_cast<int>(p.k.seq_stride), d.k_head_stride = static_cast<int>(p.k.head_stride);
   d.v_row_stride = static_cast<int>(p.v.seq_stride), d.v_head_stride = static_cast<int>(p.v.head_stride);
   d.block_table_stride = p.block_table_stride;
@@ -247,10 +249,7 @@ DecodeParams make_decode_params(const PagedProblem& p, float* workspace) {
   d.rows = static_cast<int>(p.rows());
   d.capacity = static_cast<int>(p.capacity());
   d.page_size = static_cast<int>(p.page_size);
-  d.page_shift = -1;
-  for (int s = 0; s < 31; ++s) {
-    if ((std::int64_t{1} << s) == p.page_size) d.page_shift = s;
-  }
+  d.page_div = FastDivisor::make(static_cast<std::uint32_t>(p.page_size));
   d.split_tokens = static_cast<int>(p.split_tokens);
   d.max_splits = static_cast<int>(p.max_splits);
   d.scale = p.scale;

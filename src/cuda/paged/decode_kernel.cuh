@@ -119,45 +119,48 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
   // Loads: 16 lanes per key row, rows tid / 16 + 8 i of the tile; lane c16 moves chunks c16, c16 + 16, ... of the
   // row's K and V. The page of each row is looked up one iteration before its loads are issued, so the issue never
   // waits on the block table (a table load in front of each cp.async would put its latency into every iteration).
+  // Everything per thread that does not change with the row is hoisted: rows r = row0 + 8 i share r % 8, so the
+  // swizzled shared-memory offset is one per thread plus compile-time steps, and the cache pointers carry the kv
+  // head and the lane's chunk; per row remain one table load, a division by the page size (multiply-shift) and two
+  // 64-bit multiply-adds.
   constexpr int kRowsPerThread = T::kBlockN / 8;
   const int load_row0 = tid / 16, load_lane = tid % 16;
+  const Element* k_lane = k_cache + hk * p.k_head_stride + load_lane * 8;
+  const Element* v_lane = v_cache + hk * p.v_head_stride + load_lane * 8;
+  const int s_k_lane = SwzQK::offset(load_row0, load_lane), s_v_lane = SwzV::offset(load_row0, load_lane);
   int row_page[kRowsPerThread], row_in_page[kRowsPerThread];  // page -1: past the sequence's end, zero-filled
   auto look_up_pages = [&](int n) {
 #pragma unroll
     for (int i = 0; i < kRowsPerThread; ++i) {
       const int j = n * T::kBlockN + load_row0 + 8 * i;
-      row_page[i] = -1;
-      row_in_page[i] = 0;
-      if (j < len) {  // entries past a sequence's last page may hold anything: never read them
-        const int page_index = p.page_shift >= 0 ? j >> p.page_shift : j / p.page_size;
-        row_page[i] = __ldg(table + page_index);
-        row_in_page[i] = j - page_index * p.page_size;
-      }
+      const int page_index = p.page_div.quotient(j);
+      row_in_page[i] = j - page_index * p.page_size;
+      // Entries past a sequence's last page may hold anything: never read them.
+      row_page[i] = j < len ? __ldg(table + page_index) : -1;
     }
   };
   // Issues the loads of the looked-up tile into ring slot `slot`.
   auto load_tile = [&](int slot) {
-    Element* s_k = s_kv + slot * T::kStageElems;
-    Element* s_v = s_k + T::kBlockN * T::kDimQK;
+    const std::uint32_t s_k = smem_addr(s_kv + slot * T::kStageElems);
+    const std::uint32_t s_v = s_k + 2 * T::kBlockN * T::kDimQK;
 #pragma unroll
     for (int i = 0; i < kRowsPerThread; ++i) {
-      const int r = load_row0 + 8 * i;
       const bool in = row_page[i] >= 0;
-      const std::int64_t page = in ? row_page[i] : 0;
-      const Element* k_row = k_cache + page * p.k_page_stride + (row_in_page[i] * p.k_row_stride + hk * p.k_head_stride);
-      const Element* v_row = v_cache + page * p.v_page_stride + (row_in_page[i] * p.v_row_stride + hk * p.v_head_stride);
+      // A row past the end reads nothing (size 0 zero-fills); its address only has to be formed: page 0's.
+      const std::uint64_t page = static_cast<std::uint32_t>(in ? row_page[i] : 0);  // 32 x 32 -> 64-bit multiply
+      const int bytes = in ? 16 : 0;
+      const Element* k_row = k_lane + page * p.k_page_stride + row_in_page[i] * p.k_row_stride;
+      const Element* v_row = v_lane + page * p.v_page_stride + row_in_page[i] * p.v_row_stride;
 #pragma unroll
       for (int k = 0; k < (T::kChunksQK + 15) / 16; ++k) {
-        const int c = load_lane + 16 * k;
-        if (T::kChunksQK % 16 == 0 || c < T::kChunksQK) {
-          cp_async_16(smem_addr(s_k + SwzQK::offset(r, c)), in ? k_row + c * 8 : k_cache, in ? 16 : 0);
+        if (T::kChunksQK % 16 == 0 || load_lane + 16 * k < T::kChunksQK) {
+          cp_async_16(s_k + 2 * (s_k_lane + 8 * i * T::kDimQK + 128 * k), k_row + 128 * k, bytes);
         }
       }
 #pragma unroll
       for (int k = 0; k < (T::kChunksV + 15) / 16; ++k) {
-        const int c = load_lane + 16 * k;
-        if (T::kChunksV % 16 == 0 || c < T::kChunksV) {
-          cp_async_16(smem_addr(s_v + SwzV::offset(r, c)), in ? v_row + c * 8 : v_cache, in ? 16 : 0);
+        if (T::kChunksV % 16 == 0 || load_lane + 16 * k < T::kChunksV) {
+          cp_async_16(s_v + 2 * (s_v_lane + 8 * i * T::kDimV + 128 * k), v_row + 128 * k, bytes);
         }
       }
     }
@@ -278,10 +281,13 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
       }
       state[q].l += sum;
     }
+    // Once the running max has settled, most tiles leave it unchanged (alpha exactly 1): skip the rescale then.
+    if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
-    for (int nt = 0; nt < kOTiles; ++nt) {
-      acc_o[nt][0] *= alpha[0], acc_o[nt][1] *= alpha[0];
-      acc_o[nt][2] *= alpha[1], acc_o[nt][3] *= alpha[1];
+      for (int nt = 0; nt < kOTiles; ++nt) {
+        acc_o[nt][0] *= alpha[0], acc_o[nt][1] *= alpha[0];
+        acc_o[nt][2] *= alpha[1], acc_o[nt][3] *= alpha[1];
+      }
     }
 
     // O += P V: P re-read from the score accumulators as A fragments, V through transposing ldmatrix.
