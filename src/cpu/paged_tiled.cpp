@@ -113,8 +113,18 @@ void forward(const detail::PagedProblem& p) {
     part.lse = base + p.max_splits * part.rows * p.heads_q * p.dim_v;
   }
 
-  const std::int64_t tiles_per_seq = row_tiles(p, p.seqlen_q, t);
-  const std::int64_t items = p.batch * p.heads_kv * p.max_splits * tiles_per_seq;
+  // Items of sequence b: heads_kv x its chunks x its row tiles, numbered from first_item[b]. Counted per sequence
+  // (not batch x max_splits x the longest row tiling) so that a long table with short sequences and small fixed
+  // chunks does not queue thousands of empty items.
+  thread_local std::vector<std::int64_t> first_item;
+  first_item.resize(static_cast<std::size_t>(p.batch + 1));
+  first_item[0] = 0;
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    const SeqView seq = seq_view(p, b);
+    first_item[b + 1] = first_item[b] + p.heads_kv * seq.chunks * row_tiles(p, seq.span.q_len, t);
+  }
+  const std::int64_t items = first_item[p.batch];
+  const std::int64_t* starts = first_item.data();  // the calling thread's vector, read by every thread below
   const bool avx2 = tiled::cpu_has_avx2_fma();
   const ChunkItemFn fn = visit_dtype(p.dtype, [&](auto d) -> ChunkItemFn {
     constexpr DType D = decltype(d)::value;
@@ -132,18 +142,18 @@ void forward(const detail::PagedProblem& p) {
       out_of_memory = true;
     }
     // Items nest as (sequence, kv head, chunk, row tile): the row tiles of one chunk, which read the same keys, run
-    // side by side. Items past a sequence's own chunks or rows are empty.
+    // side by side.
 #pragma omp for schedule(dynamic, 1)
     for (std::int64_t n = 0; n < items; ++n) {
       if (ws == nullptr) continue;
       Item it;
-      const std::int64_t tile = n % tiles_per_seq;
-      it.chunk = n / tiles_per_seq % p.max_splits;
-      it.h_kv = n / (tiles_per_seq * p.max_splits) % p.heads_kv;
-      it.b = n / (tiles_per_seq * p.max_splits * p.heads_kv);
+      it.b = std::upper_bound(starts, starts + p.batch + 1, n) - starts - 1;
       const SeqView seq = seq_view(p, it.b);
+      const std::int64_t tiles = row_tiles(p, seq.span.q_len, t), local = n - starts[it.b];
+      const std::int64_t tile = local % tiles;
+      it.chunk = local / tiles % seq.chunks;
+      it.h_kv = local / (tiles * seq.chunks);
       it.rows = item_rows(p, seq.span.q_len, tile, t);
-      if (it.chunk >= seq.chunks || it.rows == 0) continue;
       it.r0 = tile * t.br;
       fn(p, t, part, it, seq, ws);
     }
