@@ -1,7 +1,8 @@
-// ioattn sm90 forward kernel: one CTA per (query tile of 128 rows, head, batch); warp-specialized.
+// ioattn sm90 forward kernel: warp-specialized; one CTA per (query tile of 128 rows, head, sequence), or a
+// persistent grid of one CTA per SM that walks those tiles in turn.
 //
-// Producer warpgroup: gives its registers away (setmaxnreg) and one thread issues TMA loads: the Q tile once (on
-// its own mbarrier), then K and V of each visible key tile, from the last down to the first, into a kStages-deep
+// Producer warpgroup: gives its registers away (setmaxnreg) and one thread issues TMA loads: per query tile, the Q
+// tile (on its own mbarrier, once the consumers are done with the previous one), then K and V of each visible key tile, from the last down to the first, into a kStages-deep
 // ring (PipelineTmaAsync: "full" barriers complete on the loads' byte counts, "empty" barriers on the consumers'
 // releases).
 // Consumer warpgroups (64 query rows each): forward_mainloop.cuh (S = Q K^T by wgmma from shared memory, the online
