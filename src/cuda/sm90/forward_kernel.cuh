@@ -2,9 +2,9 @@
 // persistent grid of one CTA per SM that walks those tiles in turn.
 //
 // Producer warpgroup: gives its registers away (setmaxnreg) and one thread issues TMA loads: per query tile, the Q
-// tile (on its own mbarrier, once the consumers are done with the previous one), then K and V of each visible key tile, from the last down to the first, into a kStages-deep
-// ring (PipelineTmaAsync: "full" barriers complete on the loads' byte counts, "empty" barriers on the consumers'
-// releases).
+// tile (on its own mbarrier, once the consumers are done with the previous one), then K and V of each visible key
+// tile, from the last down to the first, into a kStages-deep ring (PipelineTmaAsync: "full" barriers complete on
+// the loads' byte counts, "empty" barriers on the consumers' releases).
 // Consumer warpgroups (64 query rows each): forward_mainloop.cuh (S = Q K^T by wgmma from shared memory, the online
 // softmax, O += P V with P from registers); then the epilogue here divides O by the row sum once, through
 // core::SoftmaxState (sinks, rows that saw nothing), and stores O and the LSE.
