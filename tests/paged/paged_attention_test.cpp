@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "api/paged_problem.hpp"
+#include "cpu/paged_tiled_kernel.hpp"
 #include "ioattn/error.hpp"
 #include "ioattn/paged.hpp"
 #include "paged/paged_support.hpp"
@@ -594,6 +595,41 @@ TEST(PagedChecks, ChecksCanFail) {
     EXPECT_FALSE(data.run(*batch, be.name, be.device, {}).inputs_untouched) << "a write to k_cache went unseen";
     data.k_cache().set(0, kept);
   });
+}
+
+
+// ---- the tiled kernel's fp16 widening ------------------------------------------------------------------------------
+
+// Every fp16 bit pattern (subnormals, infinities, NaNs included) widened by the kernel's vector path and by the
+// scalar conversion: the same fp32 bits.
+template <int VW>
+void widen_all_fp16(const std::vector<std::uint16_t>& in, std::vector<float>& out) {
+  cpu::paged::widen_row<VW, DType::f16>(in.data(), 0, static_cast<std::int64_t>(in.size()), out.data());
+}
+__attribute__((target("avx2,fma"))) void widen_all_fp16_avx2(const std::vector<std::uint16_t>& in,
+                                                              std::vector<float>& out) {
+  widen_all_fp16<8>(in, out);
+}
+
+TEST(PagedKernel, Fp16WideningIsExact) {
+  std::vector<std::uint16_t> in(65536 + 3);  // 3 more: the scalar tail runs too
+  for (std::size_t e = 0; e < in.size(); ++e) in[e] = static_cast<std::uint16_t>(e);
+  std::vector<float> got(in.size());
+  std::vector<int> widths = {4};
+  if (cpu::tiled::cpu_has_avx2_fma()) widths.push_back(8);
+  for (const int vw : widths) {
+    std::fill(got.begin(), got.end(), 0.0f);
+    if (vw == 4) widen_all_fp16<4>(in, got);
+    else widen_all_fp16_avx2(in, got);
+    int bad = 0;
+    for (std::size_t e = 0; e < in.size() && bad < 5; ++e) {
+      const float want = core::fp16_to_float(in[e]);
+      if (std::memcmp(&want, &got[e], sizeof want) != 0) {
+        ++bad;
+        ADD_FAILURE() << vw << " lanes: fp16 0x" << std::hex << in[e] << " widened to " << got[e] << ", want " << want;
+      }
+    }
+  }
 }
 
 }  // namespace
