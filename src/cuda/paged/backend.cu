@@ -89,6 +89,7 @@ std::string cuda_paged_unsupported(const PagedProblem& p) {
 struct DeviceInfo {
   int sms = 0;
   int smem_per_sm = 0;
+  int major = 0;  // compute capability
 };
 DeviceInfo device_info(int device) {
   static std::mutex mutex;
@@ -101,6 +102,8 @@ DeviceInfo device_info(int device) {
                    "cudaDeviceGetAttribute(multiprocessor count)");
   sm80::cuda_check(cudaDeviceGetAttribute(&info.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device),
                    "cudaDeviceGetAttribute(shared memory per multiprocessor)");
+  sm80::cuda_check(cudaDeviceGetAttribute(&info.major, cudaDevAttrComputeCapabilityMajor, device),
+                   "cudaDeviceGetAttribute(compute capability)");
   cache.emplace(device, info);
   return info;
 }
@@ -169,7 +172,10 @@ void run_decode(const paged::DecodeParams& dp, const PagedProblem& p) {
   else if (p.dim_qk == 192) launch_decode<Element, 192, 128>(dp, p.stream, device);
   else if (p.dim_qk == 256) launch_decode<Element, 256, 256>(dp, p.stream, device);
   else throw Error(ErrorCode::unsupported, cuda_paged_unsupported(p));
-  if (dp.max_splits > 1) paged::launch_combine<Element>(dp, static_cast<int>(p.dim_v), p.stream);
+  if (dp.max_splits > 1) {
+    const bool programmatic = device_info(device).major >= 9;  // programmatic dependent launch: sm90 and later
+    paged::launch_combine<Element>(dp, static_cast<int>(p.dim_v), p.stream, programmatic);
+  }
 }
 
 // The workspace the caller passed, or one taken from the stream's pool for this call only (stream-ordered, so no
@@ -249,6 +255,7 @@ DecodeParams make_decode_params(const PagedProblem& p, float* workspace) {
   d.rows = static_cast<int>(p.rows());
   d.capacity = static_cast<int>(p.capacity());
   d.page_size = static_cast<int>(p.page_size);
+  d.max_pages_per_seq = static_cast<int>(p.max_pages_per_seq);
   d.page_div = FastDivisor::make(static_cast<std::uint32_t>(p.page_size));
   d.split_tokens = static_cast<int>(p.split_tokens);
   d.max_splits = static_cast<int>(p.max_splits);

@@ -29,6 +29,11 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
   const int chunks = chunk_count(sequence_length(p, b), p.split_tokens);
   if (chunks == 1) return;  // the decode kernel wrote this row directly
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Launched as the decode kernel's programmatic dependent: wait for its grid to complete (and its writes to be
+  // visible) before reading the partial results. A no-op when launched without the dependency.
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
   const std::int64_t prow = (p.cu_seqlens_q ? 0 : static_cast<std::int64_t>(b) * p.seqlen_q) + q_offset + i;
   const std::int64_t split_stride = static_cast<std::int64_t>(p.rows) * p.heads_q;  // slots per chunk
   const std::int64_t slot0 = prow * p.heads_q + h;
@@ -80,15 +85,26 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
 
 }  // namespace
 
+// On sm90 and later the combine is launched as a programmatic dependent of the decode kernel: its CTAs are
+// scheduled while the decode's last CTAs run and wait on the device, so the launch gap between the two kernels
+// leaves the critical path.
 template <class Element>
-void launch_combine(const DecodeParams& p, int dim_v, void* stream) {
+void launch_combine(const DecodeParams& p, int dim_v, void* stream, bool programmatic) {
   const std::int64_t items = static_cast<std::int64_t>(p.seqlen_q) * p.heads_q;
-  const dim3 grid(static_cast<unsigned>((items + kCombineWarps - 1) / kCombineWarps), static_cast<unsigned>(p.batch));
-  paged_combine_kernel<Element><<<grid, kCombineWarps * 32, 0, static_cast<cudaStream_t>(stream)>>>(p, dim_v);
-  sm80::cuda_check(cudaGetLastError(), "paged combine kernel launch");
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>((items + kCombineWarps - 1) / kCombineWarps),
+                        static_cast<unsigned>(p.batch));
+  config.blockDim = dim3(kCombineWarps * 32);
+  config.stream = static_cast<cudaStream_t>(stream);
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = programmatic ? 1 : 0;
+  sm80::cuda_check(cudaLaunchKernelEx(&config, paged_combine_kernel<Element>, p, dim_v), "paged combine kernel launch");
 }
 
-template void launch_combine<__nv_bfloat16>(const DecodeParams&, int, void*);
-template void launch_combine<__half>(const DecodeParams&, int, void*);
+template void launch_combine<__nv_bfloat16>(const DecodeParams&, int, void*, bool);
+template void launch_combine<__half>(const DecodeParams&, int, void*, bool);
 
 }  // namespace ioattn::detail::paged

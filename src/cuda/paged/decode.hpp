@@ -34,8 +34,9 @@ constexpr DecodeShape decode_shape(int dim_qk) {
 template <class Element, int kDimQK, int kDimV>
 void launch_decode(const DecodeParams& p, void* stream, int device);
 
-// Launches the combine of split chunks (only sequences with more than one chunk are touched).
+// Launches the combine of split chunks (only sequences with more than one chunk are touched); `programmatic`
+// (sm90+): as a programmatic dependent launch of the decode kernel just launched on `stream`.
 template <class Element>
-void launch_combine(const DecodeParams& p, int dim_v, void* stream);
+void launch_combine(const DecodeParams& p, int dim_v, void* stream, bool programmatic);
 
 }  // namespace ioattn::detail::paged

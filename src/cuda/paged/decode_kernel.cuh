@@ -72,6 +72,24 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
   const int split = blockIdx.y;
   const int r0 = blockIdx.z * T::kBlockM;
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // The combine kernel may be scheduled now (it waits for this grid's completion before reading anything).
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+  // Loads: 16 lanes per key row, rows tid / 16 + 8 i of a key tile (see load_tile below).
+  constexpr int kRowsPerThread = T::kBlockN / 8;
+  const int load_row0 = tid / 16, load_lane = tid % 16;
+  const std::int32_t* table = p.block_table + b * p.block_table_stride;
+  // The pages of the chunk's first tile are read before the sequence's length is known, saving one round trip in
+  // front of the first loads (entries past the sequence's pages are read, inside the table, but never used).
+  const int first_tile = split * (p.split_tokens / T::kBlockN);
+  int first_tile_page[kRowsPerThread];
+#pragma unroll
+  for (int i = 0; i < kRowsPerThread; ++i) {
+    const int page_index = p.page_div.quotient(first_tile * T::kBlockN + load_row0 + 8 * i);
+    first_tile_page[i] = page_index < p.max_pages_per_seq ? __ldg(table + page_index) : 0;
+  }
+
   const int len = sequence_length(p, b);
   const int chunks = chunk_count(len, p.split_tokens);
   if (split >= chunks) return;  // the grid is sized by the capacity; this sequence is shorter
@@ -115,7 +133,6 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
 
   const Element* k_cache = static_cast<const Element*>(p.k_cache);
   const Element* v_cache = static_cast<const Element*>(p.v_cache);
-  const std::int32_t* table = p.block_table + b * p.block_table_stride;
   // Loads: 16 lanes per key row, rows tid / 16 + 8 i of the tile; lane c16 moves chunks c16, c16 + 16, ... of the
   // row's K and V. The page of each row is looked up one iteration before its loads are issued, so the issue never
   // waits on the block table (a table load in front of each cp.async would put its latency into every iteration).
@@ -123,20 +140,18 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
   // swizzled shared-memory offset is one per thread plus compile-time steps, and the cache pointers carry the kv
   // head and the lane's chunk; per row remain one table load, a division by the page size (multiply-shift) and two
   // 64-bit multiply-adds.
-  constexpr int kRowsPerThread = T::kBlockN / 8;
-  const int load_row0 = tid / 16, load_lane = tid % 16;
   const Element* k_lane = k_cache + hk * p.k_head_stride + load_lane * 8;
   const Element* v_lane = v_cache + hk * p.v_head_stride + load_lane * 8;
   const int s_k_lane = SwzQK::offset(load_row0, load_lane), s_v_lane = SwzV::offset(load_row0, load_lane);
   int row_page[kRowsPerThread], row_in_page[kRowsPerThread];  // page -1: past the sequence's end, zero-filled
-  auto look_up_pages = [&](int n) {
+  auto look_up_pages = [&](int n, bool may_be_first) {
 #pragma unroll
     for (int i = 0; i < kRowsPerThread; ++i) {
       const int j = n * T::kBlockN + load_row0 + 8 * i;
       const int page_index = p.page_div.quotient(j);
       row_in_page[i] = j - page_index * p.page_size;
       // Entries past a sequence's last page may hold anything: never read them.
-      row_page[i] = j < len ? __ldg(table + page_index) : -1;
+      row_page[i] = j < len ? (may_be_first && n == first_tile ? first_tile_page[i] : __ldg(table + page_index)) : -1;
     }
   };
   // Issues the loads of the looked-up tile into ring slot `slot`.
@@ -170,12 +185,12 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
 #pragma unroll
   for (int s = 0; s < T::kStages - 1; ++s) {
     if (s < n_tiles) {
-      look_up_pages(n_lo + s);
+      look_up_pages(n_lo + s, true);
       load_tile(s);
     }
     cp_async_commit();
   }
-  if (T::kStages - 1 < n_tiles) look_up_pages(n_lo + T::kStages - 1);
+  if (T::kStages - 1 < n_tiles) look_up_pages(n_lo + T::kStages - 1, false);
 
   // This thread's two accumulator rows (g and g + 8 of its warp's 16), their query token and visible keys.
   const int g = lane / 4, t4 = lane % 4;
@@ -214,7 +229,7 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
     __syncthreads();  // tile t is in; every warp is done with the slot refilled next
     if (t + T::kStages - 1 < n_tiles) load_tile((t + T::kStages - 1) % T::kStages);
     cp_async_commit();
-    if (t + T::kStages < n_tiles) look_up_pages(n_lo + t + T::kStages);  // lands while this tile computes
+    if (t + T::kStages < n_tiles) look_up_pages(n_lo + t + T::kStages, false);  // lands while this tile computes
 
     const int slot = t % T::kStages;
     const Element* s_k = s_kv + slot * T::kStageElems;

@@ -54,6 +54,7 @@ struct DecodeParams {
   int rows;                             // batch * seqlen_q (dense) or total_q (packed)
   int capacity;                         // max_pages_per_seq * page_size: seqlens_k is clamped to it
   int page_size;
+  int max_pages_per_seq;                // the block table's width
   FastDivisor page_div;                 // key index -> page index
   int split_tokens, max_splits;
 
