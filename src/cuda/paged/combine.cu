@@ -1,7 +1,7 @@
 // ioattn cuda paged: the combine of split-KV chunks. One warp per (query row, head) of a sequence with more than one
-// chunk: the chunks' partial results (each normalized by its own sum, lse without the sink) are merged in chunk
-// order through core::SoftmaxState::add_partial, the sink is added once, and out and lse are written. The order is
-// fixed, so the result depends only on the chunks, never on timing (no atomics).
+// chunk: the chunks' partial results (each normalized by its own sum, lse without the sink) are merged through
+// core::SoftmaxState::add_partial in chunk order, the sink is added once, and out and lse are written. Every order
+// is fixed, so the result depends only on the chunks, never on timing (no atomics).
 #include <cstdint>
 
 #include <cuda_runtime.h>
@@ -37,35 +37,57 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
   const std::int64_t prow = (p.cu_seqlens_q ? 0 : static_cast<std::int64_t>(b) * p.seqlen_q) + q_offset + i;
   const std::int64_t split_stride = static_cast<std::int64_t>(p.rows) * p.heads_q;  // slots per chunk
   const std::int64_t slot0 = prow * p.heads_q + h;
+
+  // Pass 1, scalars only: fold the chunks' lse in chunk order (32 at a time, one per lane, read in parallel and
+  // handed round by shuffles), then the sink. That fixes the row's final max and sum.
   core::SoftmaxState<float> state;
+  for (int s0 = 0; s0 < chunks; s0 += 32) {
+    const float lse_lane = s0 + lane < chunks ? p.partial_lse[(s0 + lane) * split_stride + slot0] : -INFINITY;
+    const int n = min(32, chunks - s0);
+    for (int k = 0; k < n; ++k) {
+      float weight;
+      state.add_partial(__shfl_sync(0xffffffffu, lse_lane, k), weight);
+    }
+  }
+  if (p.sinks) state.add_sink(p.sinks[h]);
+  const float offset = state.offset(), inv_sum = state.inv_sum();
+
+  // Pass 2: out = sum over chunks, in chunk order, of exp(lse_s - max) / sum * o_s (what the sequential merge
+  // computes, with every chunk's final weight known up front), so the chunks' rows are read kBatch at a time
+  // instead of one dependent load per chunk.
+  constexpr int kBatch = 8;
   float4 o[kMaxVecPerLane];
 #pragma unroll
   for (int v = 0; v < kMaxVecPerLane; ++v) o[v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-
   for (int s0 = 0; s0 < chunks; s0 += 32) {
-    // The next 32 chunks' lse in one coalesced-ish read, then the sequential merge from registers.
     const float lse_lane = s0 + lane < chunks ? p.partial_lse[(s0 + lane) * split_stride + slot0] : -INFINITY;
+    const float coef_lane = __expf(lse_lane - offset) * inv_sum;  // an empty chunk (lse -inf) weighs 0
     const int n = min(32, chunks - s0);
-#pragma unroll 4
-    for (int k = 0; k < n; ++k) {
-      const float lse_s = __shfl_sync(0xffffffffu, lse_lane, k);
-      const float* part = p.partial_out + ((s0 + k) * split_stride + slot0) * dim_v;
-      float weight;
-      const float keep = state.add_partial(lse_s, weight);
+    for (int k0 = 0; k0 < n; k0 += kBatch) {
+      float4 part[kBatch][kMaxVecPerLane];
+      float coef[kBatch];
 #pragma unroll
-      for (int v = 0; v < kMaxVecPerLane; ++v) {
-        const int c = (lane + 32 * v) * 4;
-        if (c < dim_v) {
-          const float4 x = *reinterpret_cast<const float4*>(part + c);
-          o[v].x = o[v].x * keep + weight * x.x, o[v].y = o[v].y * keep + weight * x.y;
-          o[v].z = o[v].z * keep + weight * x.z, o[v].w = o[v].w * keep + weight * x.w;
+      for (int k = 0; k < kBatch; ++k) {
+        coef[k] = __shfl_sync(0xffffffffu, coef_lane, (k0 + k) % 32);
+        const float* row = p.partial_out + ((s0 + k0 + k) * split_stride + slot0) * dim_v;
+#pragma unroll
+        for (int v = 0; v < kMaxVecPerLane; ++v) {
+          const int c = (lane + 32 * v) * 4;
+          part[k][v] = k0 + k < n && c < dim_v ? *reinterpret_cast<const float4*>(row + c)
+                                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) {
+        if (k0 + k >= n) break;
+#pragma unroll
+        for (int v = 0; v < kMaxVecPerLane; ++v) {
+          o[v].x += coef[k] * part[k][v].x, o[v].y += coef[k] * part[k][v].y;
+          o[v].z += coef[k] * part[k][v].z, o[v].w += coef[k] * part[k][v].w;
         }
       }
     }
   }
-  float factor = 1.0f;
-  if (p.sinks) factor = state.add_sink(p.sinks[h]);
-  factor *= state.inv_sum();
   Element* out = static_cast<Element*>(p.out) + b * p.o_batch_stride + (q_offset + i) * p.o_row_stride +
                  h * p.o_head_stride;
 #pragma unroll
@@ -73,8 +95,8 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
     const int c = (lane + 32 * v) * 4;
     if (c < dim_v) {
       uint2 packed;
-      packed.x = Mma::pack(o[v].x * factor, o[v].y * factor);
-      packed.y = Mma::pack(o[v].z * factor, o[v].w * factor);
+      packed.x = Mma::pack(o[v].x, o[v].y);
+      packed.y = Mma::pack(o[v].z, o[v].w);
       *reinterpret_cast<uint2*>(out + c) = packed;
     }
   }

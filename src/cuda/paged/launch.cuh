@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <cstdint>
 
 #include <cuda_runtime.h>
@@ -56,17 +55,6 @@ void launch_variants(const DecodeParams& p, void* stream, int device) {
 template <class Element, int kDimQK, int kDimV>
 void launch_decode(const DecodeParams& p, void* stream, int device) {
   constexpr int kStages = decode_shape(kDimQK).stages;
-#ifdef IOATTN_PAGED_VARIANTS
-  // Tuning builds only (-DIOATTN_PAGED_VARIANTS): IOATTN_PAGED_STAGES=2 or 4 runs another ring depth at dim 128.
-  if constexpr (kDimQK == 128) {
-    static const int stages = [] {
-      const char* env = std::getenv("IOATTN_PAGED_STAGES");
-      return env ? std::atoi(env) : 0;
-    }();
-    if (stages == 2) return launch_variants<Element, kDimQK, kDimV, 2>(p, stream, device);
-    if (stages == 4) return launch_variants<Element, kDimQK, kDimV, 4>(p, stream, device);
-  }
-#endif
   launch_variants<Element, kDimQK, kDimV, kStages>(p, stream, device);
 }
 

@@ -1,5 +1,4 @@
 // One instantiation of the paged decode kernels (both row-block variants); see src/cuda/paged/launch.cuh.
-#define IOATTN_PAGED_VARIANTS 1  // tuning: IOATTN_PAGED_STAGES picks the ring depth (remove when settled)
 #include "cuda/paged/launch.cuh"
 
 namespace ioattn::detail::paged {
