@@ -17,7 +17,8 @@ keeps the GPU busy while Python issues the call (so host launch overhead is not 
 after --warmup. The flush reads rather than writes: a memset leaves the L2 full of dirty lines whose write-back
 then lands inside the timed kernel (about 50 MB, some 12 us at 4.2 TB/s, a large share of a 40 us decode).
 --flush memset times the other way. The working sets (>= 134 MB) are far above L2 too. Outputs are checked:
-max |ioattn - SDPA| per backend, and the cuDNN-vs-flash difference as the yardstick of what two correct kernels disagree by.
+max |ioattn - SDPA| per backend, and the cuDNN-vs-flash difference as the yardstick of what two correct kernels
+disagree by.
 
 Usage: python3 bench/paged_decode.py --lib build/libioattn.so [--json out.json] [--warmup 10] [--repeat 50]
 """

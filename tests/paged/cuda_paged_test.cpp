@@ -276,8 +276,8 @@ TEST(CudaPagedCache, WriteAndCopyMatchTheCpu) {
     gpu.impl = "cuda";
     const TensorView kc = dk.rebase(k_cache.view({pages, ps, hkv, dim}), k_cache);
     const TensorView vc = dv.rebase(v_cache.view({pages, ps, hkv, dim}), v_cache);
-    paged_kv_write({dkn.rebase(k_new.view({tokens, hkv, dim}), k_new), dvn.rebase(v_new.view({tokens, hkv, dim}), v_new),
-                    ds.rebase(slots.view({tokens}), slots), kc, vc},
+    paged_kv_write({dkn.rebase(k_new.view({tokens, hkv, dim}), k_new),
+                    dvn.rebase(v_new.view({tokens, hkv, dim}), v_new), ds.rebase(slots.view({tokens}), slots), kc, vc},
                    gpu);
     paged_kv_copy_pages(kc, vc, dc.rebase(copies.view({3, 2}), copies), gpu);
     dk.download(k_cache);

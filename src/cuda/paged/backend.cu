@@ -72,10 +72,12 @@ std::string cuda_paged_unsupported(const PagedProblem& p) {
   for (const auto& [name, x, dim] : {std::tuple<const char*, const Operand&, std::int64_t>{"kv.k_cache", p.k, p.dim_qk},
                                      {"kv.v_cache", p.v, p.dim_v}}) {
     const std::int64_t in_page = (p.page_size - 1) * x.seq_stride + (p.heads_kv - 1) * x.head_stride + dim;
-    if (x.batch_stride < 0 || x.seq_stride < 0 || x.head_stride < 0 || in_page > INT_MAX || x.seq_stride > INT_MAX || x.head_stride > INT_MAX || x.batch_stride > UINT32_MAX) {
-      return std::string("the cuda paged backend addresses a page's rows in 32 bits: the element span of one page of ") +
-             name + " must stay below 2^31 and its page stride below 2^32, with no negative strides; got span " + std::to_string(in_page) +
-             ", page stride " + std::to_string(x.batch_stride);
+    const bool negative = x.batch_stride < 0 || x.seq_stride < 0 || x.head_stride < 0;
+    if (negative || in_page > INT_MAX || x.seq_stride > INT_MAX || x.head_stride > INT_MAX ||
+        x.batch_stride > UINT32_MAX) {
+      return std::string("the cuda paged backend addresses a page's rows in 32 bits: the element span of one page ") +
+             "of " + name + " must stay below 2^31 and its page stride below 2^32, with no negative strides; got " +
+             "span " + std::to_string(in_page) + ", page stride " + std::to_string(x.batch_stride);
     }
   }
   if (p.batch * p.heads_kv > INT_MAX || p.batch > 65535) {
@@ -158,10 +160,10 @@ PagedSplit cuda_paged_plan(const PagedProblem& p, SplitKV split, std::int64_t ex
   planned.split_tokens = tokens;
   planned.max_splits = std::max<std::int64_t>(1, (p.capacity() + tokens - 1) / tokens);
   if (planned.max_splits > 65535) {
-    throw Error(ErrorCode::unsupported, "the cuda paged backend launches at most 65535 chunks per sequence; chunks of " +
-                                            std::to_string(tokens) + " keys over a capacity of " +
-                                            std::to_string(p.capacity()) + " make " +
-                                            std::to_string(planned.max_splits) + " (use longer chunks)");
+    throw Error(ErrorCode::unsupported,
+                "the cuda paged backend launches at most 65535 chunks per sequence; chunks of " +
+                    std::to_string(tokens) + " keys over a capacity of " + std::to_string(p.capacity()) + " make " +
+                    std::to_string(planned.max_splits) + " (use longer chunks)");
   }
   return {tokens, planned.max_splits, planned.partial_bytes()};
 }

@@ -135,7 +135,8 @@ void copy_pages(const PagedCopyProblem& p) {
                static_cast<int>(p.dim_qk / unit), static_cast<int>(p.dim_v / unit), p.k_cache.batch_stride / unit,
                p.k_cache.seq_stride / unit, p.k_cache.head_stride / unit, p.v_cache.batch_stride / unit,
                p.v_cache.seq_stride / unit, p.v_cache.head_stride / unit};
-  const dim3 grid(static_cast<unsigned>(p.num_copies), static_cast<unsigned>(p.page_size < 65535 ? p.page_size : 65535));
+  const auto rows = static_cast<unsigned>(p.page_size < 65535 ? p.page_size : 65535);  // grid.y limit; rows loop
+  const dim3 grid(static_cast<unsigned>(p.num_copies), rows);
   by_unit(elem, unit, [&](auto u) {
     paged_copy_kernel<decltype(u)><<<grid, kCopyThreads, 0, static_cast<cudaStream_t>(p.stream)>>>(c);
   });

@@ -109,9 +109,12 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
   const int chunk_begin = split * p.split_tokens;
   const int chunk_end = min(len, chunk_begin + p.split_tokens);
   const std::int64_t visible_begin = rule.tile_key_begin(i_first), visible_end = rule.tile_key_end(i_last + 1);
-  const int key_lo = visible_begin > chunk_begin ? static_cast<int>((visible_begin < chunk_end ? visible_begin : chunk_end))
-                                                 : chunk_begin;
-  const int key_hi = visible_end < chunk_end ? static_cast<int>((visible_end > key_lo ? visible_end : key_lo)) : chunk_end;
+  const int key_lo = visible_begin <= chunk_begin ? chunk_begin
+                     : visible_begin < chunk_end  ? static_cast<int>(visible_begin)
+                                                  : chunk_end;
+  const int key_hi = visible_end >= chunk_end ? chunk_end
+                     : visible_end > key_lo   ? static_cast<int>(visible_end)
+                                              : key_lo;
   const int n_lo = key_lo / T::kBlockN;
   const int n_tiles = key_hi > key_lo ? (key_hi + T::kBlockN - 1) / T::kBlockN - n_lo : 0;
 
@@ -151,7 +154,8 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
       const int page_index = p.page_div.quotient(j);
       row_in_page[i] = j - page_index * p.page_size;
       // Entries past a sequence's last page may hold anything: never read them.
-      row_page[i] = j < len ? (may_be_first && n == first_tile ? first_tile_page[i] : __ldg(table + page_index)) : -1;
+      const bool reuse = may_be_first && n == first_tile;
+      row_page[i] = j < len ? (reuse ? first_tile_page[i] : __ldg(table + page_index)) : -1;
     }
   };
   // Issues the loads of the looked-up tile into ring slot `slot`.
