@@ -1,5 +1,5 @@
 // ioattn sm90 forward: which instantiations this build holds, and what the Hopper forward refuses (so that "auto"
-// falls back to the sm80 kernels for it).
+// falls back to the sm80 kernels for it). Softcap and ALiBi run here (the score-mod kernels).
 #include <atomic>
 #include <climits>
 #include <cstdint>
@@ -94,8 +94,6 @@ std::string forward_unsupported(const Problem& p, bool backward) {
            " is not compiled into this build (built with IOATTN_CUDA_HEAD_DIMS=\"" IOATTN_SM90_BUILD_HEAD_DIMS
            "\" IOATTN_CUDA_DTYPES=\"" IOATTN_SM90_BUILD_DTYPES "\"; reconfigure with it included)";
   }
-  if (p.softcap > 0.0f) return "the cuda_sm90 backend has no softcap yet; got softcap " + std::to_string(p.softcap);
-  if (p.alibi_slopes != nullptr) return "the cuda_sm90 backend has no ALiBi yet";
   // The scale folds into the exponent (the raw products' row max is the logits' row max): it must be positive.
   if (!(p.scale > 0.0f)) return "the cuda_sm90 backend needs a positive scale; got " + std::to_string(p.scale);
   if (p.batch > 65535 || p.heads_q > 65535) {

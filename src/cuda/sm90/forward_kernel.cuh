@@ -83,7 +83,9 @@ __forceinline__ __device__ TileWork resolve_tile(const Params& p, std::int64_t t
 
 // kPersistent: gridDim.x CTAs stride over all tiles, so the producer loads the next tile's K, V and Q while the
 // consumers finish the last P V and the epilogue of the current one. Otherwise one CTA per tile (blockIdx.x).
-template <class Traits, ForwardSchedule kSchedule, bool kPersistent>
+// kScoreMod: softcap and ALiBi (sm80::apply_score_mod on every tile, natural-unit logits); a separate kernel so
+// that the plain one carries none of its code or registers.
+template <class Traits, ForwardSchedule kSchedule, bool kPersistent, bool kScoreMod = false>
 __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_CONSTANT ForwardParams<Traits> const p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Element = typename Traits::Element;
@@ -192,7 +194,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
     for (std::int64_t t = blockIdx.x; t < num_tiles; t += tile_stride) {
       const TileWork w = resolve_tile<kBlockM, kBlockN>(p, t);
       if (!w.valid) continue;
-      OnlineSoftmax<kRows> softmax(p.scale_log2);
+      sm80::ScoreMod mod{p.scale, 0.0f, 0.0f, false};
+      if constexpr (kScoreMod) {
+        mod.softcap = p.softcap;
+        mod.alibi_slope = p.alibi_slopes ? p.alibi_slopes[w.b * p.alibi_batch_stride + w.h] : 0.0f;
+        mod.natural = true;
+      }
+      OnlineSoftmax<kRows> softmax(kScoreMod ? mod.to_log2() : p.scale_log2);
       clear(acc_o);
       Barrier::wait(&storage.bar_q, iter & 1);  // even with no key tile: the load must land before the CTA exits
 
@@ -200,11 +208,18 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
       // (MaskRule::classify's `full` test; a row's visible keys only move right as the row grows).
       const std::int64_t full_lo = (w.rule.key_begin(w.row0 + w.rows_here - 1) + kBlockN - 1) / kBlockN;
       const std::int64_t key_end_first = w.rule.key_end(w.row0);
+      // Varlen: the packed tensor map delivers the next sequence's rows past this one's end (zero_v_rows). Dense
+      // maps end with the sequence, and TMA fills what lies past a map's end with zeros.
+      int v_rows_first = kBlockN;
+      if (p.clear_v_overhang && w.n_block_max * kBlockN > int(w.span.k_len)) {
+        v_rows_first = int(w.span.k_len) - (w.n_block_max - 1) * kBlockN;
+      }
       MainloopArgs<Traits, decltype(tSrQ), decltype(tSrK), decltype(tOrV), decltype(rC), decltype(acc_o)> args{
           pipe_k, pipe_v, mma_qk, mma_pv, tSrQ, tSrK, tOrV, rC, acc_o, w.rule, w.row0, w.n_block_min,
           w.n_block_max, full_lo > INT_MAX ? INT_MAX : int(full_lo),
-          key_end_first > 0 ? int(key_end_first / kBlockN) : 0, consumer};
-      consumer_mainloop<Traits, kSchedule>(args, softmax, read);
+          key_end_first > 0 ? int(key_end_first / kBlockN) : 0, consumer, ctid, mod, v_rows_first,
+          storage.v.data()};
+      consumer_mainloop<Traits, kSchedule, kScoreMod>(args, softmax, read);
       // Every product of this warpgroup has retired (the mainloop ends on warpgroup_wait<0>): Q may be reloaded.
       PlainBarrier::arrive(&storage.bar_q_empty);
 
@@ -216,7 +231,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
         CUTE_UNROLL
         for (int mi = 0; mi < kRows; ++mi) {
           core::SoftmaxState<float> state;
-          state.m = softmax.row_max[mi] == -INFINITY ? -INFINITY : softmax.row_max[mi] * p.scale;
+          // Plain: raw-product units, scaled here; score mod: already natural-unit logits.
+          const float m_natural = kScoreMod ? softmax.row_max[mi] : softmax.row_max[mi] * p.scale;
+          state.m = softmax.row_max[mi] == -INFINITY ? -INFINITY : m_natural;
           state.l = sm80::quad_sum(softmax.row_sum[mi]);
           const float keep = p.sinks ? state.add_sink(sink) : 1.0f;
           const float factor = keep * state.inv_sum();

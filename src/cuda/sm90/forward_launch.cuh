@@ -53,6 +53,16 @@ auto make_gmem_view(const Operand& x, std::int64_t rows, std::int64_t heads, std
                      make_stride(row_stride, _1{}, head_stride, batch_stride));
 }
 
+// IOATTN_SM90_UNSAFE_VARLEN_OVERHANG=1 (read once) turns the varlen isolation off (ForwardParams::clear_v_overhang):
+// for showing that the isolation test fails without it, never for use.
+inline bool unsafe_varlen_overhang_from_env() {
+  static const bool unsafe = [] {
+    const char* env = std::getenv("IOATTN_SM90_UNSAFE_VARLEN_OVERHANG");
+    return env != nullptr && env[0] == '1';
+  }();
+  return unsafe;
+}
+
 template <class Traits>
 ForwardParams<Traits> make_forward_params(const Problem& p) {
   const bool varlen = p.is_varlen();
@@ -94,6 +104,10 @@ ForwardParams<Traits> make_forward_params(const Problem& p) {
   fp.window_right = p.mask.window_right;
   fp.top_left = p.mask.alignment == Alignment::top_left;
   fp.num_m_blocks = int((p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM);
+  fp.softcap = p.softcap;
+  fp.alibi_slopes = p.alibi_slopes;
+  fp.alibi_batch_stride = p.alibi_batch_stride;
+  fp.clear_v_overhang = varlen && !unsafe_varlen_overhang_from_env();
   return fp;
 }
 
@@ -110,10 +124,10 @@ inline int multiprocessor_count(int device) {
   return n;
 }
 
-template <class Traits, ForwardSchedule kSchedule, bool kPersistent>
+template <class Traits, ForwardSchedule kSchedule, bool kPersistent, bool kScoreMod = false>
 void launch_forward_kernel(const Problem& p) {
   constexpr int kSmem = Traits::kSmemBytes;
-  auto kernel = &forward_kernel<Traits, kSchedule, kPersistent>;
+  auto kernel = &forward_kernel<Traits, kSchedule, kPersistent, kScoreMod>;
 
   sm80::DeviceScope device(p.device_index);
   // Above 48 KB a kernel must opt in to dynamic shared memory, once per device (one bit per device; a race only
@@ -137,7 +151,8 @@ void launch_forward_kernel(const Problem& p) {
 
 // IOATTN_SM90_FWD_VARIANT (read once) forces a kernel, for side-by-side timing (bench/sdpa_compare.py) and for
 // testing each: 0, the overlapped schedule with ping-pong, one CTA per tile; 1, serial; 2, overlapped without
-// ping-pong; 3, as 0 on a persistent grid. Unset (-1): choose_persistent below.
+// ping-pong; 3, as 0 on a persistent grid. Unset (-1): choose_persistent below. With softcap or ALiBi only 0 and 3
+// exist (1 and 2 run as 0): each schedule kept for comparison would double the score-mod kernels' build time.
 inline int variant_from_env() {
   static const int variant = [] {
     const char* env = std::getenv("IOATTN_SM90_FWD_VARIANT");
@@ -161,6 +176,10 @@ void launch_forward(const Problem& p) {
   if (p.seqlen_q == 0 || p.batch == 0 || p.heads_q == 0) return;
   int variant = variant_from_env();
   if (variant < 0) variant = choose_persistent(p) ? 3 : 0;
+  if (p.softcap > 0.0f || p.alibi_slopes != nullptr) {
+    if (variant == 3) return launch_forward_kernel<Traits, ForwardSchedule::overlapped, true, true>(p);
+    return launch_forward_kernel<Traits, ForwardSchedule::overlapped, false, true>(p);
+  }
   switch (variant) {
     case 1:
       return launch_forward_kernel<Traits, ForwardSchedule::serial, false>(p);

@@ -9,6 +9,8 @@
 //    softmax overlaps the other's GEMMs instead of both contending for the tensor cores at once.
 // In both, the softmax works in base 2 on raw products (the scale folds into the exponent), keeps the running max
 // and sum per row, and rescales O by exp(m_old - m_new); the division by the sum happens once, in the epilogue.
+// The score-mod kernels (kScoreMod: softcap, ALiBi) first turn each tile into natural-unit logits through
+// sm80/common/score_mod.cuh, the same code and order as the sm80 forward (score mod, then mask, then softmax).
 #pragma once
 
 #include <climits>
@@ -104,6 +106,39 @@ struct WarpgroupTurns {
   __forceinline__ __device__ void pass_turn() const { cutlass::arch::NamedBarrier::arrive(kThreads, 2 - consumer); }
 };
 
+// Consumer-wide named barrier for zero_v_rows (after WarpgroupTurns' 1 and 2).
+constexpr std::uint32_t kZeroVBarrier = 3;
+
+// Varlen isolation. A tensor map bounds only the packed tensor, so the rows of a partial last key tile past the
+// sequence's end hold the next sequence's K and V. Their scores are masked (the mask assigns -inf, so a NaN or
+// infinite product is dropped too) and their probabilities are exactly 0, but P V still multiplies the V rows:
+// 0 x Inf = NaN would carry a neighbour's non-finite value into this sequence's output. So rows [first_row,
+// kBlockN) of that V stage are zeroed by all consumer threads together before either warpgroup's P V reads them.
+// Only the first tile visited can overhang (tiles are walked from the last down): the overlapped schedule clears
+// it before its steady-state loop, whose code stays as it was; the serial one tests the tile index.
+template <class Traits>
+__forceinline__ __device__ void zero_v_rows(typename Traits::Element* smem_v, int stage, int first_row, int ctid) {
+  Tensor sV = make_tensor(make_smem_ptr(smem_v), typename Traits::SmemLayoutV{});  // (kBlockN, kDim, stage)
+  // 16-byte chunks: the 128-byte swizzle permutes whole 16-byte chunks of a row, so each stays contiguous. A fixed,
+  // unrolled trip count with predicated stores: no divergent loop in the consumers' code.
+  constexpr int kChunks = Traits::kDim / 8;
+  constexpr int kTrips = ((Traits::kBlockN - 1) * kChunks + Traits::kConsumerThreads - 1) / Traits::kConsumerThreads;
+  const int first_item = first_row * kChunks;
+  CUTE_UNROLL
+  for (int trip = 0; trip < kTrips; ++trip) {
+    const int item = first_item + trip * Traits::kConsumerThreads + ctid;
+    if (item < Traits::kBlockN * kChunks) {
+      const std::uint32_t addr =
+          cute::cast_smem_ptr_to_uint(raw_pointer_cast(&sV(item / kChunks, item % kChunks * 8, stage)));
+      asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
+    }
+  }
+  // Ordinary stores that wgmma (the async proxy) reads next: a proxy fence in every writing thread, then the
+  // barrier that the readers pass.
+  cutlass::arch::fence_view_async_shared();
+  cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads, kZeroVBarrier);
+}
+
 // Everything the mainloop reads, built by the kernel.
 template <class Traits, class TSrQ, class TSrK, class TOrV, class RC, class AccO>
 struct MainloopArgs {
@@ -121,11 +156,19 @@ struct MainloopArgs {
   int n_block_min, n_block_max;  // key tiles to visit, from the last down
   int n_full_lo, n_full_hi;      // key tiles that need no mask
   int consumer;                  // which consumer warpgroup (0, 1)
+  int ctid;                      // thread index among both consumer warpgroups (0 .. 255)
+  sm80::ScoreMod mod;            // read by the kScoreMod mainloop only
+  // Varlen: rows of the first visited key tile inside the sequence; kBlockN when none past its end must be
+  // cleared (zero_v_rows). V's shared memory for it.
+  int v_rows_first;
+  typename Traits::Element* smem_v;
 };
 
 // `read` walks the K and V stages and carries over from one query tile to the next. Under ping-pong the turns
 // carry over too: the kernel calls WarpgroupTurns::start once, and every key tile takes one turn per warpgroup.
-template <class Traits, ForwardSchedule kSchedule, int kRows, class Args>
+// zero_v_rows' barrier sits where both warpgroups are outside their turns (after the first tile's softmax), so the
+// turn-taking cannot deadlock against it.
+template <class Traits, ForwardSchedule kSchedule, bool kScoreMod, int kRows, class Args>
 __forceinline__ __device__ void consumer_mainloop(Args& a, OnlineSoftmax<kRows>& softmax,
                                                   cutlass::PipelineState<Traits::kStages>& read) {
   using Element = typename Traits::Element;
@@ -144,6 +187,10 @@ __forceinline__ __device__ void consumer_mainloop(Args& a, OnlineSoftmax<kRows>&
   float alpha[kRows];
   auto needs_mask = [&](int n_block) { return n_block < a.n_full_lo || n_block >= a.n_full_hi; };
   auto mask = [&](int n_block) { sm80::apply_mask(rS, a.rC, a.rule, a.row0, n_block * kBlockN); };
+  auto modify = [&](int n_block) {
+    if constexpr (kScoreMod) sm80::apply_score_mod(rS, a.rC, a.mod, a.rule, a.row0, n_block * kBlockN);
+  };
+  const bool clear_v_first = a.v_rows_first < kBlockN;
 
   if constexpr (!kOverlap) {
     for (int n_block = a.n_block_max - 1; n_block >= a.n_block_min; --n_block) {
@@ -151,11 +198,15 @@ __forceinline__ __device__ void consumer_mainloop(Args& a, OnlineSoftmax<kRows>&
       wgmma_gemm<true>(a.mma_qk, a.tSrQ, a.tSrK(_, _, _, read.index()), acc_s);
       warpgroup_wait<0>();
       a.pipe_k.consumer_release(read);  // K's stage may refill while the softmax runs
+      modify(n_block);
       if (needs_mask(n_block)) mask(n_block);
       softmax.fold(rS, alpha);
       softmax.rescale(rO, alpha);
       convert_into(acc_s, rP);
       a.pipe_v.consumer_wait(read);
+      if (clear_v_first && n_block == a.n_block_max - 1) {
+        zero_v_rows<Traits>(a.smem_v, read.index(), a.v_rows_first, a.ctid);
+      }
       wgmma_gemm<false>(a.mma_pv, tOrP, a.tOrV(_, _, _, read.index()), a.acc_o);
       warpgroup_wait<0>();
       a.pipe_v.consumer_release(read);
@@ -172,11 +223,16 @@ __forceinline__ __device__ void consumer_mainloop(Args& a, OnlineSoftmax<kRows>&
     if constexpr (kPingPong) turns.pass_turn();
     warpgroup_wait<0>();
     a.pipe_k.consumer_release(read);
+    modify(n_block);
     if (needs_mask(n_block)) mask(n_block);
     softmax.fold(rS, alpha);  // O is still zero: no rescale
     convert_into(acc_s, rP);
     PipelineState v_read = read;
     ++read;
+    if (clear_v_first) {
+      a.pipe_v.consumer_wait(v_read);
+      zero_v_rows<Traits>(a.smem_v, v_read.index(), a.v_rows_first, a.ctid);
+    }
 
     // Steady state: S(n) and O += P(n + 1) V(n + 1) in flight together; the softmax of S(n) runs under the P V.
     auto step = [&](int n_block, auto masked_tag) {
@@ -188,6 +244,7 @@ __forceinline__ __device__ void consumer_mainloop(Args& a, OnlineSoftmax<kRows>&
       if constexpr (kPingPong) turns.pass_turn();
       warpgroup_wait<1>();  // batches retire in order: S is done, P V may still run
       a.pipe_k.consumer_release(read);
+      modify(n_block);
       if constexpr (decltype(masked_tag)::value) mask(n_block);
       softmax.fold(rS, alpha);
       warpgroup_wait<0>();  // P V done: its P registers and O may be touched again

@@ -109,6 +109,13 @@ struct ForwardParams {
   std::int64_t window_left, window_right;
   bool top_left;
   int num_m_blocks;
+  // Read by the score-mod kernels only (kScoreMod); last in the block so the plain kernels' offsets stay put.
+  float softcap;              // > 0: cap * tanh(s / cap)
+  const float* alibi_slopes;  // element (b, h) at b * alibi_batch_stride + h; null: none
+  std::int64_t alibi_batch_stride;
+  // Varlen: zero the V rows a partial last key tile reads past the sequence's end (zero_v_rows). Off only through
+  // IOATTN_SM90_UNSAFE_VARLEN_OVERHANG, so that a test can show it catches the leak.
+  bool clear_v_overhang;
 };
 
 }  // namespace ioattn::detail::sm90
