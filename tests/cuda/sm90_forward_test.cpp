@@ -1,11 +1,14 @@
 // GPU-only checks of the Hopper forward ("cuda_sm90") beyond the shared case table (tests/attention): every
 // compiled head dim (64, 128, 256) and dtype on multi-tile shapes that are no multiple of the tile sizes, under
-// every mask kind, with GQA, sinks, padded strides and varlen with empty sequences; a second run must agree bit for
-// bit (a missing barrier or a pipeline phase error would show as a moving result); and the refusals that send work
-// to the sm80 backend. Judged by the fp64 reference and the 2x-naive bound (src/numerics/error_bound.hpp). Without a
-// Hopper GPU every test skips, saying why.
+// every mask kind, with GQA, sinks, padded strides, varlen with empty sequences, softcap and ALiBi; a second run
+// must agree bit for bit (a missing barrier or a pipeline phase error would show as a moving result); varlen
+// isolation (a neighbour's non-finite K and V rows must not reach a sequence's output); and the refusals that send
+// work to the sm80 backend. Judged by the fp64 reference and the 2x-naive bound (src/numerics/error_bound.hpp).
+// Without a Hopper GPU every test skips, saying why.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdint>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -112,6 +115,42 @@ std::vector<Case> sm90_cases() {
       var_causal.varlen_k = {17, 1100, 200, 129};
       var_causal.mask = Mask::causal();
       cases.push_back(var_causal);
+      // Score mods (the kScoreMod kernels). Softcap under a causal mask, GQA, both ends ragged.
+      Case soft = base;
+      soft.batch = 2, soft.heads_q = 4, soft.heads_kv = 2, soft.seqlen_q = 333, soft.seqlen_k = 1029;
+      soft.mask = Mask::causal();
+      soft.softcap = 5.0f;
+      cases.push_back(soft);
+      // ALiBi [h] without a mask: the persistent grid by default.
+      Case alibi = base;
+      alibi.batch = 2, alibi.heads_q = 4, alibi.heads_kv = 4, alibi.seqlen_q = 300, alibi.seqlen_k = 700;
+      alibi.alibi = Alibi::per_head;
+      cases.push_back(alibi);
+      // ALiBi [b, h] with softcap, top-left causal, MQA.
+      Case alibi_bh = base;
+      alibi_bh.batch = 3, alibi_bh.heads_q = 2, alibi_bh.heads_kv = 1, alibi_bh.seqlen_q = 260, alibi_bh.seqlen_k = 517;
+      alibi_bh.mask = Mask::causal(Alignment::top_left);
+      alibi_bh.alibi = Alibi::per_batch_head;
+      alibi_bh.softcap = 20.0f;
+      cases.push_back(alibi_bh);
+      // Varlen, causal, ALiBi [b, h], sinks, empty sequences.
+      Case var_alibi = base;
+      var_alibi.heads_q = 4, var_alibi.heads_kv = 2;
+      var_alibi.varlen_q = {300, 0, 129, 17};
+      var_alibi.varlen_k = {450, 33, 129, 0};
+      var_alibi.mask = Mask::causal();
+      var_alibi.alibi = Alibi::per_batch_head;
+      var_alibi.sinks = true;
+      cases.push_back(var_alibi);
+      // Varlen, sliding window, softcap and ALiBi [h].
+      Case var_soft = base;
+      var_soft.heads_q = 2, var_soft.heads_kv = 2;
+      var_soft.varlen_q = {1, 400, 77};
+      var_soft.varlen_k = {90, 600, 77};
+      var_soft.mask = Mask::window(200, 30);
+      var_soft.softcap = 3.0f;
+      var_soft.alibi = Alibi::per_head;
+      cases.push_back(var_soft);
     }
   }
   return cases;
@@ -158,17 +197,11 @@ void expect_refused(Case c, bool backward, const std::string& reason_part) {
   }
 }
 
-TEST(Sm90ForwardRefusals, SoftcapAlibiBackwardAndOddHeadDims) {
+TEST(Sm90ForwardRefusals, BackwardAndOddHeadDims) {
   if (std::string why = why_no_sm90(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
   Case c;
   c.dim_qk = c.dim_v = 128;
   c.backward = false;
-  Case soft = c;
-  soft.softcap = 30.0f;
-  expect_refused(soft, false, "softcap");
-  Case alibi = c;
-  alibi.alibi = Alibi::per_head;
-  expect_refused(alibi, false, "ALiBi");
   Case odd = c;
   odd.dim_qk = odd.dim_v = 96;
   expect_refused(odd, false, "64, 128 and 256");
@@ -177,17 +210,95 @@ TEST(Sm90ForwardRefusals, SoftcapAlibiBackwardAndOddHeadDims) {
   expect_refused(back, true, "no backward");
 }
 
-// "auto" must still run what the Hopper kernel refuses (through the sm80 kernel) and get it right.
-TEST(Sm90ForwardRefusals, AutoFallsBackForSoftcap) {
+// "auto" picks the Hopper kernel for softcap and ALiBi now, and must get them right.
+TEST(Sm90ForwardAuto, SoftcapAndAlibi) {
   if (std::string why = why_no_sm90(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
   Case c;
   c.dim_qk = c.dim_v = 128;
   c.backward = false;
   c.softcap = 30.0f;
+  c.alibi = Alibi::per_head;
   c.seqlen_q = 150, c.seqlen_k = 270;
   CaseData data(c);
   const Results got = data.run("auto", Device::cuda, false);
   for (const Comparison& cmp : data.compare_all(got, false)) EXPECT_TRUE(cmp.ok()) << cmp.describe();
+}
+
+// Varlen isolation: the packed tensor map lets a partial last key tile read the next sequence's K and V rows. Here
+// that neighbour has keys but no queries, and its K rows are set to +-Inf and NaN and its V rows to NaN and Inf
+// after the reference was taken: every output row belongs to the other sequences, whose reference did not change,
+// so the outputs must still be finite and within bound. Without the kernel's zeroing of those V rows
+// (IOATTN_SM90_UNSAFE_VARLEN_OVERHANG=1 turns it off, to show this test fails then), 0 x NaN in P V would make the
+// first sequence's rows NaN.
+std::vector<Case> isolation_cases() {
+  std::vector<Case> cases;
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
+    for (int dim : {64, 128, 256}) {
+      if (!listed(IOATTN_TEST_CUDA_HEAD_DIMS, std::to_string(dim))) continue;
+      Case c;
+      c.dtype = dtype;
+      c.dim_qk = c.dim_v = dim;
+      c.backward = false;
+      c.heads_q = 4, c.heads_kv = 2;
+      // Sequence 0: 100 and 300 keys, each ending inside a key tile of 64 and of 128; sequence 1 (the poisoned
+      // neighbour of both) has keys only.
+      c.varlen_q = {150, 0, 90, 0, 40};
+      c.varlen_k = {100, 64, 300, 200, 70};
+      cases.push_back(c);
+      Case mod = c;
+      mod.mask = Mask::causal();
+      mod.softcap = 10.0f;
+      mod.alibi = Alibi::per_batch_head;
+      cases.push_back(mod);
+    }
+  }
+  return cases;
+}
+
+// Raw 16-bit patterns: +Inf, -Inf and a quiet NaN of the case's dtype.
+void poison_rows(const detail::Operand& x, DType dtype, std::int64_t row_begin, std::int64_t row_end,
+                 std::int64_t heads, std::int64_t dim, bool keys) {
+  const bool bf16 = dtype == DType::bf16;
+  const std::uint16_t pos_inf = bf16 ? 0x7F80 : 0x7C00, neg_inf = bf16 ? 0xFF80 : 0xFC00,
+                      nan = bf16 ? 0x7FC0 : 0x7E00;
+  auto* base = static_cast<std::uint16_t*>(x.ptr);
+  for (std::int64_t row = row_begin; row < row_end; ++row) {
+    for (std::int64_t h = 0; h < heads; ++h) {
+      for (std::int64_t d = 0; d < dim; ++d) {
+        const std::int64_t pick = (row + h + d) % 3;
+        std::uint16_t value = pick == 0 ? nan : pick == 1 ? pos_inf : neg_inf;
+        if (!keys && pick == 2) value = pos_inf;
+        base[x.offset(0, row, h) + d] = value;
+      }
+    }
+  }
+}
+
+TEST(Sm90VarlenIsolation, NeighbourInfNanStaysOut) {
+  if (std::string why = why_no_sm90(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
+  for (const Case& c : isolation_cases()) {
+    SCOPED_TRACE(c.name() + ", " + seed_text() + " reproduces these inputs");
+    CaseData data(c);
+    // The neighbours with keys and no queries: sequences 1 and 3 (packed key rows [100, 164) and [464, 664)).
+    // The problem's pointers are the host buffers that run() uploads; the reference was taken at construction.
+    const detail::BackwardProblem& p = data.problem();
+    std::int64_t row = 0;
+    for (std::size_t b = 0; b < c.varlen_k.size(); ++b) {
+      if (c.varlen_q[b] == 0) {
+        poison_rows(p.k, c.dtype, row, row + c.varlen_k[b], c.heads_kv, c.dim_qk, true);
+        poison_rows(p.v, c.dtype, row, row + c.varlen_k[b], c.heads_kv, c.dim_v, false);
+      }
+      row += c.varlen_k[b];
+    }
+    const Results got = data.run(kImpl, Device::cuda, false);
+    // Rows that see no key (causal, more queries than keys) have lse -inf; nothing else may be non-finite.
+    std::int64_t bad = 0;
+    for (double x : got.out) bad += std::isfinite(x) ? 0 : 1;
+    for (double x : got.lse) bad += std::isnan(x) || x == INFINITY ? 1 : 0;
+    EXPECT_EQ(bad, 0) << "NaN or Inf outputs: a neighbour's K or V rows reached another sequence";
+    for (const Comparison& cmp : data.compare_all(got, false)) EXPECT_TRUE(cmp.ok()) << cmp.describe();
+  }
 }
 
 }  // namespace
