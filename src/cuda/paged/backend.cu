@@ -4,6 +4,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <mutex>
 #include <string>
 #include <tuple>
@@ -147,6 +148,18 @@ std::int64_t automatic_split_tokens(const PagedProblem& p, std::int64_t expected
   return 0;
 }
 
+// The fused merge's arrival counters: one per (sequence x kv head, row block of the widest variant), after the
+// partial results in the workspace.
+std::int64_t counter_row_blocks(const PagedProblem& p) {
+  const std::int64_t rows_per_seq = p.seqlen_q * p.group_size();
+  return std::max<std::int64_t>(1, (rows_per_seq + paged::kWideRows - 1) / paged::kWideRows);
+}
+std::size_t counter_bytes(const PagedProblem& p) {
+  if (p.max_splits <= 1) return 0;
+  return static_cast<std::size_t>(p.batch * p.heads_kv * counter_row_blocks(p)) * sizeof(int);
+}
+std::size_t workspace_bytes(const PagedProblem& p) { return p.partial_bytes() + counter_bytes(p); }
+
 PagedSplit cuda_paged_plan(const PagedProblem& p, SplitKV split, std::int64_t expected_seqlen_k) {
   const std::int64_t whole = std::max<std::int64_t>(round_up(p.capacity(), kBlockKeys), kBlockKeys);
   std::int64_t tokens = whole;
@@ -165,7 +178,14 @@ PagedSplit cuda_paged_plan(const PagedProblem& p, SplitKV split, std::int64_t ex
                     std::to_string(tokens) + " keys over a capacity of " + std::to_string(p.capacity()) + " make " +
                     std::to_string(planned.max_splits) + " (use longer chunks)");
   }
-  return {tokens, planned.max_splits, planned.partial_bytes()};
+  return {tokens, planned.max_splits, workspace_bytes(planned)};
+}
+
+// IOATTN_PAGED_COMBINE=kernel merges the chunks in the separate combine kernel instead of the decode kernel's last
+// CTA (the two agree bit for bit; kept to compare them, in tests and timings).
+bool separate_combine() {
+  const char* v = std::getenv("IOATTN_PAGED_COMBINE");
+  return v != nullptr && std::string(v) == "kernel";
 }
 
 template <class Element>
@@ -177,7 +197,7 @@ void run_decode(const paged::DecodeParams& dp, const PagedProblem& p) {
   else if (p.dim_qk == 192) launch_decode<Element, 192, 128>(dp, p.stream, device);
   else if (p.dim_qk == 256) launch_decode<Element, 256, 256>(dp, p.stream, device);
   else throw Error(ErrorCode::unsupported, cuda_paged_unsupported(p));
-  if (dp.max_splits > 1) {
+  if (dp.max_splits > 1 && dp.split_counters == nullptr) {
     const bool programmatic = device_info(device).major >= 9;  // programmatic dependent launch: sm90 and later
     paged::launch_combine<Element>(dp, static_cast<int>(p.dim_v), p.stream, programmatic);
   }
@@ -188,7 +208,7 @@ void run_decode(const paged::DecodeParams& dp, const PagedProblem& p) {
 class PartialBuffer {
  public:
   PartialBuffer(const PagedProblem& p) : stream_(static_cast<cudaStream_t>(p.stream)) {
-    const std::size_t bytes = p.partial_bytes();
+    const std::size_t bytes = workspace_bytes(p);
     if (bytes == 0) return;
     if (p.workspace.data != nullptr) {
       if (reinterpret_cast<std::uintptr_t>(p.workspace.data) % 16 != 0) {
@@ -219,7 +239,15 @@ class PartialBuffer {
 void cuda_paged_forward(const PagedProblem& p) {
   sm80::DeviceScope device(p.device_index);
   PartialBuffer partial(p);
-  const paged::DecodeParams dp = paged::make_decode_params(p, partial.get());
+  paged::DecodeParams dp = paged::make_decode_params(p, partial.get());
+  if (dp.partial_lse != nullptr && !separate_combine()) {
+    // The counters must read 0 when the decode starts: the caller's workspace may hold anything (a previous run
+    // leaves them at the chunk counts). A memset is stream-ordered and capturable (a memset node in a graph).
+    dp.split_counters = reinterpret_cast<int*>(dp.partial_lse + p.max_splits * p.rows() * p.heads_q);
+    dp.counter_row_blocks = static_cast<int>(counter_row_blocks(p));
+    sm80::cuda_check(cudaMemsetAsync(dp.split_counters, 0, counter_bytes(p), static_cast<cudaStream_t>(p.stream)),
+                     "cudaMemsetAsync(paged split counters)");
+  }
   if (p.dtype == DType::bf16) return run_decode<__nv_bfloat16>(dp, p);
   if (p.dtype == DType::f16) return run_decode<__half>(dp, p);
   throw Error(ErrorCode::unsupported, cuda_paged_unsupported(p));

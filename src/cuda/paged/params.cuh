@@ -39,6 +39,10 @@ struct DecodeParams {
   const std::int32_t* cu_seqlens_q;  // null: dense q
   float* partial_out;  // [max_splits, rows, heads_q, dim_v]; null when max_splits == 1
   float* partial_lse;  // [max_splits, rows, heads_q]
+  // Arrival counters of the fused merge (split_merge.cuh), one per (sequence x kv head, row block) at
+  // blockIdx.x * counter_row_blocks + blockIdx.z, zeroed before the launch; null: the combine kernel merges.
+  int* split_counters;
+  int counter_row_blocks;
 
   std::int64_t q_batch_stride, q_row_stride, q_head_stride;
   std::int64_t o_batch_stride, o_row_stride, o_head_stride;
