@@ -241,12 +241,13 @@ void cuda_paged_forward(const PagedProblem& p) {
   PartialBuffer partial(p);
   paged::DecodeParams dp = paged::make_decode_params(p, partial.get());
   if (dp.partial_lse != nullptr && !separate_combine()) {
-    // The counters must read 0 when the decode starts: the caller's workspace may hold anything (a previous run
-    // leaves them at the chunk counts). A memset is stream-ordered and capturable (a memset node in a graph).
+    // The counters must read 0 when the decode's CTAs arrive: the caller's workspace may hold anything (a previous
+    // run leaves them at the chunk counts). A kernel zeroes them, with the decode as its programmatic dependent on
+    // sm90+ so the zeroing costs no serialized launch (a cudaMemsetAsync in front measured 1-5 us slower, H200).
     dp.split_counters = reinterpret_cast<int*>(dp.partial_lse + p.max_splits * p.rows() * p.heads_q);
     dp.counter_row_blocks = static_cast<int>(counter_row_blocks(p));
-    sm80::cuda_check(cudaMemsetAsync(dp.split_counters, 0, counter_bytes(p), static_cast<cudaStream_t>(p.stream)),
-                     "cudaMemsetAsync(paged split counters)");
+    dp.after_zeroing_kernel = device_info(p.device_index).major >= 9;
+    paged::launch_zero_counters(dp.split_counters, static_cast<int>(counter_bytes(p) / sizeof(int)), p.stream);
   }
   if (p.dtype == DType::bf16) return run_decode<__nv_bfloat16>(dp, p);
   if (p.dtype == DType::f16) return run_decode<__half>(dp, p);

@@ -43,6 +43,9 @@ struct DecodeParams {
   // blockIdx.x * counter_row_blocks + blockIdx.z, zeroed before the launch; null: the combine kernel merges.
   int* split_counters;
   int counter_row_blocks;
+  // The counters are zeroed by a kernel just before the decode (launch_zero_counters), and the first decode launch is
+  // its programmatic dependent (sm90+): the decode's CTAs wait for the zeroing only before their arrival.
+  bool after_zeroing_kernel;
 
   std::int64_t q_batch_stride, q_row_stride, q_head_stride;
   std::int64_t o_batch_stride, o_row_stride, o_head_stride;

@@ -7,8 +7,9 @@
 // CTA arrives last, and equal those of the combine kernel. The arrival counter is the only atomic; no result is
 // accumulated atomically.
 //
-// Counters: one int per group in the workspace, after partial_lse, zeroed on the stream before every launch
-// (backend.cu), because callers may reuse or poison their workspace between runs.
+// Counters: one int per group in the workspace, after partial_lse, zeroed on the stream before every launch by a
+// small kernel whose programmatic dependent the decode is (backend.cu), because callers may reuse or poison their
+// workspace between runs; the decode waits for the zeros only where it first needs them, at its arrival.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +27,10 @@ __device__ __forceinline__ bool arrived_last(const DecodeParams& p, int chunks, 
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    // Launched as the zeroing kernel's programmatic dependent: its zeros must have landed (a no-op otherwise).
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
     int* counter = p.split_counters + blockIdx.x * p.counter_row_blocks + blockIdx.z;
     *s_flag = atomicAdd(counter, 1) == chunks - 1;
   }
@@ -45,6 +50,7 @@ __device__ void merge_split_rows(const DecodeParams& p, float* s_scratch, int b,
                                  int q_offset, int chunks) {
   using Mma = MmaOp<Element>;
   constexpr int kBatch = 8;  // chunks whose loads are in flight together
+  constexpr int kLseBatch = 16;
   float* s_offset = s_scratch;
   float* s_inv_sum = s_scratch + kBlockM;
   const std::int64_t split_stride = static_cast<std::int64_t>(p.rows) * p.heads_q;  // slots per chunk
@@ -56,14 +62,14 @@ __device__ void merge_split_rows(const DecodeParams& p, float* s_scratch, int b,
     const int i = (r0 + row) / p.group, h = hk * p.group + (r0 + row) % p.group;
     const std::int64_t slot0 = (row_base + q_offset + i) * p.heads_q + h;
     core::SoftmaxState<float> state;
-    for (int s0 = 0; s0 < chunks; s0 += kBatch) {
-      float lse[kBatch];
+    for (int s0 = 0; s0 < chunks; s0 += kLseBatch) {
+      float lse[kLseBatch];
 #pragma unroll
-      for (int k = 0; k < kBatch; ++k) {
+      for (int k = 0; k < kLseBatch; ++k) {
         lse[k] = s0 + k < chunks ? __ldcg(p.partial_lse + (s0 + k) * split_stride + slot0) : -INFINITY;
       }
 #pragma unroll
-      for (int k = 0; k < kBatch; ++k) {
+      for (int k = 0; k < kLseBatch; ++k) {
         if (s0 + k >= chunks) break;
         float weight;
         state.add_partial(lse[k], weight);
