@@ -20,9 +20,6 @@ then lands inside the timed kernel (about 50 MB, some 12 us at 4.2 TB/s, a large
 max |ioattn - SDPA| per backend, and the cuDNN-vs-flash difference as the yardstick of what two correct kernels
 disagree by.
 
-Split sequences are merged by the decode kernel's last CTA per group; IOATTN_PAGED_COMBINE=kernel in the
-environment times the separate combine kernel instead (same bits), for comparison.
-
 Usage: python3 bench/paged_decode.py --lib build/libioattn.so [--json out.json] [--warmup 10] [--repeat 50]
 """
 import argparse

@@ -15,9 +15,6 @@
 //   partial_out [max_splits, rows, heads_q, dim_v] fp32   partial_lse [max_splits, rows, heads_q] fp32
 // (rows = batch * seqlen_q dense or total_q packed, row index = b * seqlen_q + i or the packed row), and a combine
 // step merges the n_b chunks in chunk order with core::SoftmaxState's merge, adding the sink once.
-// A backend may need more workspace than partial_bytes() (its plan's workspace_bytes says how much): the cuda backend
-// puts int32 arrival counters after partial_lse, one per (sequence, kv head, row block), zeroed on the stream by
-// every run (so the caller's workspace needs no initial state), and its decode kernel's last CTA per group merges.
 #pragma once
 
 #include <cstddef>

@@ -4,7 +4,6 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <mutex>
 #include <string>
 #include <tuple>
@@ -148,18 +147,6 @@ std::int64_t automatic_split_tokens(const PagedProblem& p, std::int64_t expected
   return 0;
 }
 
-// The fused merge's arrival counters: one per (sequence x kv head, row block of the widest variant), after the
-// partial results in the workspace.
-std::int64_t counter_row_blocks(const PagedProblem& p) {
-  const std::int64_t rows_per_seq = p.seqlen_q * p.group_size();
-  return std::max<std::int64_t>(1, (rows_per_seq + paged::kWideRows - 1) / paged::kWideRows);
-}
-std::size_t counter_bytes(const PagedProblem& p) {
-  if (p.max_splits <= 1) return 0;
-  return static_cast<std::size_t>(p.batch * p.heads_kv * counter_row_blocks(p)) * sizeof(int);
-}
-std::size_t workspace_bytes(const PagedProblem& p) { return p.partial_bytes() + counter_bytes(p); }
-
 PagedSplit cuda_paged_plan(const PagedProblem& p, SplitKV split, std::int64_t expected_seqlen_k) {
   const std::int64_t whole = std::max<std::int64_t>(round_up(p.capacity(), kBlockKeys), kBlockKeys);
   std::int64_t tokens = whole;
@@ -178,14 +165,7 @@ PagedSplit cuda_paged_plan(const PagedProblem& p, SplitKV split, std::int64_t ex
                     std::to_string(tokens) + " keys over a capacity of " + std::to_string(p.capacity()) + " make " +
                     std::to_string(planned.max_splits) + " (use longer chunks)");
   }
-  return {tokens, planned.max_splits, workspace_bytes(planned)};
-}
-
-// IOATTN_PAGED_COMBINE=kernel merges the chunks in the separate combine kernel instead of the decode kernel's last
-// CTA (the two agree bit for bit; kept to compare them, in tests and timings).
-bool separate_combine() {
-  const char* v = std::getenv("IOATTN_PAGED_COMBINE");
-  return v != nullptr && std::string(v) == "kernel";
+  return {tokens, planned.max_splits, planned.partial_bytes()};
 }
 
 template <class Element>
@@ -197,7 +177,7 @@ void run_decode(const paged::DecodeParams& dp, const PagedProblem& p) {
   else if (p.dim_qk == 192) launch_decode<Element, 192, 128>(dp, p.stream, device);
   else if (p.dim_qk == 256) launch_decode<Element, 256, 256>(dp, p.stream, device);
   else throw Error(ErrorCode::unsupported, cuda_paged_unsupported(p));
-  if (dp.max_splits > 1 && dp.split_counters == nullptr) {
+  if (dp.max_splits > 1) {
     const bool programmatic = device_info(device).major >= 9;  // programmatic dependent launch: sm90 and later
     paged::launch_combine<Element>(dp, static_cast<int>(p.dim_v), p.stream, programmatic);
   }
@@ -208,7 +188,7 @@ void run_decode(const paged::DecodeParams& dp, const PagedProblem& p) {
 class PartialBuffer {
  public:
   PartialBuffer(const PagedProblem& p) : stream_(static_cast<cudaStream_t>(p.stream)) {
-    const std::size_t bytes = workspace_bytes(p);
+    const std::size_t bytes = p.partial_bytes();
     if (bytes == 0) return;
     if (p.workspace.data != nullptr) {
       if (reinterpret_cast<std::uintptr_t>(p.workspace.data) % 16 != 0) {
@@ -239,16 +219,7 @@ class PartialBuffer {
 void cuda_paged_forward(const PagedProblem& p) {
   sm80::DeviceScope device(p.device_index);
   PartialBuffer partial(p);
-  paged::DecodeParams dp = paged::make_decode_params(p, partial.get());
-  if (dp.partial_lse != nullptr && !separate_combine()) {
-    // The counters must read 0 when the decode's CTAs arrive: the caller's workspace may hold anything (a previous
-    // run leaves them at the chunk counts). A kernel zeroes them, with the decode as its programmatic dependent on
-    // sm90+ so the zeroing costs no serialized launch (a cudaMemsetAsync in front measured 1-5 us slower, H200).
-    dp.split_counters = reinterpret_cast<int*>(dp.partial_lse + p.max_splits * p.rows() * p.heads_q);
-    dp.counter_row_blocks = static_cast<int>(counter_row_blocks(p));
-    dp.after_zeroing_kernel = device_info(p.device_index).major >= 9;
-    paged::launch_zero_counters(dp.split_counters, static_cast<int>(counter_bytes(p) / sizeof(int)), p.stream);
-  }
+  const paged::DecodeParams dp = paged::make_decode_params(p, partial.get());
   if (p.dtype == DType::bf16) return run_decode<__nv_bfloat16>(dp, p);
   if (p.dtype == DType::f16) return run_decode<__half>(dp, p);
   throw Error(ErrorCode::unsupported, cuda_paged_unsupported(p));

@@ -105,22 +105,7 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
   }
 }
 
-// The fused merge's arrival counters to 0. The dependent decode kernel may start at once: it reads the counters only
-// after griddepcontrol.wait (split_merge.cuh), which waits for this grid's completion and its writes.
-__global__ void __launch_bounds__(256) paged_zero_counters_kernel(int* counters, int count) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < count; i += gridDim.x * blockDim.x) counters[i] = 0;
-}
-
 }  // namespace
-
-void launch_zero_counters(int* counters, int count, void* stream) {
-  const int blocks = count <= 256 * 64 ? (count + 255) / 256 : 64;
-  paged_zero_counters_kernel<<<blocks, 256, 0, static_cast<cudaStream_t>(stream)>>>(counters, count);
-  sm80::cuda_check(cudaGetLastError(), "paged split counters zeroing launch");
-}
 
 // On sm90 and later the combine is launched as a programmatic dependent of the decode kernel: its CTAs are
 // scheduled while the decode's last CTAs run and wait on the device, so the launch gap between the two kernels

@@ -39,8 +39,4 @@ void launch_decode(const DecodeParams& p, void* stream, int device);
 template <class Element>
 void launch_combine(const DecodeParams& p, int dim_v, void* stream, bool programmatic);
 
-// Zeroes the `count` split counters on `stream` with a kernel that lets its programmatic dependent (the decode)
-// launch at once.
-void launch_zero_counters(int* counters, int count, void* stream);
-
 }  // namespace ioattn::detail::paged

@@ -10,8 +10,7 @@
 // Keys: K/V tiles of kBlockN keys stream through a kStages-deep cp.async ring; each key row's page is looked up in
 // the block table, so a tile may span pages of any size.
 // Output: a sequence whose keys form one chunk writes out and lse directly (sink included); otherwise the chunk's
-// result, normalized by its own sum, and its lse (no sink) go to the workspace, and the last CTA of the group to
-// finish merges the chunks (split_merge.cuh), or the combine kernel does when no counters were given.
+// result, normalized by its own sum, and its lse (no sink) go to the workspace for the combine kernel.
 #pragma once
 
 #include <cstdint>
@@ -19,7 +18,6 @@
 #include "cuda/paged/decode.hpp"
 #include "cuda/paged/params.cuh"
 #include "cuda/paged/ptx.cuh"
-#include "cuda/paged/split_merge.cuh"
 #include "ioattn/core/mask.hpp"
 #include "ioattn/core/score_mod.hpp"
 #include "ioattn/core/softmax_state.hpp"
@@ -46,7 +44,6 @@ struct DecodeTraits {
   static constexpr int kOStride = kDimV + 8;
   static constexpr int kEpilogueBytes = kWarpsN * kBlockM * (kOStride + 1) * 4;
   static constexpr int kSmemBytes = kQBytes + (kPipeBytes > kEpilogueBytes ? kPipeBytes : kEpilogueBytes);
-  static_assert(kQBytes >= (2 * kBlockM + 1) * 4, "the fused merge's scratch lives in the query tile's space");
 };
 
 // Sequence b's length in the cache: device-resident lengths are trusted but clamped to the table's capacity.
@@ -389,12 +386,6 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
       if (c == 0) p.partial_lse[slot] = merged.lse();
     }
   }
-  if (direct || p.split_counters == nullptr) return;
-  // The query tile's shared memory has been free since the main loop: a flag and the merge's per-row scalars.
-  float* s_scratch = reinterpret_cast<float*>(smem);
-  if (!arrived_last(p, chunks, reinterpret_cast<int*>(s_scratch + 2 * T::kBlockM))) return;
-  merge_split_rows<Element, T::kDimV, T::kBlockM, T::kThreads>(p, s_scratch, b, hk, r0, valid_rows, q_offset,
-                                                                  chunks);
 }
 
 }  // namespace ioattn::detail::paged

@@ -13,10 +13,8 @@
 
 namespace ioattn::detail::paged {
 
-// `programmatic`: launched as the programmatic dependent of the kernel before it on the stream (the counters'
-// zeroing; see DecodeParams::after_zeroing_kernel).
 template <class T>
-void launch_decode_traits(const DecodeParams& p, void* stream, int device, int row_blocks, bool programmatic) {
+void launch_decode_traits(const DecodeParams& p, void* stream, int device, int row_blocks) {
   static_assert(T::kSmemBytes == DecodeShape{T::kStages}.smem_bytes(T::kDimQK, T::kDimV, T::kBlockM),
                 "decode.hpp's shape arithmetic (used by the planner) must match the kernel's");
   auto kernel = &paged_decode_kernel<T>;
@@ -33,18 +31,10 @@ void launch_decode_traits(const DecodeParams& p, void* stream, int device, int r
                      "cudaFuncSetAttribute(paged decode carveout)");
     configured.fetch_or(bit, std::memory_order_relaxed);
   }
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>(p.batch * p.heads_kv), static_cast<unsigned>(p.max_splits),
-                        static_cast<unsigned>(row_blocks));
-  config.blockDim = dim3(T::kThreads);
-  config.dynamicSmemBytes = T::kSmemBytes;
-  config.stream = static_cast<cudaStream_t>(stream);
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attribute;
-  config.numAttrs = programmatic ? 1 : 0;
-  sm80::cuda_check(cudaLaunchKernelEx(&config, kernel, p), "paged decode kernel launch");
+  const dim3 grid(static_cast<unsigned>(p.batch * p.heads_kv), static_cast<unsigned>(p.max_splits),
+                  static_cast<unsigned>(row_blocks));
+  kernel<<<grid, T::kThreads, T::kSmemBytes, static_cast<cudaStream_t>(stream)>>>(p);
+  sm80::cuda_check(cudaGetLastError(), "paged decode kernel launch");
 }
 
 // The 16-row variant serves sequences with at most 16 packed rows, the 64-row one the others (each CTA checks);
@@ -53,16 +43,12 @@ template <class Element, int kDimQK, int kDimV, int kStages>
 void launch_variants(const DecodeParams& p, void* stream, int device) {
   const bool any_wide = p.seqlen_q * p.group > kNarrowRows;
   const bool any_narrow = !any_wide || p.cu_seqlens_q != nullptr;
-  // With two launches both are plainly stream-ordered: a programmatic first one might complete (no CTA of it
-  // waiting) before the zeroing does, and the second would then not be ordered after the zeros.
-  const bool programmatic = p.after_zeroing_kernel && !(any_narrow && any_wide);
   if (any_narrow) {  // a sequence it serves has at most 16 rows: one row block
-    launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kStages>>(p, stream, device, 1,
-                                                                                        programmatic);
+    launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kStages>>(p, stream, device, 1);
   }
   if (any_wide) {
     launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 4, kBlockKeys, kStages>>(
-        p, stream, device, (p.seqlen_q * p.group + kWideRows - 1) / kWideRows, programmatic);
+        p, stream, device, (p.seqlen_q * p.group + kWideRows - 1) / kWideRows);
   }
 }
 

@@ -39,13 +39,6 @@ struct DecodeParams {
   const std::int32_t* cu_seqlens_q;  // null: dense q
   float* partial_out;  // [max_splits, rows, heads_q, dim_v]; null when max_splits == 1
   float* partial_lse;  // [max_splits, rows, heads_q]
-  // Arrival counters of the fused merge (split_merge.cuh), one per (sequence x kv head, row block) at
-  // blockIdx.x * counter_row_blocks + blockIdx.z, zeroed before the launch; null: the combine kernel merges.
-  int* split_counters;
-  int counter_row_blocks;
-  // The counters are zeroed by a kernel just before the decode (launch_zero_counters), and the first decode launch is
-  // its programmatic dependent (sm90+): the decode's CTAs wait for the zeroing only before their arrival.
-  bool after_zeroing_kernel;
 
   std::int64_t q_batch_stride, q_row_stride, q_head_stride;
   std::int64_t o_batch_stride, o_row_stride, o_head_stride;
