@@ -34,10 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-MAX_RANK = 4
-DTYPE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.int32: 3}
-DEVICE_CUDA = 1
-SPLIT_AUTO, SPLIT_NONE, SPLIT_FIXED = 0, 1, 2
+from ioattn_abi import (SPLIT_AUTO, SPLIT_FIXED, SPLIT_NONE, PagedForwardArgs, PagedKV, PagedPlanInfo, check,
+                        load, params, view)
+
 HEADS_Q, HEADS_KV, DIM = 32, 8, 128
 
 # (batch, context, page size, split): the issue's grid, one row with large pages, one with a fixed split.
@@ -46,84 +45,32 @@ GRID = [(1, 32768, 16, "auto"), (16, 2048, 16, "auto"), (16, 4096, 16, "auto"), 
         (16, 8192, 16, "none")]
 
 
-class Tensor(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("dtype", ctypes.c_int32), ("device", ctypes.c_int32),
-                ("device_index", ctypes.c_int32), ("rank", ctypes.c_int32),
-                ("shape", ctypes.c_int64 * MAX_RANK), ("stride", ctypes.c_int64 * MAX_RANK)]
-
-
-class Mask(ctypes.Structure):
-    _fields_ = [("window_left", ctypes.c_int64), ("window_right", ctypes.c_int64), ("alignment", ctypes.c_int32)]
-
-
-class Params(ctypes.Structure):
-    _fields_ = [("softmax_scale", ctypes.c_float), ("softcap", ctypes.c_float), ("mask", Mask),
-                ("alibi_slopes", Tensor), ("sinks", Tensor), ("deterministic", ctypes.c_int32),
-                ("num_threads", ctypes.c_int32), ("impl", ctypes.c_char_p), ("stream", ctypes.c_void_p),
-                ("workspace", ctypes.c_void_p), ("workspace_bytes", ctypes.c_size_t)]
-
-
-class PagedKV(ctypes.Structure):
-    _fields_ = [("k_cache", Tensor), ("v_cache", Tensor), ("block_table", Tensor), ("seqlens_k", Tensor)]
-
-
-class PagedForwardArgs(ctypes.Structure):
-    _fields_ = [("q", Tensor), ("kv", PagedKV), ("out", Tensor), ("lse", Tensor), ("cu_seqlens_q", Tensor),
-                ("max_seqlen_q", ctypes.c_int64)]
-
-
-class PagedPlan(ctypes.Structure):
-    _fields_ = [("impl", ctypes.c_char * 32), ("split_tokens", ctypes.c_int64), ("max_splits", ctypes.c_int64),
-                ("workspace_bytes", ctypes.c_size_t), ("planned", ctypes.c_int64 * 12)]
-
-
-def view(t):
-    """An ioattn_tensor over a torch CUDA tensor (shape and strides in elements)."""
-    v = Tensor()
-    v.data = t.data_ptr()
-    v.dtype = DTYPE[t.dtype]
-    v.device = DEVICE_CUDA
-    v.device_index = t.device.index or 0
-    v.rank = t.dim()
-    for i in range(t.dim()):
-        v.shape[i] = t.shape[i]
-        v.stride[i] = t.stride(i)
-    return v
-
-
 class IoAttn:
     def __init__(self, path):
-        self.lib = ctypes.CDLL(path)
-        for name in ("ioattn_paged_plan", "ioattn_paged_forward", "ioattn_params_init"):
-            getattr(self.lib, name).restype = ctypes.c_int
-        self.lib.ioattn_last_error.restype = ctypes.c_char_p
-
-    def check(self, status, what):
-        if status != 0:
-            raise RuntimeError(f"ioattn {what}: {self.lib.ioattn_last_error().decode()}")
+        self.lib = load(path)
 
     def decode_fn(self, q, k_cache, v_cache, table, lens, out, lse, split):
         """Plans once (as a server would per batch) and returns the per-layer call, with its workspace."""
         args = PagedForwardArgs()
         args.q, args.out, args.lse = view(q), view(out), view(lse)
         args.kv = PagedKV(view(k_cache), view(v_cache), view(table), view(lens))
-        params = Params()
-        self.lib.ioattn_params_init(ctypes.byref(params))
-        params.impl = b"cuda"
-        params.stream = torch.cuda.current_stream().cuda_stream
+        call_params = params(self.lib)
+        call_params.impl = b"cuda"
+        call_params.stream = torch.cuda.current_stream().cuda_stream
         mode, tokens = {"auto": (SPLIT_AUTO, 0), "none": (SPLIT_NONE, 0)}.get(split, (SPLIT_FIXED, 0))
         if mode == SPLIT_FIXED:
             tokens = int(split.split(":")[1])
-        plan = PagedPlan()
-        self.check(self.lib.ioattn_paged_plan(ctypes.byref(args), ctypes.byref(params), mode, tokens,
-                                              int(lens.max().item()), ctypes.byref(plan)), "paged plan")
+        plan = PagedPlanInfo()
+        check(self.lib, self.lib.ioattn_paged_plan(ctypes.byref(args), ctypes.byref(call_params), mode, tokens,
+                                                   int(lens.max().item()), ctypes.byref(plan)), "paged plan")
         workspace = torch.empty(max(plan.workspace_bytes, 16), dtype=torch.uint8, device="cuda")
-        params.workspace, params.workspace_bytes = workspace.data_ptr(), plan.workspace_bytes
-        fwd, a, p, pl = self.lib.ioattn_paged_forward, ctypes.byref(args), ctypes.byref(params), ctypes.byref(plan)
-        keep = (args, params, plan, workspace)  # alive as long as the closure
+        call_params.workspace, call_params.workspace_bytes = workspace.data_ptr(), plan.workspace_bytes
+        fwd, a, pl = self.lib.ioattn_paged_forward, ctypes.byref(args), ctypes.byref(plan)
+        p = ctypes.byref(call_params)
+        keep = (args, call_params, plan, workspace)  # alive as long as the closure
 
         def run():
-            self.check(fwd(a, pl, p), "paged forward")
+            check(self.lib, fwd(a, pl, p), "paged forward")
             return keep
         return run, plan
 

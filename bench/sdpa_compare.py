@@ -18,7 +18,6 @@ with -DIOATTN_FWD_VARIANTS, see src/cuda/sm80/forward_launch.cuh), each checked 
 import argparse
 import ctypes
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -29,65 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-MAX_RANK = 4
-DTYPE_BF16, DTYPE_F32 = 2, 0
-DEVICE_CUDA = 1
-
-
-class Tensor(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("dtype", ctypes.c_int32), ("device", ctypes.c_int32),
-                ("device_index", ctypes.c_int32), ("rank", ctypes.c_int32),
-                ("shape", ctypes.c_int64 * MAX_RANK), ("stride", ctypes.c_int64 * MAX_RANK)]
-
-
-class Mask(ctypes.Structure):
-    _fields_ = [("window_left", ctypes.c_int64), ("window_right", ctypes.c_int64), ("alignment", ctypes.c_int32)]
-
-
-class Params(ctypes.Structure):
-    _fields_ = [("softmax_scale", ctypes.c_float), ("softcap", ctypes.c_float), ("mask", Mask),
-                ("alibi_slopes", Tensor), ("sinks", Tensor), ("deterministic", ctypes.c_int32),
-                ("num_threads", ctypes.c_int32), ("impl", ctypes.c_char_p), ("stream", ctypes.c_void_p),
-                ("workspace", ctypes.c_void_p), ("workspace_bytes", ctypes.c_size_t)]
-
-
-class ForwardArgs(ctypes.Structure):
-    _fields_ = [("q", Tensor), ("k", Tensor), ("v", Tensor), ("out", Tensor), ("lse", Tensor),
-                ("varlen", ctypes.c_void_p)]
-
-
-class BackwardArgs(ctypes.Structure):
-    _fields_ = [("q", Tensor), ("k", Tensor), ("v", Tensor), ("out", Tensor), ("dout", Tensor), ("lse", Tensor),
-                ("dq", Tensor), ("dk", Tensor), ("dv", Tensor), ("dsinks", Tensor), ("varlen", ctypes.c_void_p)]
-
-
-def view(t):
-    """An ioattn_tensor over a torch CUDA tensor (shape and strides in elements)."""
-    v = Tensor()
-    v.data = t.data_ptr()
-    v.dtype = {torch.bfloat16: DTYPE_BF16, torch.float32: DTYPE_F32}[t.dtype]
-    v.device = DEVICE_CUDA
-    v.device_index = t.device.index or 0
-    v.rank = t.dim()
-    for i in range(t.dim()):
-        v.shape[i] = t.shape[i]
-        v.stride[i] = t.stride(i)
-    return v
-
+from ioattn_abi import BackwardArgs, ForwardArgs, Tensor, check, load, params, view
 
 class IoAttn:
     def __init__(self, path, forward_impl="cuda"):
         self.forward_impl = forward_impl.encode()
-        self.lib = ctypes.CDLL(path)
-        self.lib.ioattn_forward.restype = ctypes.c_int
-        self.lib.ioattn_backward.restype = ctypes.c_int
-        self.lib.ioattn_last_error.restype = ctypes.c_char_p
-        self.lib.ioattn_backends.restype = ctypes.c_char_p
-        self.lib.ioattn_version.restype = ctypes.c_char_p
+        self.lib = load(path)
 
     def params(self, causal, impl=b"cuda"):
-        p = Params()
-        self.lib.ioattn_params_init(ctypes.byref(p))
+        p = params(self.lib)
         p.impl = impl
         if causal:
             p.mask.window_left, p.mask.window_right = -1, 0
@@ -95,8 +44,7 @@ class IoAttn:
         return p
 
     def check(self, status, what):
-        if status != 0:
-            raise RuntimeError(f"ioattn {what}: {self.lib.ioattn_last_error().decode()}")
+        check(self.lib, status, what)
 
     def forward_fn(self, q, k, v, out, lse, causal):
         args = ForwardArgs(view(q), view(k), view(v), view(out), view(lse), None)

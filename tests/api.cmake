@@ -27,4 +27,9 @@ if(Python3_Interpreter_FOUND AND BUILD_SHARED_LIBS)
   add_test(NAME ioattn_ctypes_smoke
            COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/api/ctypes_smoke.py $<TARGET_FILE:ioattn>)
   set_tests_properties(ioattn_ctypes_smoke PROPERTIES LABELS api TIMEOUT 60)
+  # The paged calls through bench/ioattn_abi.py, the struct mirror the GPU benchmarks use.
+  add_test(NAME ioattn_ctypes_paged_smoke
+           COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/api/ctypes_paged_smoke.py $<TARGET_FILE:ioattn>
+                   ${PROJECT_SOURCE_DIR}/bench)
+  set_tests_properties(ioattn_ctypes_paged_smoke PROPERTIES LABELS api TIMEOUT 60)
 endif()

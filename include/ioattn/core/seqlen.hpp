@@ -30,4 +30,15 @@ IOATTN_HD SeqSpan seq_span(std::int64_t b, const std::int32_t* cu_q, const std::
   return span;
 }
 
+// A span from offsets that no argument check has read (they live in device memory) clamped into the packed tensors
+// of total_q and total_k rows: a bad offset then gives a wrong result but never a read or write outside the tensors
+// the call was given.
+IOATTN_HD SeqSpan clamp_to_packed(SeqSpan s, std::int64_t total_q, std::int64_t total_k) {
+  s.q_offset = s.q_offset < 0 ? 0 : (s.q_offset > total_q ? total_q : s.q_offset);
+  s.k_offset = s.k_offset < 0 ? 0 : (s.k_offset > total_k ? total_k : s.k_offset);
+  s.q_len = s.q_len < 0 ? 0 : (s.q_len > total_q - s.q_offset ? total_q - s.q_offset : s.q_len);
+  s.k_len = s.k_len < 0 ? 0 : (s.k_len > total_k - s.k_offset ? total_k - s.k_offset : s.k_len);
+  return s;
+}
+
 }  // namespace ioattn::core

@@ -25,14 +25,6 @@ namespace ioattn::detail::sm80 {
 
 using namespace cute;
 
-__forceinline__ __device__ core::SeqSpan clamp_span(core::SeqSpan s, std::int64_t total_q, std::int64_t total_k) {
-  s.q_offset = s.q_offset < 0 ? 0 : (s.q_offset > total_q ? total_q : s.q_offset);
-  s.k_offset = s.k_offset < 0 ? 0 : (s.k_offset > total_k ? total_k : s.k_offset);
-  s.q_len = s.q_len < 0 ? 0 : (s.q_len > total_q - s.q_offset ? total_q - s.q_offset : s.q_len);
-  s.k_len = s.k_len < 0 ? 0 : (s.k_len > total_k - s.k_offset ? total_k - s.k_offset : s.k_len);
-  return s;
-}
-
 // The mask rule as the mainloop needs it, in 32 bits: core::MaskRule's four int64 fields stay live across every key
 // tile and were a large part of the registers that spilled. The rule is rebuilt in int64 inside the masked tiles
 // only. Windows are clamped to INT_MAX, which changes nothing: |diag| < 2^31 and k_len < 2^30 (forward_unsupported),
@@ -76,7 +68,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) forward_kernel(const For
   core::SeqSpan span = core::seq_span(b, p.cu_seqlens_q, p.cu_seqlens_k, p.seqlen_q, p.seqlen_k);
   // Offsets in device memory were never seen by the argument checks: keep a bad one from reaching outside the
   // packed tensors (the result is then wrong, but no memory is touched that the call was not given).
-  if (p.cu_seqlens_q != nullptr) span = clamp_span(span, p.total_q, p.total_k);
+  if (p.cu_seqlens_q != nullptr) span = core::clamp_to_packed(span, p.total_q, p.total_k);
   const int q_len = int(span.q_len);
   const int k_len = int(span.k_len);
   const int row0 = m_block * kBlockM;

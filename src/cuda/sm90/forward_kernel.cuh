@@ -32,16 +32,6 @@ namespace ioattn::detail::sm90 {
 
 using namespace cute;
 
-// Offsets in device memory were never seen by the argument checks: keep a bad one from reaching outside the packed
-// tensors (the result is then wrong, but no memory is touched that the call was not given).
-__forceinline__ __device__ core::SeqSpan clamp_span(core::SeqSpan s, std::int64_t total_q, std::int64_t total_k) {
-  s.q_offset = s.q_offset < 0 ? 0 : (s.q_offset > total_q ? total_q : s.q_offset);
-  s.k_offset = s.k_offset < 0 ? 0 : (s.k_offset > total_k ? total_k : s.k_offset);
-  s.q_len = s.q_len < 0 ? 0 : (s.q_len > total_q - s.q_offset ? total_q - s.q_offset : s.q_len);
-  s.k_len = s.k_len < 0 ? 0 : (s.k_len > total_k - s.k_offset ? total_k - s.k_offset : s.k_len);
-  return s;
-}
-
 // One query tile's work: which (rows, head, sequence), the mask rule, and the key tiles any of its rows can see.
 struct TileWork {
   int m_block, h, b;
@@ -62,7 +52,7 @@ __forceinline__ __device__ TileWork resolve_tile(const Params& p, std::int64_t t
   w.h = int(hb % p.heads_q);
   w.b = int(hb / p.heads_q);
   w.span = core::seq_span(w.b, p.cu_seqlens_q, p.cu_seqlens_k, p.seqlen_q, p.seqlen_k);
-  if (p.cu_seqlens_q != nullptr) w.span = clamp_span(w.span, p.total_q, p.total_k);
+  if (p.cu_seqlens_q != nullptr) w.span = core::clamp_to_packed(w.span, p.total_q, p.total_k);
   const int q_len = int(w.span.q_len);
   const int k_len = int(w.span.k_len);
   w.row0 = w.m_block * kBlockM;
