@@ -56,8 +56,15 @@ typedef enum ioattn_status {
   IOATTN_ERROR_INTERNAL = 5          /* anything else (a bug: please report the message) */
 } ioattn_status;
 
-/* Values of ioattn_tensor.dtype. */
-enum { IOATTN_DTYPE_F32 = 0, IOATTN_DTYPE_F16 = 1, IOATTN_DTYPE_BF16 = 2, IOATTN_DTYPE_I32 = 3 };
+/* Values of ioattn_tensor.dtype. F8E4M3 (OCP FP8 E4M3FN) is accepted by the C++ FP8 entry points (ioattn/fp8.hpp)
+ * only; every attention call here refuses it. */
+enum {
+  IOATTN_DTYPE_F32 = 0,
+  IOATTN_DTYPE_F16 = 1,
+  IOATTN_DTYPE_BF16 = 2,
+  IOATTN_DTYPE_I32 = 3,
+  IOATTN_DTYPE_F8E4M3 = 4
+};
 /* Values of ioattn_tensor.device and of ioattn_default_backend's argument. */
 enum { IOATTN_DEVICE_CPU = 0, IOATTN_DEVICE_CUDA = 1 };
 /* Values of ioattn_mask.alignment. */

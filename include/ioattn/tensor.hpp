@@ -17,6 +17,7 @@ enum class DType : std::uint8_t {
   f16,   // IEEE binary16
   bf16,  // bfloat16 (8-bit exponent, 7-bit mantissa)
   i32,   // 32-bit signed integer: cumulative sequence offsets
+  f8e4m3,  // OCP FP8 E4M3FN (bias 7, largest finite 448, no infinities): operands of attention_forward_fp8 only
 };
 
 enum class Device : std::uint8_t { cpu, cuda };
@@ -28,6 +29,7 @@ constexpr std::size_t dtype_size(DType dtype) {
     case DType::f16: return 2;
     case DType::bf16: return 2;
     case DType::i32: return 4;
+    case DType::f8e4m3: return 1;
   }
   return 0;
 }

@@ -25,8 +25,8 @@ ioattn::TensorView to_view(const ioattn_tensor& t, const std::string& name) {
   if (t.rank < 0 || t.rank > IOATTN_MAX_RANK) {
     bad_field(name + ".rank", "0 to " + std::to_string(IOATTN_MAX_RANK), std::to_string(t.rank));
   }
-  if (t.dtype < IOATTN_DTYPE_F32 || t.dtype > IOATTN_DTYPE_I32) {
-    bad_field(name + ".dtype", "IOATTN_DTYPE_F32/F16/BF16/I32 (0 to 3)", std::to_string(t.dtype));
+  if (t.dtype < IOATTN_DTYPE_F32 || t.dtype > IOATTN_DTYPE_F8E4M3) {
+    bad_field(name + ".dtype", "IOATTN_DTYPE_F32/F16/BF16/I32/F8E4M3 (0 to 4)", std::to_string(t.dtype));
   }
   if (t.device != IOATTN_DEVICE_CPU && t.device != IOATTN_DEVICE_CUDA) {
     bad_field(name + ".device", "IOATTN_DEVICE_CPU or IOATTN_DEVICE_CUDA (0 or 1)", std::to_string(t.device));

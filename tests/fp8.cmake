@@ -1,0 +1,13 @@
+# FP8 (e4m3): conversions, quantization (scales, blocks, Hadamard rotation), the FP8 forward against the fp64
+# reference, argument checks. The error table of docs/NUMERICS.md comes from ioattn_fp8_numerics (not a test: it
+# runs minutes on two cores; see its header for how to run it).
+ioattn_add_test(ioattn_fp8_tests
+  fp8/convert_test.cpp
+  fp8/quantize_test.cpp
+  fp8/forward_test.cpp
+  fp8/validate_test.cpp
+  fp8/fp8_util.cpp
+  support/random.cpp
+  LABELS fp8
+  TIMEOUT 120)
+
