@@ -11,3 +11,6 @@ ioattn_add_test(ioattn_fp8_tests
   LABELS fp8
   TIMEOUT 120)
 
+
+add_executable(ioattn_fp8_numerics fp8/numerics_table.cpp fp8/fp8_util.cpp)
+target_link_libraries(ioattn_fp8_numerics PRIVATE ioattn_test_support)
