@@ -3,7 +3,8 @@
 // (64 rows), and e4m3 per-block (and per-head) after a Walsh-Hadamard rotation of q and k (incoherent processing).
 // The attention itself is exact (the fp64 reference; the FP8 rows through attention_forward_fp8 with fp32 out), so
 // the table isolates the error of the inputs' quantization, the part a kernel cannot remove; a kernel adds its own
-// rounding (P in fp8 or bf16, fp32 accumulation) on top.
+// rounding (P in fp8 or bf16, fp32 accumulation) on top. Two more rows split the per-head error into the part of
+// q and k (through the scores) and the part of v.
 //
 // Inputs: q, k, v standard normal; "outliers": 0.1% of the entries of each replaced by N(0, 10^2) draws (the
 // FlashAttention-3 paper's experiment). batch 1, 4 heads (no GQA), head dim 128, no mask and causal.
@@ -90,8 +91,11 @@ int main(int argc, char** argv) {
   const std::uint64_t seed = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 20261121;
   const auto start = std::chrono::steady_clock::now();
   const char* methods[] = {"bf16 inputs (baseline)", "fp8 e4m3, per-head scales", "fp8 e4m3, per-block scales (64 rows)",
-                           "fp8 e4m3, per-block (64) + Hadamard on q, k", "fp8 e4m3, per-head + Hadamard on q, k"};
-  ErrStat table[5][2][2];  // method, inputs (normal, outliers), mask (none, causal)
+                           "fp8 e4m3, per-block (64) + Hadamard on q, k", "fp8 e4m3, per-head + Hadamard on q, k",
+                           "(where it comes from) fp8 per-head on q, k only; v exact",
+                           "(where it comes from) fp8 per-head on v only; q, k exact"};
+  constexpr int kRows = 7;
+  ErrStat table[kRows][2][2];  // method, inputs (normal, outliers), mask (none, causal)
   for (int kind = 0; kind < 2; ++kind) {
     std::mt19937_64 gen(seed + static_cast<std::uint64_t>(kind));
     const std::size_t n = static_cast<std::size_t>(kBatch * seqlen * kHeads * kDim);
@@ -107,6 +111,11 @@ int main(int argc, char** argv) {
       table[2][kind][m] = error_of(fp8_out(q, k, v, seqlen, 64, false, params), ref.out);
       table[3][kind][m] = error_of(fp8_out(q, k, v, seqlen, 64, true, params), ref.out);
       table[4][kind][m] = error_of(fp8_out(q, k, v, seqlen, 0, true, params), ref.out);
+      const auto dequantized = [&](const std::vector<float>& x) {
+        return quantize(x, kBatch, seqlen, kHeads, kDim, 0, false).dequantize();
+      };
+      table[5][kind][m] = error_of(forward_f64(p, dequantized(q), dequantized(k), widen(v, false)).out, ref.out);
+      table[6][kind][m] = error_of(forward_f64(p, widen(q, false), widen(k, false), dequantized(v)).out, ref.out);
       std::fprintf(stderr, "inputs %s, %s: done\n", kind ? "outliers" : "normal", m ? "causal" : "no mask");
     }
   }
@@ -117,7 +126,7 @@ int main(int argc, char** argv) {
   std::printf("| quantization | N(0,1) none: max | rms | N(0,1) causal: max | rms "
               "| 0.1%% outliers none: max | rms | 0.1%% outliers causal: max | rms |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|\n");
-  for (int r = 0; r < 5; ++r) {
+  for (int r = 0; r < kRows; ++r) {
     std::printf("| %s", methods[r]);
     for (int kind = 0; kind < 2; ++kind) {
       for (int m = 0; m < 2; ++m) std::printf(" | %.2e | %.2e", table[r][kind][m].max_rel, table[r][kind][m].rms_rel);
