@@ -81,7 +81,7 @@ void quantize(const detail::Fp8QuantizeProblem& qp) {
       const std::int64_t first = blk * rows_per_group;
       const std::int64_t last = std::min(first + rows_per_group, qp.seqlen);
       float amax = 0.0f;
-      for (std::int64_t i = first; i < last && status[g] == 0; ++i) {
+      for (std::int64_t i = first; i < last; ++i) {
         const RowStatus st = load_values(qp, b, i, h, values, wide);
         if (st != RowStatus::ok) {
           status[g] = static_cast<int>(st);

@@ -41,6 +41,7 @@ std::vector<Case> cases() {
   const Mask window = Mask::window(7, 3);
   std::vector<Case> c;
   c.push_back({"one_row", 1, 1, 1, 1, 1, 16, 16, 0, none});
+  c.push_back({"no_keys", 2, 5, 0, 2, 1, 16, 16, 16, none});  // every row sees nothing: out 0, lse -inf
   c.push_back({"q17_k17_causal", 2, 17, 17, 2, 2, 32, 32, 16, causal});
   c.push_back({"q113_k203_none_bf16", 1, 113, 203, 4, 2, 64, 64, 16, none, DType::bf16});
   c.push_back({"q113_k203_causal_fp16", 1, 113, 203, 4, 2, 64, 64, 64, causal, DType::f16});
