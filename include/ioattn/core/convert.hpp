@@ -74,7 +74,9 @@ inline std::uint16_t float_to_fp16(float f) {
 
 inline constexpr float kFp8E4M3Max = 448.0f;
 
-IOATTN_HD float fp8_bits_to_float_(std::uint32_t bits) {
+namespace fp8_detail {
+// Bit casts for host and device code alike (the intrinsics on the device).
+IOATTN_HD float bits_to_float(std::uint32_t bits) {
 #if defined(__CUDA_ARCH__)
   return __uint_as_float(bits);
 #else
@@ -83,7 +85,7 @@ IOATTN_HD float fp8_bits_to_float_(std::uint32_t bits) {
   return f;
 #endif
 }
-IOATTN_HD std::uint32_t fp8_float_to_bits_(float f) {
+IOATTN_HD std::uint32_t float_to_bits(float f) {
 #if defined(__CUDA_ARCH__)
   return __float_as_uint(f);
 #else
@@ -92,14 +94,15 @@ IOATTN_HD std::uint32_t fp8_float_to_bits_(float f) {
   return bits;
 #endif
 }
+}  // namespace fp8_detail
 
 // Exact: every e4m3 value is an fp32 value.
 IOATTN_HD float fp8e4m3_to_float(std::uint8_t code) {
   const std::uint32_t sign = static_cast<std::uint32_t>(code & 0x80u) << 24;
   const std::uint32_t exp = (code >> 3) & 0xfu;
   const std::uint32_t man = code & 0x7u;
-  if (exp == 0xf && man == 0x7) return fp8_bits_to_float_(sign | 0x7fc00000u);  // NaN
-  if (exp != 0) return fp8_bits_to_float_(sign | ((exp + 120u) << 23) | (man << 20));
+  if (exp == 0xf && man == 0x7) return fp8_detail::bits_to_float(sign | 0x7fc00000u);  // NaN
+  if (exp != 0) return fp8_detail::bits_to_float(sign | ((exp + 120u) << 23) | (man << 20));
   const float mag = static_cast<float>(man) * 0.001953125f;  // subnormal: man * 2^-9, exact
   return sign ? -mag : mag;
 }
@@ -109,7 +112,7 @@ IOATTN_HD float fp8e4m3_to_float(std::uint8_t code) {
 // 448 exactly, so only a rounding accident in the scaled value (448 * (1 + 2^-24), say) can pass 448, and it must
 // stay a finite 448 rather than poison a whole attention row.
 IOATTN_HD std::uint8_t float_to_fp8e4m3(float f) {
-  const std::uint32_t bits = fp8_float_to_bits_(f);
+  const std::uint32_t bits = fp8_detail::float_to_bits(f);
   const std::uint8_t sign = static_cast<std::uint8_t>((bits >> 24) & 0x80u);
   const std::uint32_t abs = bits & 0x7fffffffu;
   if (abs > 0x7f800000u) return static_cast<std::uint8_t>(sign | 0x7fu);  // NaN
@@ -117,7 +120,7 @@ IOATTN_HD std::uint8_t float_to_fp8e4m3(float f) {
   if (abs < 0x3c800000u) {
     // Below 2^-6, the smallest normal: the result is man * 2^-9, so round |f| * 2^9 (exact, < 8) to an integer,
     // ties to even; 8 comes out as the code of 2^-6.
-    const float scaled = fp8_bits_to_float_(abs) * 512.0f;
+    const float scaled = fp8_detail::bits_to_float(abs) * 512.0f;
     std::uint32_t n = static_cast<std::uint32_t>(scaled);
     const float frac = scaled - static_cast<float>(n);  // exact: scaled < 8 has at most 23 fraction bits
     if (frac > 0.5f || (frac == 0.5f && (n & 1u))) ++n;
