@@ -13,7 +13,7 @@ ioattn_add_test(ioattn_fp8_tests
 
 
 add_executable(ioattn_fp8_numerics fp8/numerics_table.cpp fp8/fp8_util.cpp)
-target_link_libraries(ioattn_fp8_numerics PRIVATE ioattn_test_support)
+target_link_libraries(ioattn_fp8_numerics PRIVATE ioattn_test_support OpenMP::OpenMP_CXX)
 
 # Against the CUDA toolkit's FP8 conversions (host emulation of the hardware's rounding; no GPU needed), wherever the
 # toolkit's headers are installed, CPU-only builds included.

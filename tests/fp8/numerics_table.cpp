@@ -4,7 +4,7 @@
 // The attention itself is exact (the fp64 reference; the FP8 rows through attention_forward_fp8 with fp32 out), so
 // the table isolates the error of the inputs' quantization, the part a kernel cannot remove; a kernel adds its own
 // rounding (P in fp8 or bf16, fp32 accumulation) on top. Two more rows split the per-head error into the part of
-// q and k (through the scores) and the part of v.
+// q and k (through the scores) and the part of v, and two emulate an FP8 kernel's arithmetic (fp8_kernel_like).
 //
 // Inputs: q, k, v standard normal; "outliers": 0.1% of the entries of each replaced by N(0, 10^2) draws (the
 // FlashAttention-3 paper's experiment). batch 1, 4 heads (no GQA), head dim 128, no mask and causal.
@@ -84,6 +84,48 @@ std::vector<double> fp8_out(const std::vector<float>& q, const std::vector<float
   return std::vector<double>(out.begin(), out.end());
 }
 
+// What an FP8 kernel's arithmetic adds, emulated (materialized, not tiled): scores from the e4m3 codes accumulated in
+// fp32 and scaled by q_descale * k_descale * softmax scale in fp32; softmax in fp32 with the row's exact max; the
+// row sum from the fp32 probabilities; P rounded to e4m3 (unscaled: P is in [0, 1]) for the second product, which
+// accumulates code(P) * code(v) * v_descale in fp32; out = that / row sum. No mask beyond none/causal (square).
+std::vector<double> fp8_kernel_like(const std::vector<float>& q, const std::vector<float>& k,
+                                    const std::vector<float>& v, std::int64_t seqlen, std::int64_t block_rows,
+                                    bool rotate, bool causal) {
+  const Fp8Operand fq = quantize(q, kBatch, seqlen, kHeads, kDim, block_rows, rotate);
+  const Fp8Operand fk = quantize(k, kBatch, seqlen, kHeads, kDim, block_rows, rotate);
+  const Fp8Operand fv = quantize(v, kBatch, seqlen, kHeads, kDim, block_rows, false);
+  auto val = [](const Fp8Operand& op, std::int64_t i, std::int64_t h, std::int64_t c) {
+    return core::fp8e4m3_to_float(op.codes[static_cast<std::size_t>((i * kHeads + h) * kDim + c)]);
+  };
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(kDim)));
+  std::vector<double> out(q.size());
+#pragma omp parallel for collapse(2) schedule(dynamic, 16)
+  for (std::int64_t h = 0; h < kHeads; ++h) {
+    for (std::int64_t i = 0; i < seqlen; ++i) {
+      const std::int64_t keys = causal ? i + 1 : seqlen;
+      std::vector<float> s(static_cast<std::size_t>(keys));
+      float m = -INFINITY;
+      for (std::int64_t j = 0; j < keys; ++j) {
+        float acc = 0.0f;
+        for (std::int64_t c = 0; c < kDim; ++c) acc += val(fq, i, h, c) * val(fk, j, h, c);
+        s[j] = acc * (fq.descale_at(0, h, i) * fk.descale_at(0, h, j) * scale);
+        m = std::max(m, s[j]);
+      }
+      float l = 0.0f;
+      std::vector<float> o(kDim, 0.0f);
+      for (std::int64_t j = 0; j < keys; ++j) {
+        const float pj = std::exp(s[j] - m);
+        l += pj;
+        const float p8 = core::fp8e4m3_to_float(core::float_to_fp8e4m3(pj));
+        const float vd = fv.descale_at(0, h, j);
+        for (std::int64_t c = 0; c < kDim; ++c) o[c] += p8 * (val(fv, j, h, c) * vd);
+      }
+      for (std::int64_t c = 0; c < kDim; ++c) out[(i * kHeads + h) * kDim + c] = o[c] / l;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -93,8 +135,10 @@ int main(int argc, char** argv) {
   const char* methods[] = {"bf16 inputs (baseline)", "fp8 e4m3, per-head scales", "fp8 e4m3, per-block scales (64 rows)",
                            "fp8 e4m3, per-block (64) + Hadamard on q, k", "fp8 e4m3, per-head + Hadamard on q, k",
                            "(where it comes from) fp8 per-head on q, k only; v exact",
-                           "(where it comes from) fp8 per-head on v only; q, k exact"};
-  constexpr int kRows = 7;
+                           "(where it comes from) fp8 per-head on v only; q, k exact",
+                           "emulated FP8 kernel arithmetic (P in e4m3, fp32 sums), per-head",
+                           "emulated FP8 kernel arithmetic, per-block (64) + Hadamard on q, k"};
+  constexpr int kRows = 9;
   ErrStat table[kRows][2][2];  // method, inputs (normal, outliers), mask (none, causal)
   for (int kind = 0; kind < 2; ++kind) {
     std::mt19937_64 gen(seed + static_cast<std::uint64_t>(kind));
@@ -116,6 +160,8 @@ int main(int argc, char** argv) {
       };
       table[5][kind][m] = error_of(forward_f64(p, dequantized(q), dequantized(k), widen(v, false)).out, ref.out);
       table[6][kind][m] = error_of(forward_f64(p, widen(q, false), widen(k, false), dequantized(v)).out, ref.out);
+      table[7][kind][m] = error_of(fp8_kernel_like(q, k, v, seqlen, 0, false, m == 1), ref.out);
+      table[8][kind][m] = error_of(fp8_kernel_like(q, k, v, seqlen, 64, true, m == 1), ref.out);
       std::fprintf(stderr, "inputs %s, %s: done\n", kind ? "outliers" : "normal", m ? "causal" : "no mask");
     }
   }
