@@ -117,6 +117,39 @@ TEST(Fp8Quantize, ZeroGroupsTinyValuesAndOtherInputDtypes) {
   }
 }
 
+// Strided views (padded rows of input and output, a padded descale) give the same codes and descales as contiguous
+// ones, and the padding is neither read (NaN there) nor written.
+TEST(Fp8Quantize, StridedViews) {
+  Rng rng("fp8_quantize_strided");
+  const std::int64_t b = 2, s = 33, h = 3, d = 32, block = 16, blocks = 3, pad = 7;
+  const std::vector<float> x = normal_values(rng, static_cast<std::size_t>(b * s * h * d));
+  const Fp8Operand want = quantize(x, b, s, h, d, block, true);
+  std::vector<float> in(static_cast<std::size_t>(b * s * h * (d + pad)), std::nanf(""));
+  for (std::int64_t t = 0; t < b * s * h; ++t) {
+    std::copy(x.begin() + t * d, x.begin() + (t + 1) * d, in.begin() + t * (d + pad));
+  }
+  std::vector<std::uint8_t> codes(in.size(), 0x5a);
+  std::vector<float> descale(static_cast<std::size_t>(b * h * (blocks + 1)), -1.0f);
+  const std::initializer_list<std::int64_t> shape = {b, s, h, d};
+  const std::initializer_list<std::int64_t> stride = {s * h * (d + pad), h * (d + pad), d + pad, 1};
+  quantize_fp8(TensorView::strided(in.data(), DType::f32, shape, stride),
+               TensorView::strided(codes.data(), DType::f8e4m3, shape, stride),
+               TensorView::strided(descale.data(), DType::f32, {b, h, blocks}, {h * (blocks + 1), blocks + 1, 1}),
+               block, true);
+  for (std::int64_t t = 0; t < b * s * h; ++t) {
+    for (std::int64_t c = 0; c < d + pad; ++c) {
+      const std::uint8_t got = codes[static_cast<std::size_t>(t * (d + pad) + c)];
+      ASSERT_EQ(got, c < d ? want.codes[static_cast<std::size_t>(t * d + c)] : 0x5a) << "row " << t << " col " << c;
+    }
+  }
+  for (std::int64_t g = 0; g < b * h; ++g) {
+    for (std::int64_t blk = 0; blk <= blocks; ++blk) {
+      const float got = descale[static_cast<std::size_t>(g * (blocks + 1) + blk)];
+      ASSERT_EQ(got, blk < blocks ? want.descale[static_cast<std::size_t>(g * blocks + blk)] : -1.0f);
+    }
+  }
+}
+
 // H / sqrt(d) by its definition: entry (i, j) = (-1)^popcount(i & j) / sqrt(d).
 TEST(Fp8Hadamard, MatchesDefinitionAndIsAnInvolution) {
   for (std::int64_t d : {1, 2, 8, 64, 256}) {
