@@ -42,14 +42,16 @@ struct Elem<DType::bf16> {
 };
 
 // Calls fn(std::integral_constant<DType, D>{}) for the floating dtype `dtype`, so the body is compiled once per
-// dtype. i32 is not an attention operand dtype and throws std::logic_error: validation must have rejected it.
+// dtype. i32 and fp8 are not operand dtypes of these kernels and throw std::logic_error: validation must have
+// rejected them (fp8 inputs go through attention_forward_fp8, which dequantizes first).
 template <class Fn>
 decltype(auto) visit_dtype(DType dtype, Fn&& fn) {
   switch (dtype) {
     case DType::f32: return std::forward<Fn>(fn)(std::integral_constant<DType, DType::f32>{});
     case DType::f16: return std::forward<Fn>(fn)(std::integral_constant<DType, DType::f16>{});
     case DType::bf16: return std::forward<Fn>(fn)(std::integral_constant<DType, DType::bf16>{});
-    case DType::i32: break;
+    case DType::i32:
+    case DType::f8e4m3: break;
   }
   throw std::logic_error("ioattn::cpu::visit_dtype: not a floating dtype");
 }

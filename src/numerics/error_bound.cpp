@@ -12,6 +12,7 @@ double dtype_eps(DType dtype) {
     case DType::f32: return std::ldexp(1.0, -23);
     case DType::f16: return std::ldexp(1.0, -10);
     case DType::bf16: return std::ldexp(1.0, -7);
+    case DType::f8e4m3: return std::ldexp(1.0, -3);
     case DType::i32: break;
   }
   throw std::logic_error("dtype_eps: not a floating dtype");

@@ -59,6 +59,7 @@ const char* dtype_name(DType dtype) {
     case DType::f16: return "fp16";
     case DType::bf16: return "bf16";
     case DType::i32: return "int32";
+    case DType::f8e4m3: return "fp8_e4m3";
   }
   return "?";
 }
