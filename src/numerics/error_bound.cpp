@@ -53,7 +53,8 @@ Comparison compare(const std::string& what, const std::vector<double>& actual, c
       c.worst_ref = r;
     }
   }
-  c.allowance = kAllowanceUlps * eps * std::max(c.ref_max, kMagnitudeFloor);
+  const double ulps = eps <= dtype_eps(DType::f32) ? kAllowanceUlpsFp32 : kAllowanceUlps;
+  c.allowance = ulps * eps * std::max(c.ref_max, kMagnitudeFloor);
   c.bound = kNaiveFactor * std::max(c.naive_err, c.stored_err) + c.allowance;
   return c;
 }
