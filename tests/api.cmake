@@ -4,6 +4,7 @@ ioattn_add_test(ioattn_api_tests
   api/dispatch_test.cpp
   api/c_api_test.cpp
   api/paged_c_api_test.cpp
+  api/fp8_c_api_test.cpp
   api/tensor_test.cpp
   support/random.cpp
   LABELS api)

@@ -56,8 +56,8 @@ typedef enum ioattn_status {
   IOATTN_ERROR_INTERNAL = 5          /* anything else (a bug: please report the message) */
 } ioattn_status;
 
-/* Values of ioattn_tensor.dtype. F8E4M3 (OCP FP8 E4M3FN) is accepted by the C++ FP8 entry points (ioattn/fp8.hpp)
- * only; every attention call here refuses it. */
+/* Values of ioattn_tensor.dtype. F8E4M3 (OCP FP8 E4M3FN) is accepted by the FP8 entry points only
+ * (ioattn_forward_fp8, ioattn_quantize_fp8; ioattn/fp8.hpp documents them); every other attention call refuses it. */
 enum {
   IOATTN_DTYPE_F32 = 0,
   IOATTN_DTYPE_F16 = 1,
@@ -218,6 +218,30 @@ IOATTN_C_API ioattn_status ioattn_paged_kv_write(const ioattn_paged_write_args* 
 /* Copies whole pages of both caches: row i of copies (int32 [n, 2]) copies page copies[i][0] to copies[i][1]. */
 IOATTN_C_API ioattn_status ioattn_paged_kv_copy_pages(const ioattn_tensor* k_cache, const ioattn_tensor* v_cache,
                                                       const ioattn_tensor* copies, const ioattn_params* params);
+
+/* ---- FP8 (e4m3) forward (include/ioattn/fp8.hpp documents it in full) ---------------------------------------------
+ * q, k, v hold IOATTN_DTYPE_F8E4M3 codes in the dense layouts above; the value of a code is code x descale, with fp32
+ * descales per (batch, head) when block_rows is 0 (q [batch, heads_q], k and v [batch, heads_kv]) or per block of
+ * block_rows sequence rows (a multiple of 16: q [batch, heads_q, ceil(seqlen_q / block_rows)], k and v likewise over
+ * seqlen_k). out is fp32, fp16 or bf16; lse optional. Today only the fp64 reference on the CPU runs it. */
+typedef struct ioattn_fp8_scales {
+  ioattn_tensor q_descale, k_descale, v_descale; /* fp32 */
+  int64_t block_rows;                            /* 0: per (batch, head); else rows per block, a multiple of 16 */
+} ioattn_fp8_scales;
+
+typedef struct ioattn_fp8_forward_args {
+  ioattn_tensor q, k, v;
+  ioattn_fp8_scales scales;
+  ioattn_tensor out; /* written */
+  ioattn_tensor lse; /* written when given */
+} ioattn_fp8_forward_args;
+
+IOATTN_C_API ioattn_status ioattn_forward_fp8(const ioattn_fp8_forward_args* args, const ioattn_params* params);
+/* Quantizes input (fp32, fp16 or bf16 [batch, seqlen, heads, head_dim]) into output (e4m3, the same shape) and its
+ * fp32 descales (shapes as above for block_rows); rotate nonzero first multiplies each row by the normalized
+ * Walsh-Hadamard matrix (head_dim a power of two): apply it to both q and k, never to v. */
+IOATTN_C_API ioattn_status ioattn_quantize_fp8(const ioattn_tensor* input, const ioattn_tensor* output,
+                                               const ioattn_tensor* descale, int64_t block_rows, int32_t rotate);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "ioattn/attention.hpp"
+#include "ioattn/fp8.hpp"
 #include "ioattn/paged.hpp"
 #include "ioattn/error.hpp"
 
@@ -284,6 +285,34 @@ ioattn_status ioattn_paged_kv_copy_pages(const ioattn_tensor* k_cache, const ioa
     if (copies == nullptr) bad_field("copies", "a pointer to an ioattn_tensor", "NULL");
     ioattn::paged_kv_copy_pages(to_view(*k_cache, "k_cache"), to_view(*v_cache, "v_cache"),
                                 to_view(*copies, "copies"), to_params(params));
+  });
+}
+
+ioattn_status ioattn_forward_fp8(const ioattn_fp8_forward_args* args, const ioattn_params* params) {
+  return guarded([&] {
+    if (args == nullptr) bad_field("args", "a pointer to ioattn_fp8_forward_args", "NULL");
+    ioattn::Fp8ForwardArgs a;
+    a.q = to_view(args->q, "q");
+    a.k = to_view(args->k, "k");
+    a.v = to_view(args->v, "v");
+    a.scales.q_descale = to_view(args->scales.q_descale, "scales.q_descale");
+    a.scales.k_descale = to_view(args->scales.k_descale, "scales.k_descale");
+    a.scales.v_descale = to_view(args->scales.v_descale, "scales.v_descale");
+    a.scales.block_rows = args->scales.block_rows;
+    a.out = to_view(args->out, "out");
+    a.lse = to_view(args->lse, "lse");
+    ioattn::attention_forward_fp8(a, to_params(params));
+  });
+}
+
+ioattn_status ioattn_quantize_fp8(const ioattn_tensor* input, const ioattn_tensor* output,
+                                  const ioattn_tensor* descale, int64_t block_rows, int32_t rotate) {
+  return guarded([&] {
+    if (input == nullptr) bad_field("input", "a pointer to an ioattn_tensor", "NULL");
+    if (output == nullptr) bad_field("output", "a pointer to an ioattn_tensor", "NULL");
+    if (descale == nullptr) bad_field("descale", "a pointer to an ioattn_tensor", "NULL");
+    ioattn::quantize_fp8(to_view(*input, "input"), to_view(*output, "output"), to_view(*descale, "descale"),
+                         block_rows, rotate != 0);
   });
 }
 
