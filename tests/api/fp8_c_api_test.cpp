@@ -8,25 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "api/c_views.hpp"
 #include "ioattn/fp8.hpp"
 #include "ioattn/ioattn.h"
 
 namespace {
 
-ioattn_tensor c_tensor(void* data, int32_t dtype, std::vector<int64_t> shape) {
-  ioattn_tensor t{};
-  t.data = data;
-  t.dtype = dtype;
-  t.device = IOATTN_DEVICE_CPU;
-  t.rank = static_cast<int32_t>(shape.size());
-  int64_t stride = 1;
-  for (int d = t.rank - 1; d >= 0; --d) {
-    t.shape[d] = shape[static_cast<std::size_t>(d)];
-    t.stride[d] = stride;
-    stride *= shape[static_cast<std::size_t>(d)];
-  }
-  return t;
-}
+using ioattn::apitest::c_tensor;
 
 // batch 1, seqlen 40, heads 4 (q) / 2 (k, v), head dim 16; blocks of 16 rows; q and k rotated.
 constexpr int64_t kB = 1, kS = 40, kHq = 4, kHk = 2, kD = 16, kBlock = 16, kBlocks = 3;

@@ -8,25 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "api/c_views.hpp"
 #include "ioattn/attention.hpp"
 #include "ioattn/ioattn.h"
 
 namespace {
 
-ioattn_tensor c_tensor(void* data, int32_t dtype, std::vector<int64_t> shape) {
-  ioattn_tensor t{};
-  t.data = data;
-  t.dtype = dtype;
-  t.device = IOATTN_DEVICE_CPU;
-  t.rank = static_cast<int32_t>(shape.size());
-  int64_t stride = 1;
-  for (int d = t.rank - 1; d >= 0; --d) {
-    t.shape[d] = shape[static_cast<std::size_t>(d)];
-    t.stride[d] = stride;
-    stride *= shape[static_cast<std::size_t>(d)];
-  }
-  return t;
-}
+using ioattn::apitest::c_tensor;
 
 // Two sequences (5 and 11 cached tokens, 2 and 3 of them new) in pages of 4 tokens, heads 4 / 2, head dim 8, fp32.
 struct PagedBatch {

@@ -5,13 +5,13 @@
 
 #include <cmath>
 #include <cstring>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "ioattn/attention.hpp"
 #include "ioattn/error.hpp"
 #include "support/buffers.hpp"
+#include "support/cases.hpp"
 #include "support/random.hpp"
 
 // The build's switches (tests/cuda_backward.cmake), so that a cut-down build tests what it holds.
@@ -27,13 +27,6 @@ namespace {
 
 // Whether this build instantiated bf16 (the dtype of every problem here) at head dim `dim`.
 bool built(std::int64_t dim) {
-  const auto listed = [](const std::string& list, const std::string& item) {
-    std::istringstream in(list);
-    for (std::string token; std::getline(in, token, ',');) {
-      if (token == item) return true;
-    }
-    return false;
-  };
   return listed(IOATTN_TEST_CUDA_DTYPES, "bf16") && listed(IOATTN_TEST_CUDA_HEAD_DIMS, std::to_string(dim));
 }
 

@@ -4,7 +4,6 @@
 // 2x-naive bound (src/numerics/error_bound.hpp). Without a GPU every test skips, saying so.
 #include <gtest/gtest.h>
 
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -24,14 +23,6 @@
 
 namespace ioattn::test {
 namespace {
-
-bool listed(const std::string& list, const std::string& item) {
-  std::istringstream in(list);
-  for (std::string token; std::getline(in, token, ',');) {
-    if (token == item) return true;
-  }
-  return false;
-}
 
 std::vector<Case> forward_cases() {
   std::vector<Case> cases;

@@ -9,7 +9,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -31,14 +30,6 @@ namespace ioattn::test {
 namespace {
 
 constexpr const char* kImpl = "cuda_sm90";
-
-bool listed(const std::string& list, const std::string& item) {
-  std::istringstream in(list);
-  for (std::string token; std::getline(in, token, ',');) {
-    if (token == item) return true;
-  }
-  return false;
-}
 
 // Empty when the sm90 backend runs here; otherwise why not (no GPU, not a Hopper GPU, no 90a code in the build).
 std::string why_no_sm90() {

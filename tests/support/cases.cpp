@@ -1,5 +1,6 @@
 #include "support/cases.hpp"
 
+#include <sstream>
 #include <string>
 
 namespace ioattn::test {
@@ -182,6 +183,14 @@ std::string Case::name() const {
 const std::vector<Case>& attention_cases() {
   static const std::vector<Case> table = build_table();
   return table;
+}
+
+bool listed(const std::string& list, const std::string& item) {
+  std::istringstream in(list);
+  for (std::string token; std::getline(in, token, ',');) {
+    if (token == item) return true;
+  }
+  return false;
 }
 
 }  // namespace ioattn::test

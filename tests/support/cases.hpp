@@ -59,4 +59,8 @@ inline void PrintTo(const Case& c, std::ostream* os) { *os << c.name(); }
 // The table, in a fixed order. Names are unique (checked by a test).
 const std::vector<Case>& attention_cases();
 
+// Whether comma-separated `list` (a build switch such as IOATTN_CUDA_HEAD_DIMS, passed to the GPU tests as a string)
+// holds `item`: what lets a cut-down build's tests skip what it did not compile.
+bool listed(const std::string& list, const std::string& item);
+
 }  // namespace ioattn::test
