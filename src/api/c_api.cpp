@@ -45,6 +45,12 @@ ioattn::TensorView to_view(const ioattn_tensor& t, const std::string& name) {
   return view;
 }
 
+// A view passed by pointer (the calls whose tensors are separate arguments): NULL is a bad argument, not a crash.
+ioattn::TensorView to_view(const ioattn_tensor* t, const std::string& name) {
+  if (t == nullptr) bad_field(name, "a pointer to an ioattn_tensor", "NULL");
+  return to_view(*t, name);
+}
+
 std::optional<ioattn::Varlen> to_varlen(const ioattn_varlen* varlen) {
   if (varlen == nullptr) return std::nullopt;
   ioattn::Varlen v;
@@ -280,11 +286,8 @@ ioattn_status ioattn_paged_kv_write(const ioattn_paged_write_args* args, const i
 ioattn_status ioattn_paged_kv_copy_pages(const ioattn_tensor* k_cache, const ioattn_tensor* v_cache,
                                          const ioattn_tensor* copies, const ioattn_params* params) {
   return guarded([&] {
-    if (k_cache == nullptr) bad_field("k_cache", "a pointer to an ioattn_tensor", "NULL");
-    if (v_cache == nullptr) bad_field("v_cache", "a pointer to an ioattn_tensor", "NULL");
-    if (copies == nullptr) bad_field("copies", "a pointer to an ioattn_tensor", "NULL");
-    ioattn::paged_kv_copy_pages(to_view(*k_cache, "k_cache"), to_view(*v_cache, "v_cache"),
-                                to_view(*copies, "copies"), to_params(params));
+    ioattn::paged_kv_copy_pages(to_view(k_cache, "k_cache"), to_view(v_cache, "v_cache"), to_view(copies, "copies"),
+                                to_params(params));
   });
 }
 
@@ -308,11 +311,8 @@ ioattn_status ioattn_forward_fp8(const ioattn_fp8_forward_args* args, const ioat
 ioattn_status ioattn_quantize_fp8(const ioattn_tensor* input, const ioattn_tensor* output,
                                   const ioattn_tensor* descale, int64_t block_rows, int32_t rotate) {
   return guarded([&] {
-    if (input == nullptr) bad_field("input", "a pointer to an ioattn_tensor", "NULL");
-    if (output == nullptr) bad_field("output", "a pointer to an ioattn_tensor", "NULL");
-    if (descale == nullptr) bad_field("descale", "a pointer to an ioattn_tensor", "NULL");
-    ioattn::quantize_fp8(to_view(*input, "input"), to_view(*output, "output"), to_view(*descale, "descale"),
-                         block_rows, rotate != 0);
+    ioattn::quantize_fp8(to_view(input, "input"), to_view(output, "output"), to_view(descale, "descale"), block_rows,
+                         rotate != 0);
   });
 }
 
