@@ -60,13 +60,32 @@ float descale_for(float amax) {
   return d < FLT_MIN ? FLT_MIN : d;
 }
 
+// Group g of the quantization: (batch b, head h, block blk) and its rows [first, last). block_rows 0: one group of
+// all rows per (batch, head), written (as 1) even when there are no rows.
+struct Group {
+  std::int64_t b, h, blk, first, last;
+};
+
+struct Groups {
+  std::int64_t rows_per_group, blocks, count;
+
+  explicit Groups(const detail::Fp8QuantizeProblem& qp)
+      : rows_per_group(qp.block_rows > 0 ? qp.block_rows : qp.seqlen),
+        blocks(qp.block_rows > 0 ? (qp.seqlen + qp.block_rows - 1) / qp.block_rows : 1),
+        count(qp.batch * qp.heads * blocks) {}
+
+  Group operator()(const detail::Fp8QuantizeProblem& qp, std::int64_t g) const {
+    const std::int64_t blk = g % blocks, h = (g / blocks) % qp.heads, b = g / (blocks * qp.heads);
+    const std::int64_t first = blk * rows_per_group;
+    return {b, h, blk, first, std::min(first + rows_per_group, qp.seqlen)};
+  }
+};
+
 }  // namespace
 
 void quantize(const detail::Fp8QuantizeProblem& qp) {
-  // block_rows 0: one group of all rows per (batch, head), written (as 1) even when there are no rows.
-  const std::int64_t rows_per_group = qp.block_rows > 0 ? qp.block_rows : qp.seqlen;
-  const std::int64_t blocks = qp.block_rows > 0 ? (qp.seqlen + qp.block_rows - 1) / qp.block_rows : 1;
-  const std::int64_t groups = qp.batch * qp.heads * blocks;
+  const Groups group_of(qp);
+  const std::int64_t groups = group_of.count;
   std::vector<float> descales(static_cast<std::size_t>(groups), 1.0f);
   std::vector<int> status(static_cast<std::size_t>(groups), 0);  // RowStatus of the group's first bad row
 
@@ -77,12 +96,10 @@ void quantize(const detail::Fp8QuantizeProblem& qp) {
     std::vector<double> wide(static_cast<std::size_t>(qp.dim));
 #pragma omp for schedule(static)
     for (std::int64_t g = 0; g < groups; ++g) {
-      const std::int64_t blk = g % blocks, h = (g / blocks) % qp.heads, b = g / (blocks * qp.heads);
-      const std::int64_t first = blk * rows_per_group;
-      const std::int64_t last = std::min(first + rows_per_group, qp.seqlen);
+      const Group gr = group_of(qp, g);
       float amax = 0.0f;
-      for (std::int64_t i = first; i < last; ++i) {
-        const RowStatus st = load_values(qp, b, i, h, values, wide);
+      for (std::int64_t i = gr.first; i < gr.last; ++i) {
+        const RowStatus st = load_values(qp, gr.b, i, gr.h, values, wide);
         if (st != RowStatus::ok) {
           status[g] = static_cast<int>(st);
           break;
@@ -94,9 +111,9 @@ void quantize(const detail::Fp8QuantizeProblem& qp) {
   }
   for (std::int64_t g = 0; g < groups; ++g) {
     if (status[g] == 0) continue;
-    const std::int64_t blk = g % blocks, h = (g / blocks) % qp.heads, b = g / (blocks * qp.heads);
-    const std::string where = "batch " + std::to_string(b) + ", head " + std::to_string(h) + ", rows from " +
-                              std::to_string(blk * rows_per_group);
+    const Group gr = group_of(qp, g);
+    const std::string where = "batch " + std::to_string(gr.b) + ", head " + std::to_string(gr.h) + ", rows from " +
+                              std::to_string(gr.first);
     if (status[g] == static_cast<int>(RowStatus::nonfinite_input)) {
       throw Error(ErrorCode::invalid_argument, "input: expected finite values, got Inf or NaN at " + where);
     }
@@ -111,18 +128,17 @@ void quantize(const detail::Fp8QuantizeProblem& qp) {
     std::vector<double> wide(static_cast<std::size_t>(qp.dim));
 #pragma omp for schedule(static)
     for (std::int64_t g = 0; g < groups; ++g) {
-      const std::int64_t blk = g % blocks, h = (g / blocks) % qp.heads, b = g / (blocks * qp.heads);
-      const std::int64_t first = blk * rows_per_group;
-      const std::int64_t last = std::min(first + rows_per_group, qp.seqlen);
+      const Group gr = group_of(qp, g);
       const float descale = descales[g];
-      for (std::int64_t i = first; i < last; ++i) {
-        load_values(qp, b, i, h, values, wide);
-        auto* codes = static_cast<std::uint8_t*>(qp.output.ptr) + qp.output.offset(b, i, h);
+      for (std::int64_t i = gr.first; i < gr.last; ++i) {
+        load_values(qp, gr.b, i, gr.h, values, wide);
+        auto* codes = static_cast<std::uint8_t*>(qp.output.ptr) + qp.output.offset(gr.b, i, gr.h);
         // Division, not a multiplication by 448 / amax: value / descale is one correctly rounded step, and for the
         // largest value it lands within an ulp of 448.
         for (std::int64_t c = 0; c < qp.dim; ++c) codes[c] = core::float_to_fp8e4m3(values[c] / descale);
       }
-      qp.descale[b * qp.descale_batch_stride + h * qp.descale_head_stride + blk * qp.descale_block_stride] = descale;
+      qp.descale[gr.b * qp.descale_batch_stride + gr.h * qp.descale_head_stride + gr.blk * qp.descale_block_stride] =
+          descale;
     }
   }
 }
