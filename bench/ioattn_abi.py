@@ -1,8 +1,10 @@
-"""ioattn's C ABI (include/ioattn/ioattn.h) for Python through ctypes: the structs, the library loader, and a view of
-a torch tensor. Shared by bench/sdpa_compare.py, bench/paged_decode.py and tests/api/ctypes_paged_smoke.py; it needs
-no torch unless view() is called.
+"""ioattn's C ABI (include/ioattn/ioattn.h) for Python through ctypes: the structs, the library loader, a view of a
+torch tensor, and the versions a benchmark prints. Shared by bench/sdpa_compare.py, bench/paged_decode.py and
+tests/api/ctypes_paged_smoke.py; it needs no torch unless view() or environment() is called.
 """
 import ctypes
+import subprocess
+import time
 
 MAX_RANK = 4
 DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_I32 = 0, 1, 2, 3
@@ -100,3 +102,16 @@ def view(t):
     device = DEVICE_CUDA if t.is_cuda else DEVICE_CPU
     return tensor(t.data_ptr(), codes[t.dtype], list(t.shape), [t.stride(i) for i in range(t.dim())], device,
                   t.device.index or 0)
+
+
+def environment():
+    """The GPU, driver, torch, CUDA and cuDNN versions and the UTC date and time, for a benchmark's table."""
+    import torch
+    env = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
+           "cudnn": torch.backends.cudnn.version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    try:
+        env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                       capture_output=True, text=True, check=True).stdout.strip().splitlines()[0]
+    except Exception:  # noqa: BLE001 - the table says "unknown" rather than fail
+        env["driver"] = "unknown"
+    return env

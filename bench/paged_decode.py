@@ -26,16 +26,14 @@ import argparse
 import ctypes
 import json
 import statistics
-import subprocess
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ioattn_abi import (SPLIT_AUTO, SPLIT_FIXED, SPLIT_NONE, PagedForwardArgs, PagedKV, PagedPlanInfo, check,
-                        load, params, view)
+                        environment, load, params, view)
 
 HEADS_Q, HEADS_KV, DIM = 32, 8, 128
 
@@ -183,17 +181,6 @@ def run_point(lib, batch, ctx, page, split, args):
     if len(outs) == 2:
         row["diff_cudnn_flash"] = (outs["cudnn"].float() - outs["flash"].float()).abs().max().item()
     return row
-
-
-def environment():
-    env = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
-           "cudnn": torch.backends.cudnn.version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    try:
-        env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                       capture_output=True, text=True, check=True).stdout.strip().splitlines()[0]
-    except Exception:  # noqa: BLE001 - the table says "unknown" rather than fail
-        env["driver"] = "unknown"
-    return env
 
 
 def fmt(x, spec):

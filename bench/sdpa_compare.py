@@ -20,15 +20,13 @@ import ctypes
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ioattn_abi import BackwardArgs, ForwardArgs, Tensor, check, load, params, view
+from ioattn_abi import BackwardArgs, ForwardArgs, Tensor, check, environment, load, params, view
 
 class IoAttn:
     def __init__(self, path, forward_impl="cuda"):
@@ -83,17 +81,6 @@ def sdpa(backend, q, k, v, causal):
 
 def max_diff(a, b):
     return (a.float() - b.float()).abs().max().item()
-
-
-def environment():
-    env = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
-           "cudnn": torch.backends.cudnn.version(), "date": time.strftime("%Y-%m-%d", time.gmtime())}
-    try:
-        env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                       capture_output=True, text=True, check=True).stdout.strip().splitlines()[0]
-    except Exception:  # noqa: BLE001 - the table says "unknown" rather than fail
-        env["driver"] = "unknown"
-    return env
 
 
 def run_point(lib, dim, seqlen, causal, args):
