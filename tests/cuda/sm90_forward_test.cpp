@@ -1,5 +1,5 @@
 // GPU-only checks of the Hopper forward ("cuda_sm90") beyond the shared case table (tests/attention): every
-// compiled head dim (64, 128, 256) and dtype on multi-tile shapes that are no multiple of the tile sizes, under
+// compiled head dim (64, 128, 256, 192/128) and dtype on multi-tile shapes that are no multiple of the tile sizes, under
 // every mask kind, with GQA, sinks, padded strides, varlen with empty sequences, softcap and ALiBi; a second run
 // must agree bit for bit (a missing barrier or a pipeline phase error would show as a moving result); varlen
 // isolation (a neighbour's non-finite K and V rows must not reach a sequence's output); and the refusals that send
@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ioattn/attention.hpp"
@@ -20,7 +21,7 @@
 #include "support/random.hpp"
 
 #ifndef IOATTN_TEST_CUDA_HEAD_DIMS
-#define IOATTN_TEST_CUDA_HEAD_DIMS "64,128,256"
+#define IOATTN_TEST_CUDA_HEAD_DIMS "64,128,192,256"
 #endif
 #ifndef IOATTN_TEST_CUDA_DTYPES
 #define IOATTN_TEST_CUDA_DTYPES "bf16,fp16"
@@ -30,6 +31,15 @@ namespace ioattn::test {
 namespace {
 
 constexpr const char* kImpl = "cuda_sm90";
+
+// The Hopper kernel's head dims (qk, v) that this build compiled; "192" in the build's list is 192 / 128.
+std::vector<std::pair<int, int>> sm90_dims() {
+  std::vector<std::pair<int, int>> dims;
+  for (auto [qk, v] : {std::pair{64, 64}, {128, 128}, {192, 128}, {256, 256}}) {
+    if (listed(IOATTN_TEST_CUDA_HEAD_DIMS, std::to_string(qk))) dims.emplace_back(qk, v);
+  }
+  return dims;
+}
 
 // Empty when the sm90 backend runs here; otherwise why not (no GPU, not a Hopper GPU, no 90a code in the build).
 std::string why_no_sm90() {
@@ -60,11 +70,10 @@ std::vector<Case> sm90_cases() {
                                    Mask::window(100, 50), Mask::window(0, 0, Alignment::top_left)};
   for (DType dtype : {DType::bf16, DType::f16}) {
     if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
-    for (int dim : {64, 128, 256}) {
-      if (!listed(IOATTN_TEST_CUDA_HEAD_DIMS, std::to_string(dim))) continue;
+    for (auto [dim_qk, dim_v] : sm90_dims()) {
       Case base;
       base.dtype = dtype;
-      base.dim_qk = base.dim_v = dim;
+      base.dim_qk = dim_qk, base.dim_v = dim_v;
       base.backward = false;
       // Several query and key tiles, both ends ragged; GQA group 2.
       for (const Mask& m : masks) {
@@ -188,17 +197,17 @@ void expect_refused(Case c, bool backward, const std::string& reason_part) {
   }
 }
 
-TEST(Sm90ForwardRefusals, BackwardAndOddHeadDims) {
+// Head dims without a Hopper kernel go to the sm80 backend ("auto"), or are refused by name. (What the backward
+// refuses is tested with the backward: tests/cuda/sm90_backward_test.cpp.)
+TEST(Sm90ForwardRefusals, OddHeadDims) {
   if (std::string why = why_no_sm90(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
-  Case c;
-  c.dim_qk = c.dim_v = 128;
-  c.backward = false;
-  Case odd = c;
+  Case odd;
+  odd.backward = false;
   odd.dim_qk = odd.dim_v = 96;
-  expect_refused(odd, false, "64, 128 and 256");
-  Case back = c;
-  back.backward = true;
-  expect_refused(back, true, "no backward");
+  expect_refused(odd, false, "64, 128, 256 and 192/128");
+  Case mla_inverse = odd;
+  mla_inverse.dim_qk = 128, mla_inverse.dim_v = 192;
+  expect_refused(mla_inverse, false, "64, 128, 256 and 192/128");
 }
 
 // "auto" picks the Hopper kernel for softcap and ALiBi now, and must get them right.
@@ -225,11 +234,10 @@ std::vector<Case> isolation_cases() {
   std::vector<Case> cases;
   for (DType dtype : {DType::bf16, DType::f16}) {
     if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
-    for (int dim : {64, 128, 256}) {
-      if (!listed(IOATTN_TEST_CUDA_HEAD_DIMS, std::to_string(dim))) continue;
+    for (auto [dim_qk, dim_v] : sm90_dims()) {
       Case c;
       c.dtype = dtype;
-      c.dim_qk = c.dim_v = dim;
+      c.dim_qk = dim_qk, c.dim_v = dim_v;
       c.backward = false;
       c.heads_q = 4, c.heads_kv = 2;
       // Sequence 0: 100 and 300 keys, each ending inside a key tile of 64 and of 128; sequence 1 (the poisoned

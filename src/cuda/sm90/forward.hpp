@@ -15,8 +15,8 @@ std::string forward_unsupported(const Problem& p, bool backward);
 // ErrorCode::backend_failure when a CUDA call fails.
 void run_forward(const Problem& p);
 
-// One compiled instantiation (instantiations/fwd.cu.in): this dtype, head dim kDim for q, k and v.
-template <DType kDtype, int kDim>
+// One compiled instantiation (instantiations/fwd.cu.in): this dtype, head dim kDim for q and k, kDimV for v.
+template <DType kDtype, int kDim, int kDimV = kDim>
 void launch_forward(const Problem& p);
 
 }  // namespace ioattn::detail::sm90

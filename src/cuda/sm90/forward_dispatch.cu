@@ -19,9 +19,8 @@ namespace {
 using Launch = void (*)(const Problem&);
 
 Launch find_forward(DType dtype, std::int64_t dim_qk, std::int64_t dim_v) {
-  if (dim_qk != dim_v) return nullptr;
-#define IOATTN_SM90_FWD_CASE(DT, D) \
-  if (dtype == DType::DT && dim_qk == D) return &launch_forward<DType::DT, D>;
+#define IOATTN_SM90_FWD_CASE(DT, D, DV) \
+  if (dtype == DType::DT && dim_qk == D && dim_v == DV) return &launch_forward<DType::DT, D, DV>;
   IOATTN_SM90_FWD_INSTANTIATIONS(IOATTN_SM90_FWD_CASE)
 #undef IOATTN_SM90_FWD_CASE
   return nullptr;
@@ -85,12 +84,13 @@ std::string forward_unsupported(const Problem& p, bool backward) {
   if (p.dtype != DType::f16 && p.dtype != DType::bf16) {
     return std::string("the cuda_sm90 backend takes fp16 or bf16; got ") + to_string(p.dtype);
   }
-  if (p.dim_qk != p.dim_v || (p.dim_qk != 64 && p.dim_qk != 128 && p.dim_qk != 256)) {
-    return "the cuda_sm90 backend supports head dims 64, 128 and 256 (equal for qk and v); got " +
+  const bool mla = p.dim_qk == 192 && p.dim_v == 128;
+  if (!mla && (p.dim_qk != p.dim_v || (p.dim_qk != 64 && p.dim_qk != 128 && p.dim_qk != 256))) {
+    return "the cuda_sm90 backend supports head dims 64, 128, 256 and 192/128 (qk/v); got " +
            std::to_string(p.dim_qk) + "/" + std::to_string(p.dim_v);
   }
   if (find_forward(p.dtype, p.dim_qk, p.dim_v) == nullptr) {
-    return "head dim " + std::to_string(p.dim_qk) + " in " + to_string(p.dtype) +
+    return "head dim " + std::to_string(p.dim_qk) + (mla ? "/128" : "") + " in " + to_string(p.dtype) +
            " is not compiled into this build (built with IOATTN_CUDA_HEAD_DIMS=\"" IOATTN_SM90_BUILD_HEAD_DIMS
            "\" IOATTN_CUDA_DTYPES=\"" IOATTN_SM90_BUILD_DTYPES "\"; reconfigure with it included)";
   }

@@ -86,6 +86,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kDim = Traits::kDim;
+  constexpr int kDimV = Traits::kDimV;
 
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   auto& storage = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
@@ -110,8 +111,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
   pipe_params.role = warpgroup == 0 ? Pipeline::ThreadCategory::Producer : Pipeline::ThreadCategory::Consumer;
   pipe_params.is_leader = threadIdx.x == 0;  // the one producer thread
   pipe_params.num_consumers = Traits::kConsumerThreads;
-  pipe_params.transaction_bytes = Traits::kBytesKV;
+  pipe_params.transaction_bytes = Traits::kBytesK;
   Pipeline pipe_k(storage.pipe_k, pipe_params, Shape<_1, _1, _1>{});  // initializes its barriers (warp 0)
+  pipe_params.transaction_bytes = Traits::kBytesV;
   Pipeline pipe_v(storage.pipe_v, pipe_params, Shape<_1, _1, _1>{});
   __syncthreads();  // barriers initialized and fenced before anyone waits on them
 
@@ -128,14 +130,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
       const int bq = p.cu_seqlens_q != nullptr ? 0 : w.b;
       Tensor mQ = p.tma_q.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.map_batch))(_, _, w.h, bq);
       Tensor mK = p.tma_k.get_tma_tensor(make_shape(p.map_rows_k, kDim, p.heads_kv, p.map_batch))(_, _, h_kv, bq);
-      Tensor mV = p.tma_v.get_tma_tensor(make_shape(p.map_rows_k, kDim, p.heads_kv, p.map_batch))(_, _, h_kv, bq);
-      // (kBlockM, kDim) and (kBlockN, kDim, n_blocks), in rows of this sequence.
+      Tensor mV = p.tma_v.get_tma_tensor(make_shape(p.map_rows_k, kDimV, p.heads_kv, p.map_batch))(_, _, h_kv, bq);
+      // (kBlockM, kDim), (kBlockN, kDim, n_blocks) and (kBlockN, kDimV, n_blocks), in rows of this sequence.
       Tensor gQ = local_tile(domain_offset(make_coord(int(w.span.q_offset), _0{}), mQ),
                              Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(w.m_block, _0{}));
       Tensor gK = local_tile(domain_offset(make_coord(int(w.span.k_offset), _0{}), mK),
                              Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(_, _0{}));
       Tensor gV = local_tile(domain_offset(make_coord(int(w.span.k_offset), _0{}), mV),
-                             Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(_, _0{}));
+                             Shape<Int<kBlockN>, Int<kDimV>>{}, make_coord(_, _0{}));
       auto [tQgQ, tQsQ] = tma_partition(p.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
       auto [tKgK, tKsK] = tma_partition(p.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
       auto [tVgV, tVsV] = tma_partition(p.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
@@ -170,13 +172,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
     Tensor tSrQ = thr_qk.partition_fragment_A(sQ);   // descriptors
     Tensor tSrK = thr_qk.partition_fragment_B(sK);   // (MMA, MMA_N, MMA_K, stage)
     Tensor tOrV = thr_pv.partition_fragment_B(sVt);  // (MMA, MMA_N, MMA_K, stage)
-    Tensor acc_o = partition_fragment_C(mma_pv, Shape<Int<kBlockM>, Int<kDim>>{});
+    Tensor acc_o = partition_fragment_C(mma_pv, Shape<Int<kBlockM>, Int<kDimV>>{});
 
     // (row, col) in the query tile of each S element, rowcol view; rows include the warpgroup's 64-row offset.
     Tensor cS = thr_qk.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
     Tensor rC = make_tensor(cS.data(), gmma_rowcol_layout(cS.layout()));
     constexpr int kRows = decltype(size<0>(rC))::value;
-    Tensor cO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDim>>{}));
+    Tensor cO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDimV>>{}));
 
     if constexpr (kSchedule == ForwardSchedule::overlapped) WarpgroupTurns{consumer}.start();
     PipelineState read;

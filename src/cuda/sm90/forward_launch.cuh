@@ -22,34 +22,40 @@ namespace ioattn::detail::sm90 {
 template <DType kDtype>
 using ElementOf = std::conditional_t<kDtype == DType::f16, cutlass::half_t, cutlass::bfloat16_t>;
 
-// Key tile per head dim. Shared memory: Q (128 x d) + 2 stages of K and V (kBlockN x d each). d 256 takes 64 keys
-// (64 + 128 KB = 192 KB; 128 keys would not fit in 227 KB) and keeps the O accumulator (128 registers a thread) and
-// S (32) inside the consumers' 240.
-template <DType kDtype, int kDim>
+// Key tile per head dims (qk, v). Shared memory: Q (128 x d) + 2 stages of K and V (kBlockN x d each). d 256 takes
+// 64 keys (64 + 128 KB = 192 KB; 128 keys would not fit in 227 KB) and keeps the O accumulator (128 registers a
+// thread) and S (32) inside the consumers' 240. 192 / 128 keeps 128 keys: 48 + 96 + 64 KB = 208 KB, and the
+// registers of d 128 (the O accumulator is as wide as v).
+template <DType kDtype, int kDim, int kDimV>
 struct ForwardConfig;
 template <DType kDtype>
-struct ForwardConfig<kDtype, 64> {
+struct ForwardConfig<kDtype, 64, 64> {
   using Traits = ForwardTraits<ElementOf<kDtype>, 64, 128>;
 };
 template <DType kDtype>
-struct ForwardConfig<kDtype, 128> {
+struct ForwardConfig<kDtype, 128, 128> {
   using Traits = ForwardTraits<ElementOf<kDtype>, 128, 128>;
 };
 template <DType kDtype>
-struct ForwardConfig<kDtype, 256> {
+struct ForwardConfig<kDtype, 192, 128> {
+  using Traits = ForwardTraits<ElementOf<kDtype>, 192, 128, 2, 128>;
+};
+template <DType kDtype>
+struct ForwardConfig<kDtype, 256, 256> {
   using Traits = ForwardTraits<ElementOf<kDtype>, 256, 64>;
 };
 
-// A tensor map over (rows, dim, heads, batch). A dimension of extent 1 is never stepped, but the map still wants a
-// valid stride (a 16-byte multiple, and cute's mode ordering is happier with no zero): use the row length.
-template <class Traits>
+// A tensor map over (rows, dim, heads, batch) of a tensor with rows of kCols elements. A dimension of extent 1 is
+// never stepped, but the map still wants a valid stride (a 16-byte multiple, and cute's mode ordering is happier
+// with no zero): use the row length.
+template <class Traits, int kCols>
 auto make_gmem_view(const Operand& x, std::int64_t rows, std::int64_t heads, std::int64_t batches) {
   using Element = typename Traits::Element;
-  const std::int64_t row_stride = rows > 1 ? x.seq_stride : Traits::kDim;
-  const std::int64_t head_stride = heads > 1 ? x.head_stride : Traits::kDim;
-  const std::int64_t batch_stride = batches > 1 ? x.batch_stride : Traits::kDim;
+  const std::int64_t row_stride = rows > 1 ? x.seq_stride : kCols;
+  const std::int64_t head_stride = heads > 1 ? x.head_stride : kCols;
+  const std::int64_t batch_stride = batches > 1 ? x.batch_stride : kCols;
   return make_tensor(make_gmem_ptr(static_cast<Element const*>(x.ptr)),
-                     make_shape(int(rows > 1 ? rows : 1), int(Traits::kDim), int(heads), int(batches)),
+                     make_shape(int(rows > 1 ? rows : 1), int(kCols), int(heads), int(batches)),
                      make_stride(row_stride, _1{}, head_stride, batch_stride));
 }
 
@@ -71,14 +77,16 @@ ForwardParams<Traits> make_forward_params(const Problem& p) {
   const std::int64_t rows_k = varlen ? p.total_k : p.seqlen_k;
 
   ForwardParams<Traits> fp{};
-  fp.tma_q = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Traits>(p.q, rows_q, p.heads_q, batches),
-                           typename Traits::SmemLayoutQ{}, Shape<Int<Traits::kBlockM>, Int<Traits::kDim>>{}, _1{});
-  fp.tma_k = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Traits>(p.k, rows_k, p.heads_kv, batches),
+  constexpr int kDim = Traits::kDim;
+  constexpr int kDimV = Traits::kDimV;
+  fp.tma_q = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Traits, kDim>(p.q, rows_q, p.heads_q, batches),
+                           typename Traits::SmemLayoutQ{}, Shape<Int<Traits::kBlockM>, Int<kDim>>{}, _1{});
+  fp.tma_k = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Traits, kDim>(p.k, rows_k, p.heads_kv, batches),
                            take<0, 2>(typename Traits::SmemLayoutK{}),
-                           Shape<Int<Traits::kBlockN>, Int<Traits::kDim>>{}, _1{});
-  fp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Traits>(p.v, rows_k, p.heads_kv, batches),
+                           Shape<Int<Traits::kBlockN>, Int<kDim>>{}, _1{});
+  fp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Traits, kDimV>(p.v, rows_k, p.heads_kv, batches),
                            take<0, 2>(typename Traits::SmemLayoutV{}),
-                           Shape<Int<Traits::kBlockN>, Int<Traits::kDim>>{}, _1{});
+                           Shape<Int<Traits::kBlockN>, Int<kDimV>>{}, _1{});
   fp.map_rows_q = int(rows_q);
   fp.map_rows_k = int(rows_k);
   fp.heads_q = int(p.heads_q);
@@ -170,9 +178,9 @@ inline bool choose_persistent(const Problem& p) {
   return !p.is_varlen() && p.mask.is_none();
 }
 
-template <DType kDtype, int kDim>
+template <DType kDtype, int kDim, int kDimV>
 void launch_forward(const Problem& p) {
-  using Traits = typename ForwardConfig<kDtype, kDim>::Traits;
+  using Traits = typename ForwardConfig<kDtype, kDim, kDimV>::Traits;
   if (p.seqlen_q == 0 || p.batch == 0 || p.heads_q == 0) return;
   int variant = variant_from_env();
   if (variant < 0) variant = choose_persistent(p) ? 3 : 0;

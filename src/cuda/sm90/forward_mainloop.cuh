@@ -118,10 +118,10 @@ constexpr std::uint32_t kZeroVBarrier = 3;
 // it before its steady-state loop, whose code stays as it was; the serial one tests the tile index.
 template <class Traits>
 __forceinline__ __device__ void zero_v_rows(typename Traits::Element* smem_v, int stage, int first_row, int ctid) {
-  Tensor sV = make_tensor(make_smem_ptr(smem_v), typename Traits::SmemLayoutV{});  // (kBlockN, kDim, stage)
+  Tensor sV = make_tensor(make_smem_ptr(smem_v), typename Traits::SmemLayoutV{});  // (kBlockN, kDimV, stage)
   // 16-byte chunks: the 128-byte swizzle permutes whole 16-byte chunks of a row, so each stays contiguous. A fixed,
   // unrolled trip count with predicated stores: no divergent loop in the consumers' code.
-  constexpr int kChunks = Traits::kDim / 8;
+  constexpr int kChunks = Traits::kDimV / 8;
   constexpr int kTrips = ((Traits::kBlockN - 1) * kChunks + Traits::kConsumerThreads - 1) / Traits::kConsumerThreads;
   const int first_item = first_row * kChunks;
   CUTE_UNROLL

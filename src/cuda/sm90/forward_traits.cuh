@@ -1,5 +1,6 @@
 // ioattn sm90 forward: tile shapes, shared-memory layouts, the two wgmma tilings and the TMA copy types of one
-// (element type, head dim, key tile) configuration.
+// (element type, head dims, key tile) configuration. kDim is the head dim of q and k, kDimV that of v and the
+// output (192 / 128 for MLA-style models; equal otherwise).
 //
 // One CTA = one producer warpgroup (a single thread issues every TMA load) + two consumer warpgroups, each owning
 // 64 rows of the kBlockM = 128 query tile. S = Q K^T is a wgmma with both operands in shared memory; O += P V takes
@@ -18,10 +19,11 @@ namespace ioattn::detail::sm90 {
 
 using namespace cute;
 
-template <class Element_, int kDim_, int kBlockN_, int kStages_ = 2>
+template <class Element_, int kDim_, int kBlockN_, int kStages_ = 2, int kDimV_ = kDim_>
 struct ForwardTraits {
   using Element = Element_;
   static constexpr int kDim = kDim_;
+  static constexpr int kDimV = kDimV_;
   static constexpr int kBlockM = 128;
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kStages = kStages_;
@@ -29,12 +31,12 @@ struct ForwardTraits {
   static constexpr int kConsumerThreads = 128 * kConsumerWarpgroups;
   static constexpr int kThreads = 128 + kConsumerThreads;
   // setmaxnreg budgets: 24 * 128 + 240 * 256 = 64512 of the SM's 65536 registers. The producer only computes
-  // addresses; the consumers hold S (64 x kBlockN) and O (64 x kDim) accumulators.
+  // addresses; the consumers hold S (64 x kBlockN) and O (64 x kDimV) accumulators.
   static constexpr int kProducerRegisters = 24;
   static constexpr int kConsumerRegisters = 240;
 
   using TileShapeQK = Shape<Int<kBlockM>, Int<kBlockN>, Int<kDim>>;  // (M, N, K) of S = Q K^T
-  using TileShapePV = Shape<Int<kBlockM>, Int<kDim>, Int<kBlockN>>;  // (M, N, K) of O = P V
+  using TileShapePV = Shape<Int<kBlockM>, Int<kDimV>, Int<kBlockN>>;  // (M, N, K) of O = P V
   using AtomLayout = Layout<Shape<Int<kConsumerWarpgroups>, _1, _1>>;  // warpgroups stacked along M
   using TiledMmaQK =
       decltype(make_tiled_mma(GMMA::ss_op_selector<Element, Element, float, TileShapeQK>(), AtomLayout{}));
@@ -45,10 +47,10 @@ struct ForwardTraits {
   using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;
   using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockM>, Int<kDim>>{}));
   using SmemLayoutK = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockN>, Int<kDim>, Int<kStages>>{}));
-  using SmemLayoutV = SmemLayoutK;
+  using SmemLayoutV = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kBlockN>, Int<kDimV>, Int<kStages>>{}));
   // V seen as (dim, key, stage): the B operand of P V, MN-major.
   using SmemLayoutVt = decltype(composition(
-      SmemLayoutV{}, make_ordered_layout(Shape<Int<kDim>, Int<kBlockN>, Int<kStages>>{}, Step<_2, _1, _3>{})));
+      SmemLayoutV{}, make_ordered_layout(Shape<Int<kDimV>, Int<kBlockN>, Int<kStages>>{}, Step<_2, _1, _3>{})));
 
   // Global tensors as the tensor maps see them: (rows, dim, heads, batch). Dense: rows = seqlen; varlen: rows =
   // the packed total and batch = 1. Rows past the extent arrive as zeros.
@@ -58,12 +60,15 @@ struct ForwardTraits {
       decltype(make_tensor(make_gmem_ptr(static_cast<Element const*>(nullptr)), GmemShape{}, GmemStride{}));
   using TmaQ = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, SmemLayoutQ{},
                                       Shape<Int<kBlockM>, Int<kDim>>{}, _1{}));
-  using TmaKV = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, take<0, 2>(SmemLayoutK{}),
-                                       Shape<Int<kBlockN>, Int<kDim>>{}, _1{}));
+  using TmaK = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, take<0, 2>(SmemLayoutK{}),
+                                      Shape<Int<kBlockN>, Int<kDim>>{}, _1{}));
+  using TmaV = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, take<0, 2>(SmemLayoutV{}),
+                                      Shape<Int<kBlockN>, Int<kDimV>>{}, _1{}));
 
   // A TMA load always delivers its whole box (zeros past the tensor's end), so these are exact.
   static constexpr std::uint32_t kBytesQ = kBlockM * kDim * sizeof(Element);
-  static constexpr std::uint32_t kBytesKV = kBlockN * kDim * sizeof(Element);
+  static constexpr std::uint32_t kBytesK = kBlockN * kDim * sizeof(Element);
+  static constexpr std::uint32_t kBytesV = kBlockN * kDimV * sizeof(Element);
 
   using Pipeline = cutlass::PipelineTmaAsync<kStages>;
 
@@ -85,8 +90,8 @@ struct ForwardTraits {
 template <class Traits>
 struct ForwardParams {
   typename Traits::TmaQ tma_q;
-  typename Traits::TmaKV tma_k;
-  typename Traits::TmaKV tma_v;
+  typename Traits::TmaK tma_k;
+  typename Traits::TmaV tma_v;
   int map_rows_q, map_rows_k;  // the tensor maps' row extents
   int heads_q, heads_kv;
   int map_batch;  // the tensor maps' batch extent: batch (dense) or 1 (varlen)
