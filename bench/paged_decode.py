@@ -20,11 +20,17 @@ then lands inside the timed kernel (about 50 MB, some 12 us at 4.2 TB/s, a large
 max |ioattn - SDPA| per backend, and the cuDNN-vs-flash difference as the yardstick of what two correct kernels
 disagree by.
 
+--variant NAME:VAR=VALUE[,VAR=VALUE] (repeatable) times ioattn once more per row with those environment variables set
+around its plan and run (e.g. shallow:IOATTN_PAGED_RING=shallow), in the same process, on the same data; the
+pseudo-variable lib=PATH times another build of the library instead (e.g. before:lib=/tmp/base/libioattn.so). A
+second table compares the variants with the default.
+
 Usage: python3 bench/paged_decode.py --lib build/libioattn.so [--json out.json] [--warmup 10] [--repeat 50]
 """
 import argparse
 import ctypes
 import json
+import os
 import statistics
 import sys
 
@@ -165,7 +171,18 @@ def run_point(lib, batch, ctx, page, split, args):
     ms = time_ms(fn, args.warmup, args.repeat)
     row = {"batch": batch, "ctx": ctx, "page": page, "split": split, "split_tokens": plan.split_tokens,
            "max_splits": plan.max_splits, "kv_bytes": kv_bytes, "ioattn_ms": ms,
-           "ioattn_tbs": kv_bytes / (ms * 1e-3) / 1e12, "finite": bool(torch.isfinite(ours).all().item())}
+           "ioattn_tbs": kv_bytes / (ms * 1e-3) / 1e12, "finite": bool(torch.isfinite(ours).all().item()),
+           "variants": {}}
+    for name, env, vlib in args.variant:
+        with environment_set(env):
+            out.fill_(float("nan"))
+            vfn, vplan = (vlib or lib).decode_fn(q, k_cache, v_cache, table, lens, out, lse, split)
+            vfn()
+            torch.cuda.synchronize()
+            vms = time_ms(vfn, args.warmup, args.repeat)
+        row["variants"][name] = {"ms": vms, "tbs": kv_bytes / (vms * 1e-3) / 1e12, "split_tokens": vplan.split_tokens,
+                                 "max_splits": vplan.max_splits, "finite": bool(torch.isfinite(out).all().item()),
+                                 "diff_default": (out.float() - ours.float()).abs().max().item()}
     del k_cache, v_cache
     # SDPA on the contiguous K/V: [B, L, Hkv, D] viewed as [B, Hkv, L, D].
     qs, ks, vs = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -181,6 +198,32 @@ def run_point(lib, batch, ctx, page, split, args):
     if len(outs) == 2:
         row["diff_cudnn_flash"] = (outs["cudnn"].float() - outs["flash"].float()).abs().max().item()
     return row
+
+
+class environment_set:
+    """Sets environment variables (the library reads them at each plan and run) for the body of a with block."""
+
+    def __init__(self, env):
+        self.env, self.saved = env, {}
+
+    def __enter__(self):
+        for key, value in self.env.items():
+            self.saved[key] = os.environ.get(key)
+            os.environ[key] = value
+
+    def __exit__(self, *exc):
+        for key, value in self.saved.items():
+            if value is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = value
+
+
+def parse_variant(text):
+    """NAME:VAR=VALUE,... -> (name, environment, library path or None)."""
+    name, _, assignments = text.partition(":")
+    env = dict(a.split("=", 1) for a in assignments.split(",") if a)
+    return name, env, env.pop("lib", None)
 
 
 def fmt(x, spec):
@@ -203,6 +246,19 @@ def print_table(rows, env, copy_tbs):
               f"| {fmt(r['flash_ms'] and r['flash_ms'] * 1e3, '.1f')} | {fmt(r['flash_tbs'], '.2f')} | {modes} "
               f"| {fmt(r.get('diff_cudnn'), '.2e')} / {fmt(r.get('diff_flash'), '.2e')} "
               f"({fmt(r.get('diff_cudnn_flash'), '.2e')}) |")
+    names = list(rows[0]["variants"]) if rows else []
+    if names:
+        print("\nioattn variants, same run (us, % of copy, split tokens x max; max |diff| to the default's output)\n")
+        print("| batch x ctx | page | split | default | " + " | ".join(names) + " |")
+        print("|---|---|---|---|" + "---|" * len(names))
+        for r in rows:
+            cells = [f"{r['ioattn_ms'] * 1e3:.1f} us {100 * r['ioattn_tbs'] / copy_tbs:.0f}% "
+                     f"({r['split_tokens']} x {r['max_splits']})"]
+            for n in names:
+                v = r["variants"][n]
+                cells.append(f"{v['ms'] * 1e3:.1f} us {100 * v['tbs'] / copy_tbs:.0f}% ({v['split_tokens']} x "
+                             f"{v['max_splits']}) {v['diff_default']:.1e}")
+            print(f"| {r['batch']} x {r['ctx']} | {r['page']} | {r['split']} | " + " | ".join(cells) + " |")
 
 
 def main():
@@ -213,6 +269,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=50)
     ap.add_argument("--flush", choices=("read", "memset"), default="read", help="how L2 is flushed before each call")
     ap.add_argument("--rows", help="comma-separated batch:ctx:page:split (e.g. 16:8192:16:auto) instead of the grid")
+    ap.add_argument("--variant", action="append", default=[], type=parse_variant,
+                    help="NAME:VAR=VALUE[,VAR=VALUE]: also time ioattn with these environment variables")
     args = ap.parse_args()
     global FLUSH_MODE
     FLUSH_MODE = args.flush
@@ -220,6 +278,7 @@ def main():
         print("no CUDA device visible to torch: skipped")
         return 0
     lib = IoAttn(args.lib)
+    args.variant = [(name, env, path and IoAttn(path)) for name, env, path in args.variant]
     env = environment()
     copy_tbs = copy_bandwidth()
     rows = []
@@ -236,7 +295,8 @@ def main():
         with open(args.json, "w") as f:
             json.dump({"env": env, "copy_tbs": copy_tbs, "rows": rows}, f, indent=1)
     # Outputs must agree with SDPA (bf16 outputs of unit-scale data: a few bf16 ulps) and be finite.
-    bad = [r for r in rows if not r["finite"] or any(r.get(f"diff_{n}", 0) > 2e-2 for n in ("cudnn", "flash"))]
+    bad = [r for r in rows if not r["finite"] or any(r.get(f"diff_{n}", 0) > 2e-2 for n in ("cudnn", "flash"))
+           or any(not v["finite"] or v["diff_default"] > 2e-2 for v in r["variants"].values())]
     if bad:
         print(f"{len(bad)} row(s) disagree with SDPA or are not finite", file=sys.stderr)
         return 1

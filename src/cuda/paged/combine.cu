@@ -1,7 +1,10 @@
-// ioattn cuda paged: the combine of split-KV chunks. One warp per (query row, head) of a sequence with more than one
-// chunk: the chunks' partial results (each normalized by its own sum, lse without the sink) are merged through
-// core::SoftmaxState::add_partial in chunk order, the sink is added once, and out and lse are written. Every order
-// is fixed, so the result depends only on the chunks, never on timing (no atomics).
+// ioattn cuda paged: the combine of split-KV chunks. One CTA per (query row, head) of a sequence with more than one
+// chunk: the chunks' partial results (each normalized by its own sum, lse without the sink) are merged with the
+// weights core::SoftmaxState::add_partial gives them in chunk order, the sink is added once, and out and lse are
+// written. Every order is fixed, so the result depends only on the chunks, never on timing (no atomics).
+//
+// The combine runs after the decode grid has finished, so its own latency is on the critical path: every load it
+// needs (the chunks' lse and, up to 32 chunks, all their rows) is issued before any is used, one round trip to L2.
 #include <cstdint>
 
 #include <cuda_runtime.h>
@@ -14,15 +17,18 @@ namespace ioattn::detail::paged {
 namespace {
 
 constexpr int kCombineWarps = 4;
-constexpr int kMaxVecPerLane = 2;  // float4s per lane: dim_v up to 256
+constexpr int kRowsPerWarp = 8;  // chunk rows a warp holds in flight: chunks warp, warp + 4, ... of a pass
+constexpr int kPassChunks = kCombineWarps * kRowsPerWarp;
+static_assert(kPassChunks == 32, "a pass's lse are one per lane");
 
-template <class Element>
+// kVec float4s per lane: dim_v up to 128 * kVec.
+template <class Element, int kVec>
 __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const DecodeParams p, int dim_v) {
   using Mma = MmaOp<Element>;
-  const int lane = threadIdx.x % 32;
+  __shared__ float4 s_sum[kCombineWarps][kVec][32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int b = blockIdx.y;
-  const int item = blockIdx.x * kCombineWarps + threadIdx.x / 32;
-  const int i = item / p.heads_q, h = item % p.heads_q;
+  const int i = blockIdx.x / p.heads_q, h = blockIdx.x % p.heads_q;
   const int q_offset = p.cu_seqlens_q ? p.cu_seqlens_q[b] : 0;
   const int q_len = p.cu_seqlens_q ? p.cu_seqlens_q[b + 1] - q_offset : p.seqlen_q;
   if (i >= q_len) return;
@@ -38,11 +44,32 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
   const std::int64_t split_stride = static_cast<std::int64_t>(p.rows) * p.heads_q;  // slots per chunk
   const std::int64_t slot0 = prow * p.heads_q + h;
 
-  // Pass 1, scalars only: fold the chunks' lse in chunk order (32 at a time, one per lane, read in parallel and
-  // handed round by shuffles), then the sink. That fixes the row's final max and sum.
+  // This warp's rows of the pass starting at chunk s0: chunks s0 + warp + 4 k (zeros past the last chunk).
+  float4 part[kRowsPerWarp][kVec];
+  auto load_rows = [&](int s0) {
+#pragma unroll
+    for (int k = 0; k < kRowsPerWarp; ++k) {
+      const int s = s0 + warp + kCombineWarps * k;
+      const float* row = p.partial_out + (s * split_stride + slot0) * dim_v;
+#pragma unroll
+      for (int v = 0; v < kVec; ++v) {
+        const int c = (lane + 32 * v) * 4;
+        part[k][v] = s < chunks && c < dim_v ? *reinterpret_cast<const float4*>(row + c)
+                                             : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+    }
+  };
+  auto load_lse = [&](int s0) {
+    return s0 + lane < chunks ? p.partial_lse[(s0 + lane) * split_stride + slot0] : -INFINITY;
+  };
+  load_rows(0);
+  const float lse_first = load_lse(0);
+
+  // The lse folded in chunk order (one per lane, handed round by shuffles), then the sink: the row's final max and
+  // sum, and so every chunk's final weight exp(lse_s - max) / sum.
   core::SoftmaxState<float> state;
   for (int s0 = 0; s0 < chunks; s0 += 32) {
-    const float lse_lane = s0 + lane < chunks ? p.partial_lse[(s0 + lane) * split_stride + slot0] : -INFINITY;
+    const float lse_lane = s0 == 0 ? lse_first : load_lse(s0);
     const int n = min(32, chunks - s0);
     for (int k = 0; k < n; ++k) {
       float weight;
@@ -52,46 +79,41 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
   if (p.sinks) state.add_sink(p.sinks[h]);
   const float offset = state.offset(), inv_sum = state.inv_sum();
 
-  // Pass 2: out = sum over chunks, in chunk order, of exp(lse_s - max) / sum * o_s (what the sequential merge
-  // computes, with every chunk's final weight known up front), so the chunks' rows are read kBatch at a time
-  // instead of one dependent load per chunk.
-  constexpr int kBatch = 8;
-  float4 o[kMaxVecPerLane];
+  // Each warp sums its chunks' weighted rows in chunk order; the four warps' sums are added in warp order.
+  float4 o[kVec];
 #pragma unroll
-  for (int v = 0; v < kMaxVecPerLane; ++v) o[v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  for (int s0 = 0; s0 < chunks; s0 += 32) {
-    const float lse_lane = s0 + lane < chunks ? p.partial_lse[(s0 + lane) * split_stride + slot0] : -INFINITY;
+  for (int v = 0; v < kVec; ++v) o[v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  for (int s0 = 0; s0 < chunks; s0 += kPassChunks) {
+    if (s0 > 0) load_rows(s0);
+    const float lse_lane = s0 == 0 ? lse_first : load_lse(s0);
     const float coef_lane = __expf(lse_lane - offset) * inv_sum;  // an empty chunk (lse -inf) weighs 0
-    const int n = min(32, chunks - s0);
-    for (int k0 = 0; k0 < n; k0 += kBatch) {
-      float4 part[kBatch][kMaxVecPerLane];
-      float coef[kBatch];
 #pragma unroll
-      for (int k = 0; k < kBatch; ++k) {
-        coef[k] = __shfl_sync(0xffffffffu, coef_lane, (k0 + k) % 32);
-        const float* row = p.partial_out + ((s0 + k0 + k) * split_stride + slot0) * dim_v;
+    for (int k = 0; k < kRowsPerWarp; ++k) {
+      const float coef = __shfl_sync(0xffffffffu, coef_lane, warp + kCombineWarps * k);
+      if (s0 + warp + kCombineWarps * k >= chunks) break;
 #pragma unroll
-        for (int v = 0; v < kMaxVecPerLane; ++v) {
-          const int c = (lane + 32 * v) * 4;
-          part[k][v] = k0 + k < n && c < dim_v ? *reinterpret_cast<const float4*>(row + c)
-                                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
+      for (int v = 0; v < kVec; ++v) {
+        o[v].x += coef * part[k][v].x, o[v].y += coef * part[k][v].y;
+        o[v].z += coef * part[k][v].z, o[v].w += coef * part[k][v].w;
       }
+    }
+  }
 #pragma unroll
-      for (int k = 0; k < kBatch; ++k) {
-        if (k0 + k >= n) break;
+  for (int v = 0; v < kVec; ++v) s_sum[warp][v][lane] = o[v];
+  __syncthreads();
+  if (warp != 0) return;
 #pragma unroll
-        for (int v = 0; v < kMaxVecPerLane; ++v) {
-          o[v].x += coef[k] * part[k][v].x, o[v].y += coef[k] * part[k][v].y;
-          o[v].z += coef[k] * part[k][v].z, o[v].w += coef[k] * part[k][v].w;
-        }
-      }
+  for (int v = 0; v < kVec; ++v) {
+#pragma unroll
+    for (int w = 1; w < kCombineWarps; ++w) {
+      const float4 x = s_sum[w][v][lane];
+      o[v].x += x.x, o[v].y += x.y, o[v].z += x.z, o[v].w += x.w;
     }
   }
   Element* out = static_cast<Element*>(p.out) + b * p.o_batch_stride + (q_offset + i) * p.o_row_stride +
                  h * p.o_head_stride;
 #pragma unroll
-  for (int v = 0; v < kMaxVecPerLane; ++v) {
+  for (int v = 0; v < kVec; ++v) {
     const int c = (lane + 32 * v) * 4;
     if (c < dim_v) {
       uint2 packed;
@@ -112,9 +134,8 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
 // leaves the critical path.
 template <class Element>
 void launch_combine(const DecodeParams& p, int dim_v, void* stream, bool programmatic) {
-  const std::int64_t items = static_cast<std::int64_t>(p.seqlen_q) * p.heads_q;
   cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>((items + kCombineWarps - 1) / kCombineWarps),
+  config.gridDim = dim3(static_cast<unsigned>(static_cast<std::int64_t>(p.seqlen_q) * p.heads_q),
                         static_cast<unsigned>(p.batch));
   config.blockDim = dim3(kCombineWarps * 32);
   config.stream = static_cast<cudaStream_t>(stream);
@@ -123,7 +144,9 @@ void launch_combine(const DecodeParams& p, int dim_v, void* stream, bool program
   attribute.val.programmaticStreamSerializationAllowed = 1;
   config.attrs = &attribute;
   config.numAttrs = programmatic ? 1 : 0;
-  sm80::cuda_check(cudaLaunchKernelEx(&config, paged_combine_kernel<Element>, p, dim_v), "paged combine kernel launch");
+  const cudaError_t status = dim_v <= 128 ? cudaLaunchKernelEx(&config, paged_combine_kernel<Element, 1>, p, dim_v)
+                                          : cudaLaunchKernelEx(&config, paged_combine_kernel<Element, 2>, p, dim_v);
+  sm80::cuda_check(status, "paged combine kernel launch");
 }
 
 template void launch_combine<__nv_bfloat16>(const DecodeParams&, int, void*, bool);
