@@ -29,8 +29,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ioattn_abi import BackwardArgs, ForwardArgs, Tensor, check, environment, load, params, view
 
 class IoAttn:
-    def __init__(self, path, forward_impl="cuda"):
+    def __init__(self, path, forward_impl="cuda", backward_impl="cuda"):
         self.forward_impl = forward_impl.encode()
+        self.backward_impl = backward_impl.encode()
         self.lib = load(path)
 
     def params(self, causal, impl=b"cuda"):
@@ -53,7 +54,7 @@ class IoAttn:
     def backward_fn(self, q, k, v, out, dout, lse, dq, dk, dv, causal):
         args = BackwardArgs(view(q), view(k), view(v), view(out), view(dout), view(lse), view(dq), view(dk),
                             view(dv), Tensor(), None)
-        params = self.params(causal)
+        params = self.params(causal, self.backward_impl)
         bwd, a, p = self.lib.ioattn_backward, ctypes.byref(args), ctypes.byref(params)
         return lambda: self.check(bwd(a, p), "backward")
 
@@ -149,6 +150,7 @@ def run_point(lib, dim, seqlen, causal, args):
             row["bwd_ioattn_tflops"] = flops_bwd / row["bwd_ioattn_ms"] / 1e9
         except RuntimeError as e:
             row["bwd_ioattn_error"] = str(e)
+        flash_grads = None
         for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
             qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
             o = sdpa(backend, qg, kg, vg, causal)
@@ -209,11 +211,12 @@ def main():
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5, help="rounds of the interleaved variant timings")
     ap.add_argument("--variants", default="", help="comma-separated IOATTN_FWD_VARIANT values to time as well")
-    ap.add_argument("--impl", default="cuda", help="ioattn backend for the forward (e.g. cuda_sm90); backward: cuda")
+    ap.add_argument("--impl", default="cuda", help="ioattn backend (e.g. cuda_sm90, auto) for forward and backward")
+    ap.add_argument("--bwd-impl", help="ioattn backend for the backward when it differs from --impl")
     args = ap.parse_args()
     args.variants = [int(v) for v in args.variants.split(",") if v != ""]
 
-    lib = IoAttn(args.lib, args.impl)
+    lib = IoAttn(args.lib, args.impl, args.bwd_impl or args.impl)
     env = environment()
     env["ioattn"] = lib.lib.ioattn_version().decode()
     print(f"ioattn {env['ioattn']} backends: {lib.lib.ioattn_backends().decode()}", flush=True)

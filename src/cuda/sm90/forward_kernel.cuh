@@ -26,56 +26,18 @@
 #include "cuda/sm80/common/tile_ops.cuh"
 #include "cuda/sm90/forward_mainloop.cuh"
 #include "cuda/sm90/forward_traits.cuh"
+#include "cuda/sm90/tile_scheduler.cuh"
 #include "cuda/sm90/wgmma_ops.cuh"
 
 namespace ioattn::detail::sm90 {
 
 using namespace cute;
 
-// One query tile's work: which (rows, head, sequence), the mask rule, and the key tiles any of its rows can see.
-struct TileWork {
-  int m_block, h, b;
-  core::SeqSpan span;
-  int row0, rows_here;  // valid rows: [row0, row0 + rows_here) of the sequence
-  core::MaskRule rule;
-  int n_block_min, n_block_max;
-  bool valid;  // false: the sequence is shorter than this tile's first row (varlen)
-};
-
-// Tile t of num_m_blocks * heads_q * batch: query tiles of one (head, sequence) are adjacent, so CTAs running
-// together share their K and V in L2; inside a head the last (under a causal mask, heaviest) tile comes first.
-template <int kBlockM, int kBlockN, class Params>
-__forceinline__ __device__ TileWork resolve_tile(const Params& p, std::int64_t t) {
-  TileWork w;
-  w.m_block = p.num_m_blocks - 1 - int(t % p.num_m_blocks);
-  const std::int64_t hb = t / p.num_m_blocks;
-  w.h = int(hb % p.heads_q);
-  w.b = int(hb / p.heads_q);
-  w.span = core::seq_span(w.b, p.cu_seqlens_q, p.cu_seqlens_k, p.seqlen_q, p.seqlen_k);
-  if (p.cu_seqlens_q != nullptr) w.span = core::clamp_to_packed(w.span, p.total_q, p.total_k);
-  const int q_len = int(w.span.q_len);
-  const int k_len = int(w.span.k_len);
-  w.row0 = w.m_block * kBlockM;
-  w.valid = w.row0 < q_len;
-  w.rows_here = w.valid ? min(kBlockM, q_len - w.row0) : 0;
-  w.rule = core::MaskRule::make(p.window_left, p.window_right, p.top_left, q_len, k_len);
-  w.n_block_min = w.n_block_max = 0;
-  if (w.valid && k_len > 0) {
-    const std::int64_t key_lo = w.rule.tile_key_begin(w.row0);
-    const std::int64_t key_hi = w.rule.tile_key_end(w.row0 + w.rows_here);
-    if (key_hi > key_lo) {
-      w.n_block_min = int(key_lo / kBlockN);
-      w.n_block_max = int((key_hi + kBlockN - 1) / kBlockN);
-    }
-  }
-  return w;
-}
-
-// kPersistent: gridDim.x CTAs stride over all tiles, so the producer loads the next tile's K, V and Q while the
-// consumers finish the last P V and the epilogue of the current one. Otherwise one CTA per tile (blockIdx.x).
+// kOrder (tile_scheduler.cuh): one CTA per tile, or a persistent grid whose producer loads the next tile's K, V and
+// Q while the consumers finish the last P V and the epilogue of the current one.
 // kScoreMod: softcap and ALiBi (sm80::apply_score_mod on every tile, natural-unit logits); a separate kernel so
 // that the plain one carries none of its code or registers.
-template <class Traits, ForwardSchedule kSchedule, bool kPersistent, bool kScoreMod = false>
+template <class Traits, ForwardSchedule kSchedule, TileOrder kOrder, bool kScoreMod = false>
 __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_CONSTANT ForwardParams<Traits> const p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Element = typename Traits::Element;
@@ -91,7 +53,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   auto& storage = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
   const std::int64_t num_tiles = std::int64_t(p.num_m_blocks) * p.heads_q * p.batch;
-  const std::int64_t tile_stride = kPersistent ? std::int64_t(gridDim.x) : num_tiles;
+  const std::int64_t rounds = tile_rounds<kOrder>(num_tiles);
 
   Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});
   Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});
@@ -123,8 +85,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
     if (threadIdx.x != 0) return;
     PipelineState write = cutlass::make_producer_start_state<Pipeline>();
     int iter = 0;  // tiles with rows handled by this CTA
-    for (std::int64_t t = blockIdx.x; t < num_tiles; t += tile_stride) {
-      const TileWork w = resolve_tile<kBlockM, kBlockN>(p, t);
+    for (std::int64_t round = 0; round < rounds; ++round) {
+      const std::int64_t t = tile_of_round<kOrder>(round);
+      if (t >= num_tiles) continue;
+      const TileWork w = resolve_tile<kBlockM, kBlockN, kOrder>(p, t);
       if (!w.valid) continue;
       const int h_kv = w.h / p.group_size;
       const int bq = p.cu_seqlens_q != nullptr ? 0 : w.b;
@@ -183,8 +147,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
     if constexpr (kSchedule == ForwardSchedule::overlapped) WarpgroupTurns{consumer}.start();
     PipelineState read;
     int iter = 0;
-    for (std::int64_t t = blockIdx.x; t < num_tiles; t += tile_stride) {
-      const TileWork w = resolve_tile<kBlockM, kBlockN>(p, t);
+    for (std::int64_t round = 0; round < rounds; ++round) {
+      const std::int64_t t = tile_of_round<kOrder>(round);
+      if (t >= num_tiles) continue;
+      const TileWork w = resolve_tile<kBlockM, kBlockN, kOrder>(p, t);
       if (!w.valid) continue;
       sm80::ScoreMod mod{p.scale, 0.0f, 0.0f, false};
       if constexpr (kScoreMod) {

@@ -69,6 +69,35 @@ inline bool unsafe_varlen_overhang_from_env() {
   return unsafe;
 }
 
+// A device attribute, read once per device (0: not read yet); `fallback` for device indices past 63.
+template <cudaDeviceAttr kAttribute>
+int device_attribute(int device, int fallback, const char* what) {
+  static std::atomic<int> values[64];
+  if (device < 0 || device >= 64) return fallback;
+  int n = values[device].load(std::memory_order_relaxed);
+  if (n == 0) {
+    sm80::cuda_check(cudaDeviceGetAttribute(&n, kAttribute, device), what);
+    values[device].store(n, std::memory_order_relaxed);
+  }
+  return n;
+}
+
+inline int multiprocessor_count(int device) {
+  return device_attribute<cudaDevAttrMultiProcessorCount>(device, 132, "cudaDeviceGetAttribute(multiprocessor count)");
+}
+
+// TileOrder::heavy_first sorts the tiles of this many (head, sequence) pairs together: as many as have their K and
+// V in half the L2 (a query head's share of its kv head's), at least one.
+template <class Traits>
+int heavy_first_section_heads(const Problem& p) {
+  const std::int64_t l2 = device_attribute<cudaDevAttrL2CacheSize>(p.device_index, 50 << 20,
+                                                                   "cudaDeviceGetAttribute(L2 cache size)");
+  const std::int64_t kv_bytes = p.seqlen_k * (Traits::kDim + Traits::kDimV) *
+                                std::int64_t(sizeof(typename Traits::Element)) / p.group_size();
+  const std::int64_t pairs = p.heads_q * p.batch;
+  return int(std::clamp<std::int64_t>(l2 / 2 / std::max<std::int64_t>(kv_bytes, 1), 1, pairs));
+}
+
 template <class Traits>
 ForwardParams<Traits> make_forward_params(const Problem& p) {
   const bool varlen = p.is_varlen();
@@ -116,26 +145,14 @@ ForwardParams<Traits> make_forward_params(const Problem& p) {
   fp.alibi_slopes = p.alibi_slopes;
   fp.alibi_batch_stride = p.alibi_batch_stride;
   fp.clear_v_overhang = varlen && !unsafe_varlen_overhang_from_env();
+  fp.section_heads = heavy_first_section_heads<Traits>(p);
   return fp;
 }
 
-// Multiprocessors of each device, read once (0: not read yet).
-inline int multiprocessor_count(int device) {
-  static std::atomic<int> counts[64];
-  if (device < 0 || device >= 64) return 132;
-  int n = counts[device].load(std::memory_order_relaxed);
-  if (n == 0) {
-    sm80::cuda_check(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device),
-                     "cudaDeviceGetAttribute(multiprocessor count)");
-    counts[device].store(n, std::memory_order_relaxed);
-  }
-  return n;
-}
-
-template <class Traits, ForwardSchedule kSchedule, bool kPersistent, bool kScoreMod = false>
+template <class Traits, ForwardSchedule kSchedule, TileOrder kOrder, bool kScoreMod = false>
 void launch_forward_kernel(const Problem& p) {
   constexpr int kSmem = Traits::kSmemBytes;
-  auto kernel = &forward_kernel<Traits, kSchedule, kPersistent, kScoreMod>;
+  auto kernel = &forward_kernel<Traits, kSchedule, kOrder, kScoreMod>;
 
   sm80::DeviceScope device(p.device_index);
   // Above 48 KB a kernel must opt in to dynamic shared memory, once per device (one bit per device; a race only
@@ -151,7 +168,9 @@ void launch_forward_kernel(const Problem& p) {
   const ForwardParams<Traits> fp = make_forward_params<Traits>(p);
   // One CTA per SM fits (the shared memory of one takes most of an SM's): a persistent grid is one wave.
   const std::int64_t tiles = std::int64_t(fp.num_m_blocks) * p.heads_q * p.batch;
-  const std::int64_t ctas = kPersistent ? std::min<std::int64_t>(tiles, multiprocessor_count(p.device_index)) : tiles;
+  const std::int64_t ctas = kOrder == TileOrder::one_per_cta
+                                ? tiles
+                                : std::min<std::int64_t>(tiles, multiprocessor_count(p.device_index));
   const dim3 grid{unsigned(ctas)};
   kernel<<<grid, Traits::kThreads, kSmem, static_cast<cudaStream_t>(p.stream)>>>(fp);
   sm80::cuda_check(cudaGetLastError(), "cuda_sm90 forward kernel launch");
@@ -159,8 +178,9 @@ void launch_forward_kernel(const Problem& p) {
 
 // IOATTN_SM90_FWD_VARIANT (read once) forces a kernel, for side-by-side timing (bench/sdpa_compare.py) and for
 // testing each: 0, the overlapped schedule with ping-pong, one CTA per tile; 1, serial; 2, overlapped without
-// ping-pong; 3, as 0 on a persistent grid. Unset (-1): choose_persistent below. With softcap or ALiBi only 0 and 3
-// exist (1 and 2 run as 0): each schedule kept for comparison would double the score-mod kernels' build time.
+// ping-pong; 3, as 0 on a persistent grid; 4, as 0 on a persistent grid in heavy-first order. Unset (-1):
+// choose_order below. With softcap or ALiBi only 0, 3 and 4 exist (1 and 2 run as 0): each schedule kept for
+// comparison would add to the score-mod kernels' build time.
 inline int variant_from_env() {
   static const int variant = [] {
     const char* env = std::getenv("IOATTN_SM90_FWD_VARIANT");
@@ -169,34 +189,43 @@ inline int variant_from_env() {
   return variant;
 }
 
-// The persistent grid hands tiles to CTAs round-robin, statically: a win where every tile carries the same work,
-// a loss where the work per tile varies. Measured 2026-11-21 on an H200 (bf16, 16k tokens, same run): without a
-// mask, persistent vs one CTA per tile +17% at seqlen 512, +11% at 1k, +6% at 2k, +1-2% from 4k (d128), +14% / +2%
-// at 1k / 8k (d64), +4% / +1% (d256); causal, -35% at 16k (d128) and -29% at 8k (d256), where the stride pattern
-// gives some CTAs three times the keys of others. Varlen and windows also vary the work per tile: not persistent.
-inline bool choose_persistent(const Problem& p) {
-  return !p.is_varlen() && p.mask.is_none();
+// The persistent grid hands tiles to CTAs statically. In plain stride order it is a win where every tile carries
+// the same work: measured 2026-11-21 on an H200 (bf16, 16k tokens, same run), without a mask, persistent vs one
+// CTA per tile +17% at seqlen 512, +11% at 1k, +6% at 2k, +1-2% from 4k (d128), +14% / +2% at 1k / 8k (d64),
+// +4% / +1% (d256); causal, -35% at 16k (d128) and -29% at 8k (d256), where the stride pattern gives some CTAs
+// three times the keys of others. Masks on dense problems take the heavy-first order, which balances that. Varlen
+// work per tile depends on lengths that live on the device: one CTA per tile.
+inline TileOrder choose_order(const Problem& p) {
+  if (p.is_varlen()) return TileOrder::one_per_cta;
+  return p.mask.is_none() ? TileOrder::persistent : TileOrder::heavy_first;
 }
 
 template <DType kDtype, int kDim, int kDimV>
 void launch_forward(const Problem& p) {
   using Traits = typename ForwardConfig<kDtype, kDim, kDimV>::Traits;
+  constexpr ForwardSchedule kOverlapped = ForwardSchedule::overlapped;
   if (p.seqlen_q == 0 || p.batch == 0 || p.heads_q == 0) return;
   int variant = variant_from_env();
-  if (variant < 0) variant = choose_persistent(p) ? 3 : 0;
+  if (variant < 0) {
+    const TileOrder order = choose_order(p);
+    variant = order == TileOrder::persistent ? 3 : order == TileOrder::heavy_first ? 4 : 0;
+  }
   if (p.softcap > 0.0f || p.alibi_slopes != nullptr) {
-    if (variant == 3) return launch_forward_kernel<Traits, ForwardSchedule::overlapped, true, true>(p);
-    return launch_forward_kernel<Traits, ForwardSchedule::overlapped, false, true>(p);
+    if (variant == 3) return launch_forward_kernel<Traits, kOverlapped, TileOrder::persistent, true>(p);
+    if (variant == 4) return launch_forward_kernel<Traits, kOverlapped, TileOrder::heavy_first, true>(p);
+    return launch_forward_kernel<Traits, kOverlapped, TileOrder::one_per_cta, true>(p);
   }
   switch (variant) {
     case 1:
-      return launch_forward_kernel<Traits, ForwardSchedule::serial, false>(p);
+      return launch_forward_kernel<Traits, ForwardSchedule::serial, TileOrder::one_per_cta>(p);
     case 2:
-      return launch_forward_kernel<Traits, ForwardSchedule::overlapped_no_pingpong, false>(p);
+      return launch_forward_kernel<Traits, ForwardSchedule::overlapped_no_pingpong, TileOrder::one_per_cta>(p);
     case 3:
-      return launch_forward_kernel<Traits, ForwardSchedule::overlapped, true>(p);
+      return launch_forward_kernel<Traits, kOverlapped, TileOrder::persistent>(p);
+    case 4:
+      return launch_forward_kernel<Traits, kOverlapped, TileOrder::heavy_first>(p);
     default:
-      return launch_forward_kernel<Traits, ForwardSchedule::overlapped, false>(p);
+      return launch_forward_kernel<Traits, kOverlapped, TileOrder::one_per_cta>(p);
   }
 }
 

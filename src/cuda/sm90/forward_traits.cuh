@@ -121,6 +121,7 @@ struct ForwardParams {
   // Varlen: zero the V rows a partial last key tile reads past the sequence's end (zero_v_rows). Off only through
   // IOATTN_SM90_UNSAFE_VARLEN_OVERHANG, so that a test can show it catches the leak.
   bool clear_v_overhang;
+  int section_heads;  // TileOrder::heavy_first: (head, sequence) pairs sorted together (tile_scheduler.cuh)
 };
 
 }  // namespace ioattn::detail::sm90
