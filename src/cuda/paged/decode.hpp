@@ -45,6 +45,10 @@ constexpr DecodeShape deep_decode_shape(int dim_qk, int dim_v) {
 // Which ring the 16-row variant runs with (the 64-row one always runs the shallow ring).
 enum class Ring : std::uint8_t { shallow, deep };
 
+// Opts `kernel` in to `smem_bytes` of dynamic shared memory (and all of L1 as shared memory) on `device`, once per
+// kernel and device (backend.cu).
+void opt_in_shared_memory(const void* kernel, int smem_bytes, int device);
+
 // Launches the decode kernel over grid (batch x heads_kv, max_splits, row blocks) on `stream`.
 template <class Element, int kDimQK, int kDimV>
 void launch_decode(const DecodeParams& p, void* stream, int device, Ring ring);

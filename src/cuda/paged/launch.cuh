@@ -1,8 +1,6 @@
 // ioattn cuda paged: the decode kernel's launch for one (dtype, head dims). Included by instantiations/*.cu only.
 #pragma once
 
-#include <algorithm>
-#include <atomic>
 #include <cstdint>
 
 #include <cuda_runtime.h>
@@ -18,19 +16,7 @@ void launch_decode_traits(const DecodeParams& p, void* stream, int device, int r
   static_assert(T::kSmemBytes == DecodeShape{T::kStages}.smem_bytes(T::kDimQK, T::kDimV, T::kBlockM),
                 "decode.hpp's shape arithmetic (used by the planner) must match the kernel's");
   auto kernel = &paged_decode_kernel<T>;
-  // Above 48 KB a kernel must opt in to dynamic shared memory, once per device (a race repeats an idempotent call).
-  static std::atomic<std::uint64_t> configured{0};
-  const std::uint64_t bit = device < 64 ? (std::uint64_t{1} << device) : 0;
-  if (bit == 0 || (configured.load(std::memory_order_relaxed) & bit) == 0) {
-    sm80::cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes),
-                     "cudaFuncSetAttribute(paged decode shared memory)");
-    // All of L1 as shared memory: the occupancy the planner assumes (2 CTAs per SM at dim 128) needs it, and the
-    // K/V stream bypasses L1 anyway.
-    sm80::cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                          cudaSharedmemCarveoutMaxShared),
-                     "cudaFuncSetAttribute(paged decode carveout)");
-    configured.fetch_or(bit, std::memory_order_relaxed);
-  }
+  opt_in_shared_memory(reinterpret_cast<const void*>(kernel), T::kSmemBytes, device);
   const dim3 grid(static_cast<unsigned>(p.batch * p.heads_kv), static_cast<unsigned>(p.max_splits),
                   static_cast<unsigned>(row_blocks));
   kernel<<<grid, T::kThreads, T::kSmemBytes, static_cast<cudaStream_t>(stream)>>>(p);
