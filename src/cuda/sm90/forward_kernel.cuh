@@ -106,8 +106,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
       auto [tKgK, tKsK] = tma_partition(p.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
       auto [tVgV, tVsV] = tma_partition(p.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
 
-      // Q's buffer is free once both consumer warpgroups finished the previous tile's products; the first K is
-      // issued before waiting for that, since its stage frees up earlier.
+      // Q's buffer is free once both consumer warpgroups' last Q K^T of the previous tile has retired (before its
+      // last P V and epilogue); the first K is issued before waiting for that, since its stage frees up earlier.
       auto load_q = [&] {
         if (iter > 0) PlainBarrier::wait(&storage.bar_q_empty, (iter - 1) & 1);
         Barrier::arrive_and_expect_tx(&storage.bar_q, Traits::kBytesQ);
@@ -176,10 +176,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
           pipe_k, pipe_v, mma_qk, mma_pv, tSrQ, tSrK, tOrV, rC, acc_o, w.rule, w.row0, w.n_block_min,
           w.n_block_max, full_lo > INT_MAX ? INT_MAX : int(full_lo),
           key_end_first > 0 ? int(key_end_first / kBlockN) : 0, consumer, ctid, mod, v_rows_first,
-          storage.v.data()};
-      consumer_mainloop<Traits, kSchedule, kScoreMod>(args, softmax, read);
-      // Every product of this warpgroup has retired (the mainloop ends on warpgroup_wait<0>): Q may be reloaded.
-      PlainBarrier::arrive(&storage.bar_q_empty);
+          storage.v.data(), &storage.bar_q_empty};
+      consumer_mainloop<Traits, kSchedule, kScoreMod>(args, softmax, read);  // arrives on bar_q_empty
 
       // Epilogue: finalize each row through core::SoftmaxState (sink, empty rows), scale O once, store O and LSE.
       const float sink = p.sinks ? p.sinks[w.h] : 0.0f;

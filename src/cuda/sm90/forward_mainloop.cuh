@@ -162,6 +162,9 @@ struct MainloopArgs {
   // cleared (zero_v_rows). V's shared memory for it.
   int v_rows_first;
   typename Traits::Element* smem_v;
+  // Arrived on (once per thread per query tile) as soon as this warpgroup's last Q K^T has retired, so that a
+  // persistent CTA's producer loads the next tile's Q under the last P V and the epilogue.
+  std::uint64_t* q_empty;
 };
 
 // `read` walks the K and V stages and carries over from one query tile to the next. Under ping-pong the turns
@@ -191,6 +194,7 @@ __forceinline__ __device__ void consumer_mainloop(Args& a, OnlineSoftmax<kRows>&
     if constexpr (kScoreMod) sm80::apply_score_mod(rS, a.rC, a.mod, a.rule, a.row0, n_block * kBlockN);
   };
   const bool clear_v_first = a.v_rows_first < kBlockN;
+  auto release_q = [&] { cutlass::arch::ClusterBarrier::arrive(a.q_empty); };
 
   if constexpr (!kOverlap) {
     for (int n_block = a.n_block_max - 1; n_block >= a.n_block_min; --n_block) {
@@ -212,9 +216,10 @@ __forceinline__ __device__ void consumer_mainloop(Args& a, OnlineSoftmax<kRows>&
       a.pipe_v.consumer_release(read);
       ++read;
     }
+    release_q();
     return;
   } else {
-    if (a.n_block_max <= a.n_block_min) return;
+    if (a.n_block_max <= a.n_block_min) return release_q();
     // The first key tile: S alone, nothing to overlap with yet.
     int n_block = a.n_block_max - 1;
     if constexpr (kPingPong) turns.wait_turn();
@@ -261,7 +266,8 @@ __forceinline__ __device__ void consumer_mainloop(Args& a, OnlineSoftmax<kRows>&
         step(n_block, cute::false_type{});
       }
     }
-    // The last P V.
+    // Every Q K^T has retired (warpgroup_wait above): Q's buffer may refill. Then the last P V.
+    release_q();
     a.pipe_v.consumer_wait(v_read);
     wgmma_gemm<false>(a.mma_pv, tOrP, a.tOrV(_, _, _, v_read.index()), a.acc_o);
     warpgroup_wait<0>();
