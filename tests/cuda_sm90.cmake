@@ -9,3 +9,14 @@ if(IOATTN_CUDA AND TARGET ioattn_attention_support)
   target_compile_definitions(test_cuda_sm90_forward PRIVATE
     IOATTN_TEST_CUDA_HEAD_DIMS="${_ioattn_sm90_dims}" IOATTN_TEST_CUDA_DTYPES="${_ioattn_sm90_dtypes}")
 endif()
+
+# The Hopper backward: dq, dk, dv against the fp64 reference on shapes, masks and layouts the case table lacks.
+if(IOATTN_CUDA AND TARGET ioattn_attention_support)
+  ioattn_add_test(test_cuda_sm90_backward ${CMAKE_CURRENT_SOURCE_DIR}/cuda/sm90_backward_test.cpp LABELS cuda
+                  TIMEOUT 900)
+  target_link_libraries(test_cuda_sm90_backward PRIVATE ioattn_attention_support)
+  string(REPLACE ";" "," _ioattn_sm90_bwd_dims "${IOATTN_CUDA_HEAD_DIMS}")
+  string(REPLACE ";" "," _ioattn_sm90_bwd_dtypes "${IOATTN_CUDA_DTYPES}")
+  target_compile_definitions(test_cuda_sm90_backward PRIVATE
+    IOATTN_TEST_CUDA_HEAD_DIMS="${_ioattn_sm90_bwd_dims}" IOATTN_TEST_CUDA_DTYPES="${_ioattn_sm90_bwd_dtypes}")
+endif()

@@ -1,0 +1,38 @@
+// ioattn sm90 backward: what the backend record sees. No CuTe or CUDA headers here.
+//
+// The backward runs three passes on the problem's stream: the sm80 backward's pre-pass (lse2 = lse log2(e) and
+// delta = rowsum(dO * O), into the workspace), the Hopper main kernel (backward_kernel.cuh: dK and dV, and dQ
+// accumulated in fp32), and the sm80 post-pass (dQ = scale * accumulator in the output dtype); with sinks, the sm80
+// dsinks pass too.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "api/problem.hpp"
+
+namespace ioattn::detail::sm90 {
+
+// Empty when run_backward can take the problem (dispatch passes the BackwardProblem it built); otherwise why not,
+// so that "auto" hands it to the sm80 "cuda" backend.
+std::string backward_unsupported(const Problem& p);
+
+// Scratch bytes run_backward needs: the fp32 dQ accumulator, lse2 and delta.
+std::size_t backward_workspace_bytes(const BackwardProblem& p);
+
+// Uses p.workspace when it holds backward_workspace_bytes(p), else allocates (stream-ordered) and frees its own.
+void run_backward(const BackwardProblem& p);
+
+// The main kernel's workspace buffers (the layout of sm80/backward_params.hpp).
+struct BackwardBuffers {
+  const float* lse2;
+  const float* delta;
+  float* dq_accum;
+  std::int64_t rows;
+};
+
+// One compiled instantiation (instantiations/bwd.cu.in): this dtype, head dim kDim for q, k and v.
+template <DType kDtype, int kDim>
+void launch_backward(const BackwardProblem& p, const BackwardBuffers& buffers);
+
+}  // namespace ioattn::detail::sm90

@@ -1,0 +1,145 @@
+// ioattn sm90 backward: what the Hopper backward refuses (so that "auto" falls back to the sm80 kernels), its
+// workspace, and the order of the passes.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <utility>
+
+#include <cuda_runtime.h>
+
+#include "cuda/sm80/backward_launch.hpp"
+#include "cuda/sm80/common/cuda_check.cuh"
+#include "cuda/sm90/backward.hpp"
+#include "cuda/sm90/forward.hpp"
+#include "ioattn/error.hpp"
+#include "ioattn_sm90_bwd_config.hpp"  // generated: IOATTN_SM90_BWD_INSTANTIATIONS
+
+namespace ioattn::detail::sm90 {
+namespace {
+
+using Launch = void (*)(const BackwardProblem&, const BackwardBuffers&);
+
+Launch find_backward(DType dtype, std::int64_t dim_qk, std::int64_t dim_v) {
+  if (dim_qk != dim_v) return nullptr;
+#define IOATTN_SM90_BWD_CASE(DT, D) \
+  if (dtype == DType::DT && dim_qk == D) return &launch_backward<DType::DT, D>;
+  IOATTN_SM90_BWD_INSTANTIATIONS(IOATTN_SM90_BWD_CASE)
+#undef IOATTN_SM90_BWD_CASE
+  return nullptr;
+}
+
+// The 16-byte rows TMA reads (dout; q, k, v are checked by forward_unsupported), and the 4-byte element pairs the
+// kernel and the sm80 post-pass write (dk, dv, dq: 8-byte stores of 4 elements there).
+std::string operand_alignment_problem(const char* name, const Operand& x, std::int64_t multiple) {
+  const bool ok = reinterpret_cast<std::uintptr_t>(x.ptr) % 16 == 0 && x.batch_stride % multiple == 0 &&
+                  x.seq_stride % multiple == 0 && x.head_stride % multiple == 0;
+  if (ok) return {};
+  return std::string("the cuda_sm90 backward needs ") + name + " to start on a 16-byte boundary with strides that are " +
+         "multiples of " + std::to_string(multiple) + " elements; got strides [" + std::to_string(x.batch_stride) +
+         ", " + std::to_string(x.seq_stride) + ", " + std::to_string(x.head_stride) + "]";
+}
+
+constexpr std::size_t kAlign = 256;
+std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// The workspace: dq_accum fp32 [rows][heads_q][dim], then lse2 and delta fp32 [heads_q][rows] (the layout the sm80
+// passes read and write).
+struct WorkspaceLayout {
+  std::int64_t rows = 0;
+  std::size_t dq_accum = 0, lse2 = 0, delta = 0, total = 0;  // byte offsets, then the size
+};
+
+WorkspaceLayout workspace_layout(const BackwardProblem& p) {
+  WorkspaceLayout l;
+  l.rows = p.is_varlen() ? p.total_q : p.batch * p.seqlen_q;
+  std::size_t off = 0;
+  l.dq_accum = off;
+  off += align_up(sizeof(float) * std::size_t(l.rows) * p.heads_q * p.dim_qk);
+  l.lse2 = off;
+  off += align_up(sizeof(float) * std::size_t(l.rows) * p.heads_q);
+  l.delta = off;
+  off += align_up(sizeof(float) * std::size_t(l.rows) * p.heads_q);
+  l.total = off;
+  return l;
+}
+
+}  // namespace
+
+std::string backward_unsupported(const Problem& problem) {
+  // The common checks (device, 90a code, dtype, head dims, TMA layout of q, k, v, out) are the forward's.
+  if (std::string why = forward_unsupported(problem, false); !why.empty()) return why;
+  // dispatch.cpp hands every backend the BackwardProblem it built for a backward (as its Problem base).
+  const auto& p = static_cast<const BackwardProblem&>(problem);
+  if (find_backward(p.dtype, p.dim_qk, p.dim_v) == nullptr) {
+    return "the cuda_sm90 backward has kernels for head dims 64 and 128 (this build: IOATTN_CUDA_HEAD_DIMS=\"" +
+           std::string(IOATTN_SM90_BWD_BUILD_HEAD_DIMS) + "\"); got " + std::to_string(p.dim_qk) + "/" +
+           std::to_string(p.dim_v) + " in " + to_string(p.dtype);
+  }
+  if (p.softcap > 0.0f) return "the cuda_sm90 backward has no softcap yet (the \"cuda\" backend runs it)";
+  if (p.alibi_slopes != nullptr) return "the cuda_sm90 backward has no ALiBi yet (the \"cuda\" backend runs it)";
+  if (p.deterministic) {
+    return "the cuda_sm90 backward adds dQ with unordered atomics: not deterministic (the \"cuda\" backend is)";
+  }
+  if (p.heads_kv > 65535 || p.batch > 65535) {
+    return "the cuda_sm90 backward takes at most 65535 sequences and 65535 kv heads; got batch " +
+           std::to_string(p.batch) + ", kv heads " + std::to_string(p.heads_kv);
+  }
+  const std::int64_t tma_vec = 16 / std::int64_t(dtype_size(p.dtype));
+  for (const auto& [name, x, multiple] :
+       {std::tuple<const char*, const Operand&, std::int64_t>{"dout", p.dout, tma_vec}, {"dq", p.dq, 4},
+        {"dk", p.dk, 2}, {"dv", p.dv, 2}}) {
+    if (std::string why = operand_alignment_problem(name, x, multiple); !why.empty()) return why;
+  }
+  const std::int64_t rows_q = p.is_varlen() ? p.total_q : p.seqlen_q;
+  if (p.batch > 1 && !p.is_varlen() && p.dout.batch_stride <= 0) {
+    return "the cuda_sm90 backward needs a positive batch stride of dout (TMA loads)";
+  }
+  if ((rows_q > 1 && p.dout.seq_stride <= 0) || (p.heads_q > 1 && p.dout.head_stride <= 0)) {
+    return "the cuda_sm90 backward needs positive strides of dout (TMA loads)";
+  }
+  return {};
+}
+
+std::size_t backward_workspace_bytes(const BackwardProblem& p) { return workspace_layout(p).total; }
+
+void run_backward(const BackwardProblem& p) {
+  if (std::string why = backward_unsupported(p); !why.empty()) throw Error(ErrorCode::unsupported, why);
+  sm80::DeviceScope device(p.device_index);
+  const auto stream = static_cast<cudaStream_t>(p.stream);
+  const WorkspaceLayout layout = workspace_layout(p);
+
+  // Caller-owned scratch when it is large enough; otherwise stream-ordered allocation, freed on the same stream.
+  unsigned char* base = static_cast<unsigned char*>(p.workspace.data);
+  bool owned = false;
+  if (base == nullptr || p.workspace.bytes < layout.total) {
+    void* ptr = nullptr;
+    sm80::cuda_check(cudaMallocAsync(&ptr, layout.total > 0 ? layout.total : 1, stream),
+                     "cudaMallocAsync(cuda_sm90 backward workspace)");
+    base = static_cast<unsigned char*>(ptr);
+    owned = true;
+  }
+  struct Release {
+    void* ptr;
+    cudaStream_t stream;
+    ~Release() {
+      if (ptr) cudaFreeAsync(ptr, stream);
+    }
+  } release{owned ? base : nullptr, stream};
+
+  sm80::bwd::Workspace ws;
+  ws.dq_accum = reinterpret_cast<float*>(base + layout.dq_accum);
+  ws.lse2 = reinterpret_cast<float*>(base + layout.lse2);
+  ws.dpre = reinterpret_cast<float*>(base + layout.delta);
+  ws.rows = layout.rows;
+  if (layout.rows > 0) {
+    sm80::cuda_check(cudaMemsetAsync(ws.dq_accum, 0, layout.lse2 - layout.dq_accum, stream),
+                     "zeroing the cuda_sm90 dQ accumulator");
+    sm80::bwd::launch_backward_prepass(p, ws, stream);
+  }
+  find_backward(p.dtype, p.dim_qk, p.dim_v)(p, BackwardBuffers{ws.lse2, ws.dpre, ws.dq_accum, ws.rows});
+  if (layout.rows > 0) sm80::bwd::launch_backward_postpass(p, ws, stream);
+  if (p.sinks != nullptr && p.dsinks != nullptr) sm80::bwd::launch_backward_dsinks(p, ws, stream);
+}
+
+}  // namespace ioattn::detail::sm90

@@ -1,0 +1,316 @@
+// ioattn sm90 backward kernel: one CTA per (key tile of 128, kv head, sequence), warp-specialized.
+//
+// Producer (warp 0 of warpgroup 0, registers given away): K and V of the CTA's key tile once, by TMA; then, for each
+// query tile that sees a key of the tile (for every query head of the kv head's GQA group), Q and dO by TMA and the
+// rows' lse2 and delta by plain loads into a kStages-deep ring. A stage's "full" barrier completes on the producer's
+// one arrive (after its lanes stored lse2 and delta, so those are published by the arrive's release) and the TMA
+// bytes; its "empty" barrier on the arrive of every consumer thread.
+// Consumers (two warpgroups, 64 keys each), per query tile:
+//   S^T, dP^T by wgmma; P^T = 2^(S^T scale log2(e) - lse2) (masked entries 0); dS^T = P^T (dP^T - delta);
+//   dV += P^T dO and dK += dS^T Q by wgmma with P^T, dS^T from registers; dS^T also to shared memory; after a
+//   named barrier (both halves of dS written), dQ = dS K by wgmma, added to the fp32 dQ accumulator in global
+//   memory with two-wide reductions (red.global.add.v2.f32). dK and dV stay in registers to the end: the CTA owns
+//   its keys for every query head of the group, so they need no atomics.
+#pragma once
+
+#include <climits>
+#include <cmath>
+#include <cstdint>
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
+
+#include "ioattn/core/mask.hpp"
+#include "ioattn/core/seqlen.hpp"
+#include "cuda/sm80/common/tile_ops.cuh"
+#include "cuda/sm90/backward_traits.cuh"
+#include "cuda/sm90/wgmma_ops.cuh"
+
+namespace ioattn::detail::sm90 {
+
+using namespace cute;
+
+// Named barrier (after CUTLASS's reserved ones) on which the consumer warpgroups meet once both wrote their dS.
+constexpr std::uint32_t kDsReadyBarrier = 1;
+
+// First index in [lo, hi) where pred holds, for a pred that is false then true.
+template <class Pred>
+__forceinline__ __device__ int first_true_index(int lo, int hi, Pred pred) {
+  while (lo < hi) {
+    const int mid = lo + (hi - lo) / 2;
+    if (pred(mid)) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  return lo;
+}
+
+// dst[0] += a, dst[1] += b, unordered (Hopper's two-wide reduction).
+__forceinline__ __device__ void red_add_v2(float* dst, float a, float b) {
+  asm volatile("red.relaxed.gpu.global.add.v2.f32 [%0], {%1, %2};" ::"l"(dst), "f"(a), "f"(b) : "memory");
+}
+
+// The work of one CTA: its keys and the query tiles that see any of them.
+struct KeyTileWork {
+  core::SeqSpan span;
+  core::MaskRule rule;
+  int key0;            // first key of the tile, in the sequence
+  int m_lo, n_m;       // query tiles [m_lo, m_lo + n_m) of every query head of the group
+  std::int64_t flat_q0;  // flat row (workspace index) of the sequence's first query
+};
+
+template <class Traits, class Params>
+__forceinline__ __device__ KeyTileWork resolve_key_tile(const Params& p, int n_block, int b) {
+  constexpr int kBlockM = Traits::kBlockM, kBlockN = Traits::kBlockN;
+  KeyTileWork w;
+  w.span = core::seq_span(b, p.cu_seqlens_q, p.cu_seqlens_k, p.seqlen_q, p.seqlen_k);
+  if (p.cu_seqlens_q != nullptr) w.span = core::clamp_to_packed(w.span, p.total_q, p.total_k);
+  w.rule = core::MaskRule::make(p.window_left, p.window_right, p.top_left, w.span.q_len, w.span.k_len);
+  w.key0 = n_block * kBlockN;
+  w.flat_q0 = p.cu_seqlens_q != nullptr ? w.span.q_offset : std::int64_t(b) * p.seqlen_q;
+  w.m_lo = w.n_m = 0;
+  const std::int64_t q_len = w.span.q_len;
+  if (w.key0 >= w.span.k_len || q_len == 0) return w;
+  const std::int64_t key_end = w.span.k_len - w.key0 < kBlockN ? w.span.k_len : w.key0 + kBlockN;
+  // The first and last visible key of a row both grow with the row (core/mask.hpp): the tiles whose rows all end
+  // before key0 form a prefix, those whose rows all start at or after key_end a suffix (MaskRule::classify's skip
+  // test, solved for the tile).
+  const int n_qt = int((q_len + kBlockM - 1) / kBlockM);
+  w.m_lo = first_true_index(0, n_qt, [&](int m) {
+    const std::int64_t last = std::min<std::int64_t>((std::int64_t(m) + 1) * kBlockM, q_len) - 1;
+    return w.rule.key_end(last) > w.key0;
+  });
+  const int m_hi = first_true_index(w.m_lo, n_qt,
+                                    [&](int m) { return w.rule.key_begin(std::int64_t(m) * kBlockM) >= key_end; });
+  w.n_m = m_hi - w.m_lo;
+  return w;
+}
+
+template <class Traits>
+__global__ void __launch_bounds__(Traits::kThreads, 1)
+    backward_kernel(CUTE_GRID_CONSTANT BackwardParams<Traits> const p) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Element = typename Traits::Element;
+  using Barrier = cutlass::arch::ClusterTransactionBarrier;
+  using PlainBarrier = cutlass::arch::ClusterBarrier;
+  constexpr int kBlockM = Traits::kBlockM;
+  constexpr int kBlockN = Traits::kBlockN;
+  constexpr int kDim = Traits::kDim;
+  constexpr int kStages = Traits::kStages;
+
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  auto& storage = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
+
+  const int n_block = blockIdx.x, h_kv = blockIdx.y, b = blockIdx.z;
+  const KeyTileWork w = resolve_key_tile<Traits>(p, n_block, b);
+  if (w.key0 >= w.span.k_len) return;  // varlen: this sequence has fewer keys than the longest (whole CTA)
+  const int q_len = int(w.span.q_len);
+  const int k_len = int(w.span.k_len);
+  const int total = p.group_size * w.n_m;  // (query head, query tile) items
+
+  Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});
+  Tensor sV = make_tensor(make_smem_ptr(storage.v.data()), typename Traits::SmemLayoutK{});
+  Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});
+  Tensor sdO = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutQ{});
+
+  const int warp_idx = cutlass::canonical_warp_idx_sync();
+  const int warpgroup = warp_idx / 4;
+  if (threadIdx.x == 0) {
+    Barrier::init(&storage.bar_kv, 1);
+    CUTE_UNROLL
+    for (int s = 0; s < kStages; ++s) {
+      Barrier::init(&storage.full[s], 1);
+      PlainBarrier::init(&storage.empty[s], Traits::kConsumerThreads);
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (warpgroup == 0) {
+    // ---------------------------------------------------------------- producer
+    cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegisters>();
+    if (warp_idx != 0 || total == 0) return;
+    const int lane = int(threadIdx.x);
+    const int bq = p.cu_seqlens_q != nullptr ? 0 : b;
+    if (lane == 0) {
+      cute::prefetch_tma_descriptor(p.tma_q.get_tma_descriptor());
+      cute::prefetch_tma_descriptor(p.tma_dout.get_tma_descriptor());
+      Tensor mK = p.tma_k.get_tma_tensor(make_shape(p.map_rows_k, kDim, p.heads_kv, p.map_batch))(_, _, h_kv, bq);
+      Tensor mV = p.tma_v.get_tma_tensor(make_shape(p.map_rows_k, kDim, p.heads_kv, p.map_batch))(_, _, h_kv, bq);
+      Tensor gK = local_tile(domain_offset(make_coord(int(w.span.k_offset), _0{}), mK),
+                             Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(n_block, _0{}));
+      Tensor gV = local_tile(domain_offset(make_coord(int(w.span.k_offset), _0{}), mV),
+                             Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(n_block, _0{}));
+      auto [tKgK, tKsK] = tma_partition(p.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+      auto [tVgV, tVsV] = tma_partition(p.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
+      Barrier::arrive_and_expect_tx(&storage.bar_kv, 2 * Traits::kBytesK);
+      copy(p.tma_k.with(storage.bar_kv), tKgK, tKsK);
+      copy(p.tma_v.with(storage.bar_kv), tVgV, tVsV);
+    }
+    for (int it = 0; it < total; ++it) {
+      const int stage = it % kStages;
+      const int h = h_kv * p.group_size + it / w.n_m;
+      const int m_block = w.m_lo + it % w.n_m;
+      // The stage's previous occupant (item it - kStages) must be released by every consumer thread.
+      if (it >= kStages) PlainBarrier::wait(&storage.empty[stage], ((it / kStages) - 1) & 1);
+      // Rows past the sequence: lse2 = 0 and delta = 0 (their scores are masked, so P = 0 and dS = 0).
+      const std::int64_t lse_base = std::int64_t(h) * p.rows + w.flat_q0;
+      for (int r = lane; r < kBlockM; r += 32) {
+        const int row = m_block * kBlockM + r;
+        const bool inside = row < q_len;
+        storage.lse2[stage][r] = inside ? p.lse2[lse_base + row] : 0.0f;
+        storage.delta[stage][r] = inside ? p.delta[lse_base + row] : 0.0f;
+      }
+      __syncwarp();
+      if (lane == 0) {
+        Tensor mQ = p.tma_q.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.map_batch))(_, _, h, bq);
+        Tensor mdO =
+            p.tma_dout.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.map_batch))(_, _, h, bq);
+        Tensor gQ = local_tile(domain_offset(make_coord(int(w.span.q_offset), _0{}), mQ),
+                               Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(m_block, _0{}));
+        Tensor gdO = local_tile(domain_offset(make_coord(int(w.span.q_offset), _0{}), mdO),
+                                Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(m_block, _0{}));
+        auto [tQgQ, tQsQ] =
+            tma_partition(p.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+        auto [tdOgdO, tdOsdO] =
+            tma_partition(p.tma_dout, _0{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
+        // The arrive releases this warp's lse2 and delta stores (ordered before it by __syncwarp).
+        Barrier::arrive_and_expect_tx(&storage.full[stage], 2 * Traits::kBytesQ);
+        copy(p.tma_q.with(storage.full[stage]), tQgQ, tQsQ(_, stage));
+        copy(p.tma_dout.with(storage.full[stage]), tdOgdO, tdOsdO(_, stage));
+      }
+    }
+  } else {
+    // ---------------------------------------------------------------- consumers
+    cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegisters>();
+    const int ctid = int(threadIdx.x) - 128;
+    Tensor sQt = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQt{});
+    Tensor sdOt = make_tensor(make_smem_ptr(storage.dout.data()), typename Traits::SmemLayoutQt{});
+    Tensor sKt = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutKt{});
+    Tensor sdS = make_tensor(make_smem_ptr(storage.ds.data()), typename Traits::SmemLayoutdS{});
+    Tensor sdSt = make_tensor(make_smem_ptr(storage.ds.data()), typename Traits::SmemLayoutdSt{});
+
+    typename Traits::TiledMmaSdP mma_sdp;
+    typename Traits::TiledMmaKV mma_kv;
+    typename Traits::TiledMmaDq mma_dq;
+    auto thr_sdp = mma_sdp.get_thread_slice(ctid);
+    auto thr_kv = mma_kv.get_thread_slice(ctid);
+    auto thr_dq = mma_dq.get_thread_slice(ctid);
+    Tensor tSrK = thr_sdp.partition_fragment_A(sK);     // (MMA, MMA_M, MMA_K) descriptors
+    Tensor tSrQ = thr_sdp.partition_fragment_B(sQ);     // (MMA, MMA_N, MMA_K, stage)
+    Tensor tdPrV = thr_sdp.partition_fragment_A(sV);
+    Tensor tdPrdO = thr_sdp.partition_fragment_B(sdO);
+    Tensor tdVrdO = thr_kv.partition_fragment_B(sdOt);  // (MMA, MMA_N, MMA_K, stage)
+    Tensor tdKrQ = thr_kv.partition_fragment_B(sQt);
+    Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);   // (MMA, MMA_M, MMA_K, buffer)
+    Tensor tdQrK = thr_dq.partition_fragment_B(sKt);    // (MMA, MMA_N, MMA_K)
+    Tensor tdSsdS = thr_sdp.partition_C(sdSt);          // (MMA, MMA_M, MMA_N, buffer): dS^T as this thread holds it
+
+    Tensor acc_dk = partition_fragment_C(mma_kv, Shape<Int<kBlockN>, Int<kDim>>{});
+    Tensor acc_dv = partition_fragment_C(mma_kv, Shape<Int<kBlockN>, Int<kDim>>{});
+    clear(acc_dk);
+    clear(acc_dv);
+
+    // (key, query) in the tile of each S^T element, rowcol view; keys include the warpgroup's 64-row offset.
+    Tensor cS = thr_sdp.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kBlockM>>{}));
+    Tensor rC = make_tensor(cS.data(), gmma_rowcol_layout(cS.layout()));
+    Tensor cdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDim>>{}));
+
+    if (total > 0) Barrier::wait(&storage.bar_kv, 0);
+    const std::int64_t dq_row_stride = std::int64_t(p.heads_q) * kDim;
+    for (int it = 0; it < total; ++it) {
+      const int stage = it % kStages;
+      const int buffer = it & 1;
+      const int h = h_kv * p.group_size + it / w.n_m;
+      const int row0 = (w.m_lo + it % w.n_m) * kBlockM;
+      // Whole tiles inside both sequences that every (query, key) pair sees need no mask.
+      const bool masked = row0 + kBlockM > q_len || w.key0 + kBlockN > k_len ||
+                          w.rule.classify(row0, row0 + kBlockM, w.key0, w.key0 + kBlockN) != core::TileKind::full;
+
+      Barrier::wait(&storage.full[stage], (it / kStages) & 1);
+      Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
+      Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
+      wgmma_gemm<true>(mma_sdp, tSrK, tSrQ(_, _, _, stage), acc_s);
+      wgmma_gemm<true>(mma_sdp, tdPrV, tdPrdO(_, _, _, stage), acc_dp);
+      warpgroup_wait<1>();  // S^T done; dP^T may still run
+
+      Tensor rS = make_tensor(acc_s.data(), gmma_rowcol_layout(acc_s.layout()));
+      const float* lse2 = storage.lse2[stage];
+      const float* delta = storage.delta[stage];
+      if (masked) {
+        // -inf, not 0: an invisible score may be any value (even inf or NaN from a neighbour's rows).
+        CUTE_UNROLL
+        for (int i = 0; i < size(rS); ++i) {
+          const int key = w.key0 + get<0>(rC(i));
+          const int row = row0 + get<1>(rC(i));
+          if (!(row < q_len && key < k_len && w.rule.visible(row, key))) rS(i) = -INFINITY;
+        }
+      }
+      CUTE_UNROLL
+      for (int i = 0; i < size(rS); ++i) {
+        rS(i) = sm80::fast_exp2(fmaf(rS(i), p.scale_log2, -lse2[get<1>(rC(i))]));
+      }
+      warpgroup_wait<0>();  // dP^T done
+      Tensor rdP = make_tensor(acc_dp.data(), gmma_rowcol_layout(acc_dp.layout()));
+      CUTE_UNROLL
+      for (int i = 0; i < size(rdP); ++i) rdP(i) = rS(i) * (rdP(i) - delta[get<1>(rC(i))]);
+
+      Tensor rP = sm80::convert_tensor<Element>(acc_s);
+      Tensor tdVrP = make_tensor(rP.data(), gmma_acc_as_a_layout(rP.layout()));
+      wgmma_gemm<false>(mma_kv, tdVrP, tdVrdO(_, _, _, stage), acc_dv);
+      Tensor rdS = sm80::convert_tensor<Element>(acc_dp);
+      Tensor tdKrdS = make_tensor(rdS.data(), gmma_acc_as_a_layout(rdS.layout()));
+      // dS^T to shared memory for the dQ product; ordinary stores read next by wgmma (the async proxy): a proxy
+      // fence in each writing thread, then the barrier the readers pass.
+      copy(rdS, tdSsdS(_, _, _, buffer));
+      cutlass::arch::fence_view_async_shared();
+      wgmma_gemm<false>(mma_kv, tdKrdS, tdKrQ(_, _, _, stage), acc_dk);
+      cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads, kDsReadyBarrier);
+      Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDim>>{});
+      Tensor tdQrdS_now = tdQrdS(_, _, _, buffer);
+      wgmma_gemm<true>(mma_dq, tdQrdS_now, tdQrK, acc_dq);
+      // Every product of this stage retired: Q and dO may be replaced. The other warpgroup cannot write this dS
+      // buffer again before this one has passed the next tile's barrier, after this wait.
+      warpgroup_wait<0>();
+      PlainBarrier::arrive(&storage.empty[stage]);
+
+      float* dq_tile = p.dq_accum + ((w.flat_q0 + row0) * p.heads_q + h) * std::int64_t(kDim);
+      CUTE_UNROLL
+      for (int i = 0; i < size(acc_dq) / 2; ++i) {
+        const int row = get<0>(cdQ(2 * i));
+        const int col = get<1>(cdQ(2 * i));
+        if (row0 + row < q_len) red_add_v2(dq_tile + row * dq_row_stride + col, acc_dq(2 * i), acc_dq(2 * i + 1));
+      }
+    }
+
+    // Epilogue: dK = scale * sum dS^T Q (S = scale Q K^T); dV as accumulated. Rows past the sequence are not
+    // written. Element pairs (2i, 2i+1) of the fragment are adjacent columns of one row: 4-byte stores.
+    CUTE_UNROLL
+    for (int i = 0; i < size(acc_dk); ++i) acc_dk(i) *= p.scale;
+    Tensor rdK = sm80::convert_tensor<Element>(acc_dk);
+    Tensor rdV = sm80::convert_tensor<Element>(acc_dv);
+    Tensor cKV = thr_kv.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kDim>>{}));
+    const std::int64_t key_row0 = w.span.k_offset + w.key0;
+    Element* dk_ptr = static_cast<Element*>(p.dk) + b * p.dk_batch_stride + key_row0 * p.dk_row_stride +
+                      h_kv * p.dk_head_stride;
+    Element* dv_ptr = static_cast<Element*>(p.dv) + b * p.dv_batch_stride + key_row0 * p.dv_row_stride +
+                      h_kv * p.dv_head_stride;
+    CUTE_UNROLL
+    for (int i = 0; i < size(rdK) / 2; ++i) {
+      const int row = get<0>(cKV(2 * i));
+      const int col = get<1>(cKV(2 * i));
+      if (w.key0 + row < k_len) {
+        *reinterpret_cast<std::uint32_t*>(dk_ptr + row * p.dk_row_stride + col) =
+            *reinterpret_cast<const std::uint32_t*>(&rdK(2 * i));
+        *reinterpret_cast<std::uint32_t*>(dv_ptr + row * p.dv_row_stride + col) =
+            *reinterpret_cast<const std::uint32_t*>(&rdV(2 * i));
+      }
+    }
+  }
+#endif
+}
+
+}  // namespace ioattn::detail::sm90

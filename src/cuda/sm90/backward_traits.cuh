@@ -1,0 +1,137 @@
+// ioattn sm90 backward: tile shapes, shared-memory layouts, the four wgmma tilings and the TMA copy types of one
+// (element type, head dim, query tile) configuration.
+//
+// One CTA = one producer warpgroup (one warp loads, the rest idle) + two consumer warpgroups; the CTA owns
+// kBlockN = 128 keys of one (kv head, sequence), 64 per consumer warpgroup, and walks the query tiles that see them.
+// Keys are the M dimension of every product but dQ:
+//   S^T  = K Q^T      (keys x queries)   both operands in shared memory
+//   dP^T = V dO^T     (keys x queries)   both operands in shared memory
+//   dV  += P^T dO     (keys x dim)       P^T from registers (the S^T accumulator, converted in place)
+//   dK  += dS^T Q     (keys x dim)       dS^T from registers
+//   dQ   = dS K       (queries x dim)    dS from shared memory (written by both warpgroups), K read MN-major
+// so the probabilities and score gradients feed dV and dK without a trip through shared memory.
+#pragma once
+
+#include <cstdint>
+
+#include <cute/arch/copy_sm90_tma.hpp>
+#include <cute/atom/copy_traits_sm90_tma.hpp>
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cute/tensor.hpp>
+
+namespace ioattn::detail::sm90 {
+
+using namespace cute;
+
+template <class Element_, int kDim_, int kBlockM_, int kStages_ = 2>
+struct BackwardTraits {
+  using Element = Element_;
+  static constexpr int kDim = kDim_;
+  static constexpr int kBlockM = kBlockM_;  // queries per tile
+  static constexpr int kBlockN = 128;       // keys per CTA
+  static constexpr int kStages = kStages_;  // Q, dO, LSE and delta ring depth
+  static constexpr int kConsumerWarpgroups = 2;
+  static constexpr int kConsumerThreads = 128 * kConsumerWarpgroups;
+  static constexpr int kThreads = 128 + kConsumerThreads;
+  static constexpr int kProducerRegisters = 24;
+  static constexpr int kConsumerRegisters = 240;
+  static_assert(kBlockM == 64 || kBlockM == 128);
+
+  using AtomKeys = Layout<Shape<_2, _1, _1>>;  // warpgroups stacked along the keys (M)
+  using TileShapeSdP = Shape<Int<kBlockN>, Int<kBlockM>, Int<kDim>>;  // (M keys, N queries, K dim)
+  using TileShapeKV = Shape<Int<kBlockN>, Int<kDim>, Int<kBlockM>>;   // (M keys, N dim, K queries)
+  using TiledMmaSdP =
+      decltype(make_tiled_mma(GMMA::ss_op_selector<Element, Element, float, TileShapeSdP>(), AtomKeys{}));
+  using TiledMmaKV = decltype(make_tiled_mma(
+      GMMA::rs_op_selector<Element, Element, float, TileShapeKV, GMMA::Major::K, GMMA::Major::MN>(), AtomKeys{}));
+  // dQ (queries x dim): a 128-query tile splits its rows between the warpgroups, a 64-query tile its columns.
+  // Either way each warpgroup's share of K (the MN-major B operand) is whole 64-column swizzle atoms.
+  static constexpr int kDqAtomM = kBlockM / 64;
+  static constexpr int kDqAtomN = 2 / kDqAtomM;
+  using TileShapeDqAtom = Shape<Int<kBlockM / kDqAtomM>, Int<kDim / kDqAtomN>, Int<kBlockN>>;
+  using TiledMmaDq = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<Element, Element, float, TileShapeDqAtom, GMMA::Major::MN, GMMA::Major::MN>(),
+      Layout<Shape<Int<kDqAtomM>, Int<kDqAtomN>, _1>>{}));
+  static_assert(kDim / kDqAtomN % 64 == 0);
+
+  using SmemAtomK = GMMA::Layout_K_SW128_Atom<Element>;
+  using SmemLayoutK = decltype(tile_to_shape(SmemAtomK{}, Shape<Int<kBlockN>, Int<kDim>>{}));  // also V
+  using SmemLayoutQ = decltype(tile_to_shape(SmemAtomK{}, Shape<Int<kBlockM>, Int<kDim>, Int<kStages>>{}));  // also dO
+  // Transposed views: (dim, keys) and (dim, queries, stage), the MN-major B operands of dQ, dK and dV.
+  using SmemLayoutKt =
+      decltype(composition(SmemLayoutK{}, make_ordered_layout(Shape<Int<kDim>, Int<kBlockN>>{}, Step<_2, _1>{})));
+  using SmemLayoutQt = decltype(composition(
+      SmemLayoutQ{}, make_ordered_layout(Shape<Int<kDim>, Int<kBlockM>, Int<kStages>>{}, Step<_2, _1, _3>{})));
+  // dS (queries, keys, buffer), queries contiguous: the warpgroups' dS^T accumulators hold pairs of adjacent
+  // queries, so each writes 4 bytes at a time. Two buffers: one warpgroup may write tile i + 1's while the other's
+  // dQ product still reads tile i's.
+  using SmemLayoutdS = decltype(tile_to_shape(GMMA::Layout_MN_SW128_Atom<Element>{},
+                                              Shape<Int<kBlockM>, Int<kBlockN>, _2>{}));
+  using SmemLayoutdSt = decltype(composition(
+      SmemLayoutdS{}, make_ordered_layout(Shape<Int<kBlockN>, Int<kBlockM>, _2>{}, Step<_2, _1, _3>{})));
+
+  // Global tensors as the tensor maps see them: (rows, dim, heads, batch); varlen: rows = the packed total and
+  // batch = 1. Rows past the extent arrive as zeros.
+  using GmemShape = Shape<int, int, int, int>;
+  using GmemStride = Stride<std::int64_t, _1, std::int64_t, std::int64_t>;
+  using GmemTensor =
+      decltype(make_tensor(make_gmem_ptr(static_cast<Element const*>(nullptr)), GmemShape{}, GmemStride{}));
+  using TmaQ = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, take<0, 2>(SmemLayoutQ{}),
+                                      Shape<Int<kBlockM>, Int<kDim>>{}, _1{}));
+  using TmaK = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, SmemLayoutK{},
+                                      Shape<Int<kBlockN>, Int<kDim>>{}, _1{}));
+
+  static constexpr std::uint32_t kBytesQ = kBlockM * kDim * sizeof(Element);
+  static constexpr std::uint32_t kBytesK = kBlockN * kDim * sizeof(Element);
+
+  struct SharedStorage {
+    alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutK>> k;
+    alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutK>> v;
+    alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutQ>> q;
+    alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutQ>> dout;
+    alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutdS>> ds;
+    float lse2[kStages][kBlockM];   // lse * log2(e) of each query row (0 for rows that see nothing)
+    float delta[kStages][kBlockM];  // rowsum(dO * O)
+    alignas(8) std::uint64_t bar_kv;           // K and V landed
+    alignas(8) std::uint64_t full[kStages];    // Q and dO landed (bytes) and LSE, delta stored (producer's arrive)
+    alignas(8) std::uint64_t empty[kStages];   // every consumer thread is done with the stage
+  };
+  static constexpr int kSmemBytes = int(sizeof(SharedStorage));
+  static_assert(kSmemBytes <= 227 * 1024);
+};
+
+// The kernel's parameter block (a __grid_constant__: the tensor maps stay in parameter memory for the TMA unit).
+template <class Traits>
+struct BackwardParams {
+  typename Traits::TmaQ tma_q;
+  typename Traits::TmaQ tma_dout;
+  typename Traits::TmaK tma_k;
+  typename Traits::TmaK tma_v;
+  int map_rows_q, map_rows_k;  // the tensor maps' row extents
+  int map_batch;               // batch (dense) or 1 (varlen)
+  int heads_q, heads_kv, group_size;
+
+  // Workspace of the sm80 passes (sm80/backward_params.hpp): lse2 and delta [heads_q][rows], dq_accum
+  // [rows][heads_q][kDim], rows indexed by flat row b * seqlen_q + i (dense) or the packed row (varlen).
+  const float* lse2;
+  const float* delta;
+  float* dq_accum;
+  std::int64_t rows;
+
+  void* dk;
+  std::int64_t dk_batch_stride, dk_row_stride, dk_head_stride;
+  void* dv;
+  std::int64_t dv_batch_stride, dv_row_stride, dv_head_stride;
+
+  const std::int32_t* cu_seqlens_q;  // device, [batch + 1]; null for dense
+  const std::int32_t* cu_seqlens_k;
+  std::int64_t total_q, total_k;
+  int seqlen_q, seqlen_k;  // dense: every sequence's; varlen: the max
+
+  float scale;
+  float scale_log2;
+  std::int64_t window_left, window_right;
+  bool top_left;
+};
+
+}  // namespace ioattn::detail::sm90

@@ -1,0 +1,212 @@
+// GPU-only checks of the Hopper backward ("cuda_sm90", src/cuda/sm90/backward_*) beyond the shared case table
+// (tests/attention): dq, dk, dv (and dsinks) of every compiled head dim and dtype against the fp64 reference and the
+// 2x-naive bound (src/numerics/error_bound.hpp), outputs poisoned before each run, on lengths that are no multiple
+// of the tiles (1, 17, 129, 1000, ...), seqlen_q != seqlen_k both ways, every mask kind, GQA and MQA, varlen with
+// empty sequences, rows that see no key, padded strides; and the refusals that send the rest to the sm80 backend.
+// Without a Hopper GPU (or without 90a code in the build) every test skips, saying why.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ioattn/attention.hpp"
+#include "ioattn/error.hpp"
+#include "support/buffers.hpp"
+#include "support/cases.hpp"
+#include "support/harness.hpp"
+#include "support/random.hpp"
+
+#ifndef IOATTN_TEST_CUDA_HEAD_DIMS
+#define IOATTN_TEST_CUDA_HEAD_DIMS "64,128"
+#endif
+#ifndef IOATTN_TEST_CUDA_DTYPES
+#define IOATTN_TEST_CUDA_DTYPES "bf16,fp16"
+#endif
+
+namespace ioattn::test {
+namespace {
+
+constexpr const char* kImpl = "cuda_sm90";
+
+// Empty when the sm90 backward runs here; otherwise why not (no GPU, not Hopper, no 90a code, no kernel).
+std::string why_no_sm90_backward() {
+  static const std::string why = [] {
+    if (!gpu_available()) return std::string("no usable GPU on this machine");
+    for (const char* dim : {"128", "64"}) {
+      if (!listed(IOATTN_TEST_CUDA_HEAD_DIMS, dim)) continue;
+      Case c;
+      c.dim_qk = c.dim_v = std::stoi(dim);
+      c.dtype = listed(IOATTN_TEST_CUDA_DTYPES, "bf16") ? DType::bf16 : DType::f16;
+      CaseData data(c);
+      try {
+        data.run(kImpl, Device::cuda, true);
+        return std::string();
+      } catch (const Error& e) {
+        const std::string what = e.what();
+        if (e.code() != ErrorCode::unsupported) return std::string();  // a real failure: let the tests show it
+        if (what.find("compute capability") == std::string::npos && what.find("sm_90a") == std::string::npos &&
+            what.find("not compiled") == std::string::npos && what.find("this build") == std::string::npos) {
+          return std::string();
+        }
+        return what;
+      }
+    }
+    return std::string("this build has no head dim 64 or 128");
+  }();
+  return why;
+}
+
+std::vector<Case> backward_cases() {
+  std::vector<Case> cases;
+  const std::vector<Mask> masks = {Mask::none(), Mask::causal(), Mask::causal(Alignment::top_left),
+                                   Mask::window(100, 50), Mask::window(0, 0, Alignment::top_left)};
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
+    for (int dim : {64, 128}) {
+      if (!listed(IOATTN_TEST_CUDA_HEAD_DIMS, std::to_string(dim))) continue;
+      Case base;
+      base.dtype = dtype;
+      base.dim_qk = base.dim_v = dim;
+      // Several query and key tiles, both ends ragged, more keys than queries; GQA group 2.
+      for (const Mask& m : masks) {
+        Case c = base;
+        c.batch = 2, c.heads_q = 4, c.heads_kv = 2, c.seqlen_q = 333, c.seqlen_k = 1029;
+        c.mask = m;
+        cases.push_back(c);
+      }
+      // More queries than keys: bottom-right causal leaves the first rows seeing nothing (lse -inf), with sinks.
+      Case empty_rows = base;
+      empty_rows.batch = 1, empty_rows.heads_q = 3, empty_rows.heads_kv = 1;
+      empty_rows.seqlen_q = 517, empty_rows.seqlen_k = 300;
+      empty_rows.mask = Mask::causal();
+      empty_rows.sinks = true;
+      cases.push_back(empty_rows);
+      // Tiny and odd lengths.
+      for (auto [sq, sk] : {std::pair{1, 1}, {1, 17}, {17, 1}, {17, 129}, {129, 129}}) {
+        Case c = base;
+        c.seqlen_q = sq, c.seqlen_k = sk;
+        c.mask = sq == 129 ? Mask::causal() : Mask::none();
+        cases.push_back(c);
+      }
+      // Long enough for many query tiles per key tile and the ring to wrap many times.
+      Case long_case = base;
+      long_case.batch = 1, long_case.heads_q = 2, long_case.heads_kv = 2, long_case.seqlen_q = 1000,
+      long_case.seqlen_k = 1000;
+      cases.push_back(long_case);
+      Case long_causal = long_case;
+      long_causal.mask = Mask::causal();
+      cases.push_back(long_causal);
+      // Whole tiles only, causal: the diagonal tiles are the only masked ones.
+      Case whole = base;
+      whole.batch = 1, whole.heads_q = 2, whole.heads_kv = 2, whole.seqlen_q = 512, whole.seqlen_k = 512;
+      whole.mask = Mask::causal();
+      cases.push_back(whole);
+      // Padded strides (head stride dim + 8, slack in seq and batch strides), MQA.
+      Case padded = base;
+      padded.batch = 2, padded.heads_q = 4, padded.heads_kv = 1, padded.seqlen_q = 200, padded.seqlen_k = 391;
+      padded.layout = Layout::padded;
+      padded.mask = Mask::causal(Alignment::top_left);
+      cases.push_back(padded);
+      // Varlen with empty sequences on either side, sliding window, sinks.
+      Case var = base;
+      var.heads_q = 2, var.heads_kv = 1;
+      var.varlen_q = {0, 257, 1, 700, 64};
+      var.varlen_k = {300, 0, 129, 700, 64};
+      var.mask = Mask::window(64, 0);
+      var.sinks = true;
+      cases.push_back(var);
+      // Varlen, causal, one long sequence among short ones, GQA.
+      Case var_causal = base;
+      var_causal.heads_q = 4, var_causal.heads_kv = 2;
+      var_causal.varlen_q = {17, 1100, 128, 3};
+      var_causal.varlen_k = {17, 1100, 200, 129};
+      var_causal.mask = Mask::causal();
+      cases.push_back(var_causal);
+      // Varlen without a mask.
+      Case var_none = base;
+      var_none.heads_q = 2, var_none.heads_kv = 2;
+      var_none.varlen_q = {300, 45, 129};
+      var_none.varlen_k = {77, 500, 129};
+      cases.push_back(var_none);
+    }
+  }
+  return cases;
+}
+
+const std::vector<Case>& cached_cases() {
+  static const std::vector<Case> cases = backward_cases();
+  return cases;
+}
+
+class Sm90Backward : public ::testing::TestWithParam<std::size_t> {};
+
+TEST_P(Sm90Backward, MatchesReference) {
+  if (std::string why = why_no_sm90_backward(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
+  const Case& c = cached_cases()[GetParam()];
+  SCOPED_TRACE(c.name() + ", " + seed_text() + " reproduces these inputs");
+  CaseData data(c);
+  const Results got = data.run(kImpl, Device::cuda, true);
+  for (const Comparison& cmp : data.compare_all(got, true)) EXPECT_TRUE(cmp.ok()) << cmp.describe();
+}
+
+std::vector<std::size_t> case_indices() {
+  std::vector<std::size_t> out;
+  for (std::size_t i = 0; i < cached_cases().size(); ++i) out.push_back(i);
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, Sm90Backward, ::testing::ValuesIn(case_indices()),
+                         [](const ::testing::TestParamInfo<std::size_t>& info) {
+                           return cached_cases()[info.param].name() + "_" + std::to_string(info.param);
+                         });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(Sm90Backward);
+
+// What the Hopper backward does not do is refused with a reason naming it, and "auto" then runs the sm80 kernels
+// and gets it right.
+void expect_refused_then_auto(Case c, const std::string& reason_part) {
+  SCOPED_TRACE(c.name());
+  CaseData data(c);
+  try {
+    data.run(kImpl, Device::cuda, true);
+    ADD_FAILURE() << "cuda_sm90 accepted a backward it should refuse (" << reason_part << ")";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::unsupported) << e.what();
+    EXPECT_NE(std::string(e.what()).find(reason_part), std::string::npos) << e.what();
+  }
+  const Results got = data.run("auto", Device::cuda, true);
+  for (const Comparison& cmp : data.compare_all(got, true)) EXPECT_TRUE(cmp.ok()) << cmp.describe();
+}
+
+TEST(Sm90BackwardRefusals, FallBackToSm80) {
+  if (std::string why = why_no_sm90_backward(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
+  Case base;
+  base.dim_qk = base.dim_v = listed(IOATTN_TEST_CUDA_HEAD_DIMS, "128") ? 128 : 64;
+  base.dtype = listed(IOATTN_TEST_CUDA_DTYPES, "bf16") ? DType::bf16 : DType::f16;
+  base.seqlen_q = 150, base.seqlen_k = 270;
+  Case soft = base;
+  soft.softcap = 20.0f;
+  expect_refused_then_auto(soft, "softcap");
+  Case alibi = base;
+  alibi.alibi = Alibi::per_head;
+  expect_refused_then_auto(alibi, "ALiBi");
+  Case det = base;
+  det.deterministic = true;
+  expect_refused_then_auto(det, "deterministic");
+}
+
+// "auto" picks the Hopper backward for a plain problem and gets it right (the path most callers take).
+TEST(Sm90BackwardAuto, PlainCausal) {
+  if (std::string why = why_no_sm90_backward(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
+  Case c;
+  c.dim_qk = c.dim_v = listed(IOATTN_TEST_CUDA_HEAD_DIMS, "128") ? 128 : 64;
+  c.dtype = listed(IOATTN_TEST_CUDA_DTYPES, "bf16") ? DType::bf16 : DType::f16;
+  c.batch = 2, c.heads_q = 4, c.heads_kv = 1, c.seqlen_q = 300, c.seqlen_k = 300;
+  c.mask = Mask::causal();
+  CaseData data(c);
+  const Results got = data.run("auto", Device::cuda, true);
+  for (const Comparison& cmp : data.compare_all(got, true)) EXPECT_TRUE(cmp.ok()) << cmp.describe();
+}
+
+}  // namespace
+}  // namespace ioattn::test
