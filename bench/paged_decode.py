@@ -20,10 +20,10 @@ then lands inside the timed kernel (about 50 MB, some 12 us at 4.2 TB/s, a large
 max |ioattn - SDPA| per backend, and the cuDNN-vs-flash difference as the yardstick of what two correct kernels
 disagree by.
 
---variant NAME:VAR=VALUE[,VAR=VALUE] (repeatable) times ioattn once more per row with those environment variables set
-around its plan and run (e.g. shallow:IOATTN_PAGED_RING=shallow), in the same process, on the same data; the
-pseudo-variable lib=PATH times another build of the library instead (e.g. before:lib=/tmp/base/libioattn.so). A
-second table compares the variants with the default.
+--variant NAME:VAR=VALUE[,VAR=VALUE] (repeatable) times ioattn once more per row, in the same process on the same
+data, with those environment variables set around its plan and run; the pseudo-variable lib=PATH times another build
+of the library instead (e.g. before:lib=/tmp/base/libioattn.so: a change against its baseline in one run). A second
+table compares the variants with the default.
 
 Usage: python3 bench/paged_decode.py --lib build/libioattn.so [--json out.json] [--warmup 10] [--repeat 50]
 """

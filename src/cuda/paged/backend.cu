@@ -4,10 +4,9 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <mutex>
-#include <string>
 #include <set>
+#include <string>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
@@ -94,8 +93,7 @@ std::string cuda_paged_unsupported(const PagedProblem& p) {
 struct DeviceInfo {
   int sms = 0;
   int smem_per_sm = 0;
-  int smem_per_block = 0;  // opt-in maximum of one CTA
-  int major = 0;           // compute capability
+  int major = 0;  // compute capability
 };
 DeviceInfo device_info(int device) {
   static std::mutex mutex;
@@ -108,8 +106,6 @@ DeviceInfo device_info(int device) {
                    "cudaDeviceGetAttribute(multiprocessor count)");
   sm80::cuda_check(cudaDeviceGetAttribute(&info.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device),
                    "cudaDeviceGetAttribute(shared memory per multiprocessor)");
-  sm80::cuda_check(cudaDeviceGetAttribute(&info.smem_per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
-                   "cudaDeviceGetAttribute(shared memory per block, opt-in)");
   sm80::cuda_check(cudaDeviceGetAttribute(&info.major, cudaDevAttrComputeCapabilityMajor, device),
                    "cudaDeviceGetAttribute(compute capability)");
   cache.emplace(device, info);
@@ -118,45 +114,23 @@ DeviceInfo device_info(int device) {
 
 std::int64_t round_up(std::int64_t x, std::int64_t m) { return (x + m - 1) / m * m; }
 
-// Which ring the 16-row decode runs with (decode.hpp). IOATTN_PAGED_RING=shallow or =deep forces one where it exists
-// (tests run the table under both, benchmarks compare them); read at each plan and run, as both must agree.
-enum class RingChoice { automatic, shallow, deep };
-RingChoice ring_choice() {
-  const char* v = std::getenv("IOATTN_PAGED_RING");
-  if (v == nullptr) return RingChoice::automatic;
-  if (std::string(v) == "shallow") return RingChoice::shallow;
-  if (std::string(v) == "deep") return RingChoice::deep;
-  return RingChoice::automatic;
-}
-
-bool deep_ring_fits(const PagedProblem& p, const DeviceInfo& info) {
-  const auto dim_qk = static_cast<int>(p.dim_qk), dim_v = static_cast<int>(p.dim_v);
-  const paged::DecodeShape deep = paged::deep_decode_shape(dim_qk, dim_v);
-  return deep.stages > 0 && info.smem_per_block >= deep.smem_bytes(dim_qk, dim_v, paged::kNarrowRows);
-}
-
-// Chunks of the longest possible sequence with chunks of `tokens` keys (as the plan computes max_splits).
-std::int64_t max_splits_for(const PagedProblem& p, std::int64_t tokens) {
-  return std::max<std::int64_t>(1, (p.capacity() + tokens - 1) / tokens);
-}
-
-// The deep ring serves grids of at most one 16-row CTA per SM; the plan sizes the split by the same rule.
-paged::Ring decode_ring(const PagedProblem& p, std::int64_t max_splits) {
-  const DeviceInfo info = device_info(p.device_index);
-  const RingChoice choice = ring_choice();
-  if (choice == RingChoice::shallow || !deep_ring_fits(p, info)) return paged::Ring::shallow;
-  if (choice == RingChoice::deep) return paged::Ring::deep;
-  return p.batch * p.heads_kv * max_splits <= info.sms ? paged::Ring::deep : paged::Ring::shallow;
-}
-
-// Flash-Decoding's rule: when `ctas` CTAs leave the device's `slots` (CTAs resident at once) idle, cut each
-// sequence's keys into chunks so the grid fills the machine. Each candidate chunk length (a multiple of the key tile,
-// at least kMinChunkKeys) is scored by its wave efficiency: CTAs over whole waves of CTA slots, with the chunk count
-// the rounded length really gives. The fewest chunks within 3% of the best score win: more chunks cost partial
-// writes, a longer combine and per-CTA start-up, and measured no faster (H200, bench/paged_decode.py). 0: no split.
-std::int64_t wave_split_tokens(std::int64_t ctas, std::int64_t slots, std::int64_t expected) {
+// Flash-Decoding's rule: when (batch x kv heads x row blocks) CTAs leave the SMs idle, cut each sequence's keys
+// into chunks so the grid fills the machine. Each candidate chunk length (a multiple of the key tile, at least
+// kMinChunkKeys) is scored by its wave efficiency: CTAs over whole waves of CTA slots, with the chunk count the
+// rounded length really gives. The fewest chunks within 3% of the best score win: more chunks cost partial writes,
+// a longer combine and per-CTA start-up, and measured no faster (H200, bench/paged_decode.py).
+std::int64_t automatic_split_tokens(const PagedProblem& p, std::int64_t expected) {
   constexpr std::int64_t kMinChunkKeys = 256;  // below this a chunk's fixed costs (Q load, epilogue) dominate
   constexpr std::int64_t kMaxChunks = 128;
+  const std::int64_t rows_per_seq = std::max<std::int64_t>(p.seqlen_q * p.group_size(), 1);
+  const int block_m = rows_per_seq <= paged::kNarrowRows ? paged::kNarrowRows : paged::kWideRows;
+  const std::int64_t ctas = p.batch * p.heads_kv * ((rows_per_seq + block_m - 1) / block_m);
+  if (ctas <= 0) return 0;
+  const DeviceInfo info = device_info(p.device_index);
+  const int smem = paged::decode_shape(static_cast<int>(p.dim_qk))
+                       .smem_bytes(static_cast<int>(p.dim_qk), static_cast<int>(p.dim_v), block_m);
+  const std::int64_t per_sm = std::clamp<std::int64_t>(info.smem_per_sm / (smem + 1024), 1, 16);
+  const std::int64_t slots = std::max<std::int64_t>(info.sms * per_sm, 1);
   const std::int64_t max_chunks = std::clamp<std::int64_t>(expected / kMinChunkKeys, 1, kMaxChunks);
   auto tokens_for = [&](std::int64_t n) {
     return std::max(kMinChunkKeys, round_up((expected + n - 1) / n, kBlockKeys));
@@ -175,26 +149,6 @@ std::int64_t wave_split_tokens(std::int64_t ctas, std::int64_t slots, std::int64
   return 0;
 }
 
-// The automatic split: first for the deep ring (one CTA per SM), kept if the grid it gives is one the deep ring
-// serves; else for the shallow ring's CTAs per SM.
-std::int64_t automatic_split_tokens(const PagedProblem& p, std::int64_t expected) {
-  const std::int64_t rows_per_seq = std::max<std::int64_t>(p.seqlen_q * p.group_size(), 1);
-  const int block_m = rows_per_seq <= paged::kNarrowRows ? paged::kNarrowRows : paged::kWideRows;
-  const std::int64_t ctas = p.batch * p.heads_kv * ((rows_per_seq + block_m - 1) / block_m);
-  if (ctas <= 0) return 0;
-  const DeviceInfo info = device_info(p.device_index);
-  const RingChoice choice = ring_choice();
-  if (block_m == paged::kNarrowRows && choice != RingChoice::shallow && deep_ring_fits(p, info)) {
-    const std::int64_t tokens = wave_split_tokens(ctas, info.sms, expected);
-    const std::int64_t splits = tokens > 0 ? max_splits_for(p, tokens) : 1;
-    if (choice == RingChoice::deep || ctas * splits <= info.sms) return tokens;
-  }
-  const int smem = paged::decode_shape(static_cast<int>(p.dim_qk))
-                       .smem_bytes(static_cast<int>(p.dim_qk), static_cast<int>(p.dim_v), block_m);
-  const std::int64_t per_sm = std::clamp<std::int64_t>(info.smem_per_sm / (smem + 1024), 1, 16);
-  return wave_split_tokens(ctas, std::max<std::int64_t>(info.sms * per_sm, 1), expected);
-}
-
 PagedSplit cuda_paged_plan(const PagedProblem& p, SplitKV split, std::int64_t expected_seqlen_k) {
   const std::int64_t whole = std::max<std::int64_t>(round_up(p.capacity(), kBlockKeys), kBlockKeys);
   std::int64_t tokens = whole;
@@ -206,7 +160,7 @@ PagedSplit cuda_paged_plan(const PagedProblem& p, SplitKV split, std::int64_t ex
   tokens = std::min(tokens, whole);  // a chunk longer than the capacity is one chunk
   PagedProblem planned = p;
   planned.split_tokens = tokens;
-  planned.max_splits = max_splits_for(p, tokens);
+  planned.max_splits = std::max<std::int64_t>(1, (p.capacity() + tokens - 1) / tokens);
   if (planned.max_splits > 65535) {
     throw Error(ErrorCode::unsupported,
                 "the cuda paged backend launches at most 65535 chunks per sequence; chunks of " +
@@ -220,11 +174,10 @@ template <class Element>
 void run_decode(const paged::DecodeParams& dp, const PagedProblem& p) {
   using paged::launch_decode;
   const int device = p.device_index;
-  const paged::Ring ring = decode_ring(p, dp.max_splits);
-  if (p.dim_qk == 64) launch_decode<Element, 64, 64>(dp, p.stream, device, ring);
-  else if (p.dim_qk == 128) launch_decode<Element, 128, 128>(dp, p.stream, device, ring);
-  else if (p.dim_qk == 192) launch_decode<Element, 192, 128>(dp, p.stream, device, ring);
-  else if (p.dim_qk == 256) launch_decode<Element, 256, 256>(dp, p.stream, device, ring);
+  if (p.dim_qk == 64) launch_decode<Element, 64, 64>(dp, p.stream, device);
+  else if (p.dim_qk == 128) launch_decode<Element, 128, 128>(dp, p.stream, device);
+  else if (p.dim_qk == 192) launch_decode<Element, 192, 128>(dp, p.stream, device);
+  else if (p.dim_qk == 256) launch_decode<Element, 256, 256>(dp, p.stream, device);
   else throw Error(ErrorCode::unsupported, cuda_paged_unsupported(p));
   if (dp.max_splits > 1) {
     const bool programmatic = device_info(device).major >= 9;  // programmatic dependent launch: sm90 and later

@@ -1,10 +1,11 @@
-// ioattn cuda paged: the combine of split-KV chunks. One CTA per (query row, head) of a sequence with more than one
-// chunk: the chunks' partial results (each normalized by its own sum, lse without the sink) are merged with the
-// weights core::SoftmaxState::add_partial gives them in chunk order, the sink is added once, and out and lse are
-// written. Every order is fixed, so the result depends only on the chunks, never on timing (no atomics).
+// ioattn cuda paged: the combine of split-KV chunks. One warp per (query row, head) of a sequence with more than one
+// chunk: the chunks' partial results (each normalized by its own sum, lse without the sink) are merged through
+// core::SoftmaxState::add_partial in chunk order, the sink is added once, and out and lse are written. Every order
+// is fixed, so the result depends only on the chunks, never on timing (no atomics).
 //
-// The combine runs after the decode grid has finished, so its own latency is on the critical path: every load it
-// needs (the chunks' lse and, up to 32 chunks, all their rows) is issued before any is used, one round trip to L2.
+// The combine runs after the decode grid has finished, so its latency is on the critical path: the rows of the first
+// kBatch chunks are requested together with the lse, before the lse are folded, so up to kBatch chunks cost one
+// round trip to L2 (the partial results were just written there).
 #include <cstdint>
 
 #include <cuda_runtime.h>
@@ -17,18 +18,17 @@ namespace ioattn::detail::paged {
 namespace {
 
 constexpr int kCombineWarps = 4;
-constexpr int kRowsPerWarp = 8;  // chunk rows a warp holds in flight: chunks warp, warp + 4, ... of a pass
-constexpr int kPassChunks = kCombineWarps * kRowsPerWarp;
-static_assert(kPassChunks == 32, "a pass's lse are one per lane");
 
-// kVec float4s per lane: dim_v up to 128 * kVec.
+// kVec float4s per lane: dim_v up to 128 * kVec. kBatch chunk rows in flight per lane: 16 float4 registers.
 template <class Element, int kVec>
 __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const DecodeParams p, int dim_v) {
   using Mma = MmaOp<Element>;
-  __shared__ float4 s_sum[kCombineWarps][kVec][32];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  constexpr int kBatch = 16 / kVec;
+  static_assert(32 % kBatch == 0, "batches tile a block of 32 chunks (one lse per lane)");
+  const int lane = threadIdx.x % 32;
   const int b = blockIdx.y;
-  const int i = blockIdx.x / p.heads_q, h = blockIdx.x % p.heads_q;
+  const int item = blockIdx.x * kCombineWarps + threadIdx.x / 32;
+  const int i = item / p.heads_q, h = item % p.heads_q;
   const int q_offset = p.cu_seqlens_q ? p.cu_seqlens_q[b] : 0;
   const int q_len = p.cu_seqlens_q ? p.cu_seqlens_q[b + 1] - q_offset : p.seqlen_q;
   if (i >= q_len) return;
@@ -44,29 +44,28 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
   const std::int64_t split_stride = static_cast<std::int64_t>(p.rows) * p.heads_q;  // slots per chunk
   const std::int64_t slot0 = prow * p.heads_q + h;
 
-  // This warp's rows of the pass starting at chunk s0: chunks s0 + warp + 4 k (zeros past the last chunk).
-  float4 part[kRowsPerWarp][kVec];
+  // Rows of chunks s0 .. s0 + kBatch - 1 (zeros past the last chunk).
+  float4 part[kBatch][kVec];
   auto load_rows = [&](int s0) {
 #pragma unroll
-    for (int k = 0; k < kRowsPerWarp; ++k) {
-      const int s = s0 + warp + kCombineWarps * k;
-      const float* row = p.partial_out + (s * split_stride + slot0) * dim_v;
+    for (int k = 0; k < kBatch; ++k) {
+      const float* row = p.partial_out + ((s0 + k) * split_stride + slot0) * dim_v;
 #pragma unroll
       for (int v = 0; v < kVec; ++v) {
         const int c = (lane + 32 * v) * 4;
-        part[k][v] = s < chunks && c < dim_v ? *reinterpret_cast<const float4*>(row + c)
-                                             : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        part[k][v] = s0 + k < chunks && c < dim_v ? *reinterpret_cast<const float4*>(row + c)
+                                                  : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       }
     }
   };
-  auto load_lse = [&](int s0) {
+  auto load_lse = [&](int s0) {  // chunk s0 + lane's
     return s0 + lane < chunks ? p.partial_lse[(s0 + lane) * split_stride + slot0] : -INFINITY;
   };
   load_rows(0);
   const float lse_first = load_lse(0);
 
-  // The lse folded in chunk order (one per lane, handed round by shuffles), then the sink: the row's final max and
-  // sum, and so every chunk's final weight exp(lse_s - max) / sum.
+  // Pass 1, scalars only: fold the chunks' lse in chunk order (32 at a time, one per lane, handed round by
+  // shuffles), then the sink. That fixes the row's final max and sum.
   core::SoftmaxState<float> state;
   for (int s0 = 0; s0 < chunks; s0 += 32) {
     const float lse_lane = s0 == 0 ? lse_first : load_lse(s0);
@@ -79,35 +78,27 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
   if (p.sinks) state.add_sink(p.sinks[h]);
   const float offset = state.offset(), inv_sum = state.inv_sum();
 
-  // Each warp sums its chunks' weighted rows in chunk order; the four warps' sums are added in warp order.
+  // Pass 2: out = sum over chunks, in chunk order, of exp(lse_s - max) / sum * o_s (what the sequential merge
+  // computes, with every chunk's final weight known up front).
   float4 o[kVec];
 #pragma unroll
   for (int v = 0; v < kVec; ++v) o[v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  for (int s0 = 0; s0 < chunks; s0 += kPassChunks) {
-    if (s0 > 0) load_rows(s0);
+  for (int s0 = 0; s0 < chunks; s0 += 32) {
     const float lse_lane = s0 == 0 ? lse_first : load_lse(s0);
     const float coef_lane = __expf(lse_lane - offset) * inv_sum;  // an empty chunk (lse -inf) weighs 0
+    const int n = min(32, chunks - s0);
+    for (int k0 = 0; k0 < n; k0 += kBatch) {
+      if (s0 + k0 > 0) load_rows(s0 + k0);
 #pragma unroll
-    for (int k = 0; k < kRowsPerWarp; ++k) {
-      const float coef = __shfl_sync(0xffffffffu, coef_lane, warp + kCombineWarps * k);
-      if (s0 + warp + kCombineWarps * k >= chunks) break;
+      for (int k = 0; k < kBatch; ++k) {
+        const float coef = __shfl_sync(0xffffffffu, coef_lane, k0 + k);
+        if (k0 + k >= n) break;
 #pragma unroll
-      for (int v = 0; v < kVec; ++v) {
-        o[v].x += coef * part[k][v].x, o[v].y += coef * part[k][v].y;
-        o[v].z += coef * part[k][v].z, o[v].w += coef * part[k][v].w;
+        for (int v = 0; v < kVec; ++v) {
+          o[v].x += coef * part[k][v].x, o[v].y += coef * part[k][v].y;
+          o[v].z += coef * part[k][v].z, o[v].w += coef * part[k][v].w;
+        }
       }
-    }
-  }
-#pragma unroll
-  for (int v = 0; v < kVec; ++v) s_sum[warp][v][lane] = o[v];
-  __syncthreads();
-  if (warp != 0) return;
-#pragma unroll
-  for (int v = 0; v < kVec; ++v) {
-#pragma unroll
-    for (int w = 1; w < kCombineWarps; ++w) {
-      const float4 x = s_sum[w][v][lane];
-      o[v].x += x.x, o[v].y += x.y, o[v].z += x.z, o[v].w += x.w;
     }
   }
   Element* out = static_cast<Element*>(p.out) + b * p.o_batch_stride + (q_offset + i) * p.o_row_stride +
@@ -134,8 +125,9 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
 // leaves the critical path.
 template <class Element>
 void launch_combine(const DecodeParams& p, int dim_v, void* stream, bool programmatic) {
+  const std::int64_t items = static_cast<std::int64_t>(p.seqlen_q) * p.heads_q;
   cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>(static_cast<std::int64_t>(p.seqlen_q) * p.heads_q),
+  config.gridDim = dim3(static_cast<unsigned>((items + kCombineWarps - 1) / kCombineWarps),
                         static_cast<unsigned>(p.batch));
   config.blockDim = dim3(kCombineWarps * 32);
   config.stream = static_cast<cudaStream_t>(stream);

@@ -30,28 +30,13 @@ constexpr DecodeShape decode_shape(int dim_qk) {
   return {dim_qk <= 64 ? 4 : (dim_qk <= 192 ? 3 : 2)};
 }
 
-// The deep ring: one 16-row CTA per SM with (nearly) all of an sm90 SM's shared memory as its ring, for grids of at
-// most one CTA per SM. Per SM it keeps stages - 1 = 5 tiles (160 KB) in flight against 2 x 2 tiles (128 KB) of two
-// shallow CTAs, and a batch that fills the SMs once needs no split (no combine). The arithmetic is the shallow
-// kernel's (same tiles, same order), so which ring runs never changes a bit of the result. Only head dim 128, the
-// one measured (docs/PERF.md); 0 stages: none.
-constexpr int kDeepSmemLimit = 227 * 1024;  // sm90's opt-in shared memory per CTA
-constexpr DecodeShape deep_decode_shape(int dim_qk, int dim_v) {
-  if (dim_qk != 128 || dim_v != 128) return {0};
-  const int stage = kBlockKeys * (dim_qk + dim_v) * 2;
-  return {(kDeepSmemLimit - kNarrowRows * dim_qk * 2) / stage};
-}
-
-// Which ring the 16-row variant runs with (the 64-row one always runs the shallow ring).
-enum class Ring : std::uint8_t { shallow, deep };
-
 // Opts `kernel` in to `smem_bytes` of dynamic shared memory (and all of L1 as shared memory) on `device`, once per
 // kernel and device (backend.cu).
 void opt_in_shared_memory(const void* kernel, int smem_bytes, int device);
 
 // Launches the decode kernel over grid (batch x heads_kv, max_splits, row blocks) on `stream`.
 template <class Element, int kDimQK, int kDimV>
-void launch_decode(const DecodeParams& p, void* stream, int device, Ring ring);
+void launch_decode(const DecodeParams& p, void* stream, int device);
 
 // Launches the combine of split chunks (only sequences with more than one chunk are touched); `programmatic`
 // (sm90+): as a programmatic dependent launch of the decode kernel just launched on `stream`.

@@ -25,19 +25,12 @@ void launch_decode_traits(const DecodeParams& p, void* stream, int device, int r
 
 // The 16-row variant serves sequences with at most 16 packed rows, the 64-row one the others (each CTA checks);
 // dense q has one row count for all, so one launch suffices; packed q with long and short sequences takes both.
-template <class Element, int kDimQK, int kDimV, int kStages, int kDeepStages>
-void launch_variants(const DecodeParams& p, void* stream, int device, Ring ring) {
+template <class Element, int kDimQK, int kDimV, int kStages>
+void launch_variants(const DecodeParams& p, void* stream, int device) {
   const bool any_wide = p.seqlen_q * p.group > kNarrowRows;
   const bool any_narrow = !any_wide || p.cu_seqlens_q != nullptr;
   if (any_narrow) {  // a sequence it serves has at most 16 rows: one row block
-    // Dims without a deep ring name the shallow one here (no second kernel is instantiated for them).
-    constexpr int kNarrowDeepStages = kDeepStages > 0 ? kDeepStages : kStages;
-    if (ring == Ring::deep) {
-      using Deep = DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kNarrowDeepStages>;
-      launch_decode_traits<Deep>(p, stream, device, 1);
-    } else {
-      launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kStages>>(p, stream, device, 1);
-    }
+    launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kStages>>(p, stream, device, 1);
   }
   if (any_wide) {
     launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 4, kBlockKeys, kStages>>(
@@ -46,13 +39,12 @@ void launch_variants(const DecodeParams& p, void* stream, int device, Ring ring)
 }
 
 template <class Element, int kDimQK, int kDimV>
-void launch_decode(const DecodeParams& p, void* stream, int device, Ring ring) {
+void launch_decode(const DecodeParams& p, void* stream, int device) {
   constexpr int kStages = decode_shape(kDimQK).stages;
-  constexpr int kDeepStages = deep_decode_shape(kDimQK, kDimV).stages;
-  launch_variants<Element, kDimQK, kDimV, kStages, kDeepStages>(p, stream, device, ring);
+  launch_variants<Element, kDimQK, kDimV, kStages>(p, stream, device);
 }
 
 }  // namespace ioattn::detail::paged
 
 #define IOATTN_PAGED_INSTANTIATE(ELEMENT, DQK, DV) \
-  template void launch_decode<ELEMENT, DQK, DV>(const DecodeParams&, void*, int, Ring);
+  template void launch_decode<ELEMENT, DQK, DV>(const DecodeParams&, void*, int);
