@@ -2,10 +2,6 @@
 // chunk: the chunks' partial results (each normalized by its own sum, lse without the sink) are merged through
 // core::SoftmaxState::add_partial in chunk order, the sink is added once, and out and lse are written. Every order
 // is fixed, so the result depends only on the chunks, never on timing (no atomics).
-//
-// The combine runs after the decode grid has finished, so its latency is on the critical path: the rows of the first
-// kBatch chunks are requested together with the lse, before the lse are folded, so up to kBatch chunks cost one
-// round trip to L2 (the partial results were just written there).
 #include <cstdint>
 
 #include <cuda_runtime.h>
@@ -18,13 +14,11 @@ namespace ioattn::detail::paged {
 namespace {
 
 constexpr int kCombineWarps = 4;
+constexpr int kMaxVecPerLane = 2;  // float4s per lane: dim_v up to 256
 
-// kVec float4s per lane: dim_v up to 128 * kVec. kBatch chunk rows in flight per lane: 16 float4 registers.
-template <class Element, int kVec>
+template <class Element>
 __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const DecodeParams p, int dim_v) {
   using Mma = MmaOp<Element>;
-  constexpr int kBatch = 16 / kVec;
-  static_assert(32 % kBatch == 0, "batches tile a block of 32 chunks (one lse per lane)");
   const int lane = threadIdx.x % 32;
   const int b = blockIdx.y;
   const int item = blockIdx.x * kCombineWarps + threadIdx.x / 32;
@@ -44,31 +38,11 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
   const std::int64_t split_stride = static_cast<std::int64_t>(p.rows) * p.heads_q;  // slots per chunk
   const std::int64_t slot0 = prow * p.heads_q + h;
 
-  // Rows of chunks s0 .. s0 + kBatch - 1 (zeros past the last chunk).
-  float4 part[kBatch][kVec];
-  auto load_rows = [&](int s0) {
-#pragma unroll
-    for (int k = 0; k < kBatch; ++k) {
-      const float* row = p.partial_out + ((s0 + k) * split_stride + slot0) * dim_v;
-#pragma unroll
-      for (int v = 0; v < kVec; ++v) {
-        const int c = (lane + 32 * v) * 4;
-        part[k][v] = s0 + k < chunks && c < dim_v ? *reinterpret_cast<const float4*>(row + c)
-                                                  : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      }
-    }
-  };
-  auto load_lse = [&](int s0) {  // chunk s0 + lane's
-    return s0 + lane < chunks ? p.partial_lse[(s0 + lane) * split_stride + slot0] : -INFINITY;
-  };
-  load_rows(0);
-  const float lse_first = load_lse(0);
-
-  // Pass 1, scalars only: fold the chunks' lse in chunk order (32 at a time, one per lane, handed round by
-  // shuffles), then the sink. That fixes the row's final max and sum.
+  // Pass 1, scalars only: fold the chunks' lse in chunk order (32 at a time, one per lane, read in parallel and
+  // handed round by shuffles), then the sink. That fixes the row's final max and sum.
   core::SoftmaxState<float> state;
   for (int s0 = 0; s0 < chunks; s0 += 32) {
-    const float lse_lane = s0 == 0 ? lse_first : load_lse(s0);
+    const float lse_lane = s0 + lane < chunks ? p.partial_lse[(s0 + lane) * split_stride + slot0] : -INFINITY;
     const int n = min(32, chunks - s0);
     for (int k = 0; k < n; ++k) {
       float weight;
@@ -79,24 +53,37 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
   const float offset = state.offset(), inv_sum = state.inv_sum();
 
   // Pass 2: out = sum over chunks, in chunk order, of exp(lse_s - max) / sum * o_s (what the sequential merge
-  // computes, with every chunk's final weight known up front).
-  float4 o[kVec];
+  // computes, with every chunk's final weight known up front), so the chunks' rows are read kBatch at a time
+  // instead of one dependent load per chunk.
+  constexpr int kBatch = 8;
+  float4 o[kMaxVecPerLane];
 #pragma unroll
-  for (int v = 0; v < kVec; ++v) o[v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  for (int v = 0; v < kMaxVecPerLane; ++v) o[v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   for (int s0 = 0; s0 < chunks; s0 += 32) {
-    const float lse_lane = s0 == 0 ? lse_first : load_lse(s0);
+    const float lse_lane = s0 + lane < chunks ? p.partial_lse[(s0 + lane) * split_stride + slot0] : -INFINITY;
     const float coef_lane = __expf(lse_lane - offset) * inv_sum;  // an empty chunk (lse -inf) weighs 0
     const int n = min(32, chunks - s0);
     for (int k0 = 0; k0 < n; k0 += kBatch) {
-      if (s0 + k0 > 0) load_rows(s0 + k0);
+      float4 part[kBatch][kMaxVecPerLane];
+      float coef[kBatch];
 #pragma unroll
       for (int k = 0; k < kBatch; ++k) {
-        const float coef = __shfl_sync(0xffffffffu, coef_lane, k0 + k);
+        coef[k] = __shfl_sync(0xffffffffu, coef_lane, (k0 + k) % 32);
+        const float* row = p.partial_out + ((s0 + k0 + k) * split_stride + slot0) * dim_v;
+#pragma unroll
+        for (int v = 0; v < kMaxVecPerLane; ++v) {
+          const int c = (lane + 32 * v) * 4;
+          part[k][v] = k0 + k < n && c < dim_v ? *reinterpret_cast<const float4*>(row + c)
+                                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) {
         if (k0 + k >= n) break;
 #pragma unroll
-        for (int v = 0; v < kVec; ++v) {
-          o[v].x += coef * part[k][v].x, o[v].y += coef * part[k][v].y;
-          o[v].z += coef * part[k][v].z, o[v].w += coef * part[k][v].w;
+        for (int v = 0; v < kMaxVecPerLane; ++v) {
+          o[v].x += coef[k] * part[k][v].x, o[v].y += coef[k] * part[k][v].y;
+          o[v].z += coef[k] * part[k][v].z, o[v].w += coef[k] * part[k][v].w;
         }
       }
     }
@@ -104,7 +91,7 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
   Element* out = static_cast<Element*>(p.out) + b * p.o_batch_stride + (q_offset + i) * p.o_row_stride +
                  h * p.o_head_stride;
 #pragma unroll
-  for (int v = 0; v < kVec; ++v) {
+  for (int v = 0; v < kMaxVecPerLane; ++v) {
     const int c = (lane + 32 * v) * 4;
     if (c < dim_v) {
       uint2 packed;
@@ -136,9 +123,7 @@ void launch_combine(const DecodeParams& p, int dim_v, void* stream, bool program
   attribute.val.programmaticStreamSerializationAllowed = 1;
   config.attrs = &attribute;
   config.numAttrs = programmatic ? 1 : 0;
-  const cudaError_t status = dim_v <= 128 ? cudaLaunchKernelEx(&config, paged_combine_kernel<Element, 1>, p, dim_v)
-                                          : cudaLaunchKernelEx(&config, paged_combine_kernel<Element, 2>, p, dim_v);
-  sm80::cuda_check(status, "paged combine kernel launch");
+  sm80::cuda_check(cudaLaunchKernelEx(&config, paged_combine_kernel<Element>, p, dim_v), "paged combine kernel launch");
 }
 
 template void launch_combine<__nv_bfloat16>(const DecodeParams&, int, void*, bool);

@@ -80,18 +80,14 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
   constexpr int kRowsPerThread = T::kBlockN / 8;
   const int load_row0 = tid / 16, load_lane = tid % 16;
   const std::int32_t* table = p.block_table + b * p.block_table_stride;
-  // The pages of the chunk's first kStages tiles (the prologue's and the first one looked up ahead) are read before
-  // the sequence's length is known, all in one round trip: the prologue then issues its loads without waiting on the
-  // table tile by tile (entries past the sequence's pages are read, inside the table, but never used).
+  // The pages of the chunk's first tile are read before the sequence's length is known, saving one round trip in
+  // front of the first loads (entries past the sequence's pages are read, inside the table, but never used).
   const int first_tile = split * (p.split_tokens / T::kBlockN);
-  int early_page[T::kStages][kRowsPerThread];
+  int first_tile_page[kRowsPerThread];
 #pragma unroll
-  for (int s = 0; s < T::kStages; ++s) {
-#pragma unroll
-    for (int i = 0; i < kRowsPerThread; ++i) {
-      const int page_index = p.page_div.quotient((first_tile + s) * T::kBlockN + load_row0 + 8 * i);
-      early_page[s][i] = page_index < p.max_pages_per_seq ? __ldg(table + page_index) : 0;
-    }
+  for (int i = 0; i < kRowsPerThread; ++i) {
+    const int page_index = p.page_div.quotient(first_tile * T::kBlockN + load_row0 + 8 * i);
+    first_tile_page[i] = page_index < p.max_pages_per_seq ? __ldg(table + page_index) : 0;
   }
 
   const int len = sequence_length(p, b);
@@ -151,16 +147,15 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
   const Element* v_lane = v_cache + hk * p.v_head_stride + load_lane * 8;
   const int s_k_lane = SwzQK::offset(load_row0, load_lane), s_v_lane = SwzV::offset(load_row0, load_lane);
   int row_page[kRowsPerThread], row_in_page[kRowsPerThread];  // page -1: past the sequence's end, zero-filled
-  // Tile n's pages, from the table, or with `early` from early_page[s] (s a compile-time index at every call, so the
-  // array stays in registers).
-  auto look_up_pages = [&](int n, bool early, int s) {
+  auto look_up_pages = [&](int n, bool may_be_first) {
 #pragma unroll
     for (int i = 0; i < kRowsPerThread; ++i) {
       const int j = n * T::kBlockN + load_row0 + 8 * i;
       const int page_index = p.page_div.quotient(j);
       row_in_page[i] = j - page_index * p.page_size;
       // Entries past a sequence's last page may hold anything: never read them.
-      row_page[i] = j < len ? (early ? early_page[s][i] : __ldg(table + page_index)) : -1;
+      const bool reuse = may_be_first && n == first_tile;
+      row_page[i] = j < len ? (reuse ? first_tile_page[i] : __ldg(table + page_index)) : -1;
     }
   };
   // Issues the loads of the looked-up tile into ring slot `slot`.
@@ -190,18 +185,16 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
     }
   };
 
-  // Prologue: the query tile rides in the first group; then the pages of the first tile the loop issues. A window
-  // that starts inside the chunk moves the first tile off first_tile: then the table is read tile by tile.
-  const bool early_pages = n_lo == first_tile;
+  // Prologue: the query tile rides in the first group; then the pages of the first tile the loop issues.
 #pragma unroll
   for (int s = 0; s < T::kStages - 1; ++s) {
     if (s < n_tiles) {
-      look_up_pages(n_lo + s, early_pages, s);
+      look_up_pages(n_lo + s, true);
       load_tile(s);
     }
     cp_async_commit();
   }
-  if (T::kStages - 1 < n_tiles) look_up_pages(n_lo + T::kStages - 1, early_pages, T::kStages - 1);
+  if (T::kStages - 1 < n_tiles) look_up_pages(n_lo + T::kStages - 1, false);
 
   // This thread's two accumulator rows (g and g + 8 of its warp's 16), their query token and visible keys.
   const int g = lane / 4, t4 = lane % 4;
@@ -240,7 +233,7 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
     __syncthreads();  // tile t is in; every warp is done with the slot refilled next
     if (t + T::kStages - 1 < n_tiles) load_tile((t + T::kStages - 1) % T::kStages);
     cp_async_commit();
-    if (t + T::kStages < n_tiles) look_up_pages(n_lo + t + T::kStages, false, 0);  // lands while this tile computes
+    if (t + T::kStages < n_tiles) look_up_pages(n_lo + t + T::kStages, false);  // lands while this tile computes
 
     const int slot = t % T::kStages;
     const Element* s_k = s_kv + slot * T::kStageElems;
