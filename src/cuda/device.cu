@@ -1,7 +1,14 @@
-// ioattn CUDA: how many GPUs this build can use.
+// ioattn CUDA: how many GPUs this build can use, and the kernels' shared-memory opt-in.
+#include <mutex>
+#include <set>
+#include <string>
+#include <utility>
+
 #include <cuda_runtime.h>
 
 #include "api/backend.hpp"
+#include "cuda/shared_memory.hpp"
+#include "ioattn/error.hpp"
 
 namespace ioattn::detail {
 
@@ -13,6 +20,24 @@ int cuda_device_count() {
     return 0;
   }
   return count;
+}
+
+void opt_in_shared_memory(const void* kernel, int smem_bytes, int device, const char* what, bool max_carveout) {
+  static std::mutex mutex;
+  static std::set<std::pair<const void*, int>> configured;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (configured.count({kernel, device}) != 0) return;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
+  if (err == cudaSuccess && max_carveout) {
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+  }
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    throw Error(ErrorCode::backend_failure, std::string(what) + ": cudaFuncSetAttribute(" +
+                                                std::to_string(smem_bytes) + " bytes of shared memory) failed: " +
+                                                cudaGetErrorString(err));
+  }
+  configured.insert({kernel, device});
 }
 
 }  // namespace ioattn::detail

@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdint>
 #include <mutex>
-#include <set>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -230,24 +229,6 @@ void cuda_paged_forward(const PagedProblem& p) {
 }  // namespace
 
 namespace paged {
-
-// The kernels configured so far, in a non-inline function: a static of an inline or template function would be one
-// object per process (STB_GNU_UNIQUE), shared with another copy of the library loaded beside this one (another
-// version, a benchmark's baseline), which would then skip its own kernels' opt-in and fail to launch.
-void opt_in_shared_memory(const void* kernel, int smem_bytes, int device) {
-  static std::mutex mutex;
-  static std::set<std::pair<const void*, int>> configured;
-  std::lock_guard<std::mutex> lock(mutex);
-  if (configured.count({kernel, device}) != 0) return;
-  sm80::cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes),
-                   "cudaFuncSetAttribute(paged decode shared memory)");
-  // All of L1 as shared memory: the occupancy the planner assumes (2 CTAs per SM at dim 128) needs it, and the K/V
-  // stream bypasses L1 anyway.
-  sm80::cuda_check(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared),
-      "cudaFuncSetAttribute(paged decode carveout)");
-  configured.insert({kernel, device});
-}
 
 DecodeParams make_decode_params(const PagedProblem& p, float* workspace) {
   DecodeParams d{};

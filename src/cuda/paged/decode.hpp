@@ -33,10 +33,6 @@ constexpr DecodeShape decode_shape(int dim_qk) {
   return {dim_qk <= 64 ? 4 : (dim_qk <= 192 ? 3 : 2)};
 }
 
-// Opts `kernel` in to `smem_bytes` of dynamic shared memory (and all of L1 as shared memory) on `device`, once per
-// kernel and device (backend.cu).
-void opt_in_shared_memory(const void* kernel, int smem_bytes, int device);
-
 // Launches the decode kernel over grid (batch x heads_kv, max_splits, row blocks) on `stream`.
 template <class Element, int kDimQK, int kDimV>
 void launch_decode(const DecodeParams& p, void* stream, int device);

@@ -7,6 +7,7 @@
 
 #include "cuda/paged/decode.hpp"
 #include "cuda/paged/decode_kernel.cuh"
+#include "cuda/shared_memory.hpp"
 #include "cuda/sm80/common/cuda_check.cuh"
 
 namespace ioattn::detail::paged {
@@ -16,7 +17,10 @@ void launch_decode_traits(const DecodeParams& p, void* stream, int device, int r
   static_assert(T::kSmemBytes == DecodeShape{T::kStages}.smem_bytes(T::kDimQK, T::kDimV, T::kBlockM),
                 "decode.hpp's shape arithmetic (used by the planner) must match the kernel's");
   auto kernel = &paged_decode_kernel<T>;
-  opt_in_shared_memory(reinterpret_cast<const void*>(kernel), T::kSmemBytes, device);
+  // All of L1 as shared memory: the occupancy the planner assumes (2 CTAs per SM at dim 128) needs it, and the K/V
+  // stream bypasses L1 anyway.
+  opt_in_shared_memory(reinterpret_cast<const void*>(kernel), T::kSmemBytes, device, "cuda paged decode",
+                       /*max_carveout=*/true);
   const dim3 grid(static_cast<unsigned>(p.batch * p.heads_kv), static_cast<unsigned>(p.max_splits),
                   static_cast<unsigned>(row_blocks));
   kernel<<<grid, T::kThreads, T::kSmemBytes, static_cast<cudaStream_t>(stream)>>>(p);

@@ -1,7 +1,6 @@
 // ioattn sm80 forward: tile choice per head dim, and the launch. Included by the instantiation files only.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 
@@ -9,6 +8,7 @@
 #include <cutlass/numeric_types.h>
 
 #include "api/problem.hpp"
+#include "cuda/shared_memory.hpp"
 #include "cuda/sm80/common/cuda_check.cuh"
 #include "cuda/sm80/forward.cuh"
 #include "cuda/sm80/forward_kernel.cuh"
@@ -114,15 +114,7 @@ void launch_forward_kernel(const Problem& p) {
   auto kernel = &forward_kernel<Traits, kPlain>;
 
   DeviceScope device(p.device_index);
-  // Above 48 KB a kernel must opt in to dynamic shared memory, once per device it runs on (one bit per device;
-  // a race only repeats the idempotent call).
-  static std::atomic<std::uint64_t> configured{0};
-  const std::uint64_t bit = p.device_index < 64 ? (std::uint64_t{1} << p.device_index) : 0;
-  if (bit == 0 || (configured.load(std::memory_order_relaxed) & bit) == 0) {
-    cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem),
-               "cudaFuncSetAttribute(max dynamic shared memory)");
-    configured.fetch_or(bit, std::memory_order_relaxed);
-  }
+  opt_in_shared_memory(reinterpret_cast<const void*>(kernel), kSmem, p.device_index, "cuda forward");
 
   const ForwardParams fp = make_forward_params(p, Traits::kBlockM);
   if (fp.num_m_blocks == 0 || p.batch == 0 || p.heads_q == 0) return;

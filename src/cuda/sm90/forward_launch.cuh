@@ -12,6 +12,7 @@
 #include <cutlass/numeric_types.h>
 
 #include "api/problem.hpp"
+#include "cuda/shared_memory.hpp"
 #include "cuda/sm80/common/cuda_check.cuh"
 #include "cuda/sm90/forward.hpp"
 #include "cuda/sm90/forward_kernel.cuh"
@@ -155,15 +156,7 @@ void launch_forward_kernel(const Problem& p) {
   auto kernel = &forward_kernel<Traits, kSchedule, kOrder, kScoreMod>;
 
   sm80::DeviceScope device(p.device_index);
-  // Above 48 KB a kernel must opt in to dynamic shared memory, once per device (one bit per device; a race only
-  // repeats the idempotent call).
-  static std::atomic<std::uint64_t> configured{0};
-  const std::uint64_t bit = p.device_index < 64 ? (std::uint64_t{1} << p.device_index) : 0;
-  if (bit == 0 || (configured.load(std::memory_order_relaxed) & bit) == 0) {
-    sm80::cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem),
-                     "cudaFuncSetAttribute(max dynamic shared memory)");
-    configured.fetch_or(bit, std::memory_order_relaxed);
-  }
+  opt_in_shared_memory(reinterpret_cast<const void*>(kernel), kSmem, p.device_index, "cuda_sm90 forward");
 
   const ForwardParams<Traits> fp = make_forward_params<Traits>(p);
   // One CTA per SM fits (the shared memory of one takes most of an SM's): a persistent grid is one wave.
