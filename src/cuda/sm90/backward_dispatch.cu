@@ -85,12 +85,6 @@ std::string backward_unsupported(const Problem& problem) {
     return "the cuda_sm90 backward takes at most 65535 sequences and 65535 kv heads; got batch " +
            std::to_string(p.batch) + ", kv heads " + std::to_string(p.heads_kv);
   }
-  // The kernel's mask works on key - row distances in 32 bits (backward_kernel.cuh, TileMask).
-  const std::int64_t rows_sum = p.is_varlen() ? p.total_q + p.total_k : p.seqlen_q + p.seqlen_k;
-  if (rows_sum >= (std::int64_t(1) << 30)) {
-    return "the cuda_sm90 backward takes fewer than 2^30 query and key rows together; got " +
-           std::to_string(rows_sum);
-  }
   const std::int64_t tma_vec = 16 / std::int64_t(dtype_size(p.dtype));
   for (const auto& [name, x, multiple] :
        {std::tuple<const char*, const Operand&, std::int64_t>{"dout", p.dout, tma_vec}, {"dq", p.dq, 4},

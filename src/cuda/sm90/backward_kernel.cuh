@@ -1,18 +1,16 @@
 // ioattn sm90 backward kernel: one CTA per (key tile of 128, kv head, sequence), warp-specialized.
 //
-// Producer warpgroup (registers given away):
-//  - warp 0 loads: K and V of the CTA's key tile once, by TMA; then, for each query tile that sees a key of the tile
-//    (for every query head of the kv head's GQA group), Q and dO by TMA and the rows' lse2 and delta by plain loads
-//    into a kStages-deep ring. A stage's "full" barrier completes on the arrive of each of the warp's lanes (after
-//    its own lse2 / delta stores, which the arrive releases) and the TMA bytes; its "empty" barrier on the arrive of
-//    every consumer thread.
-//  - warp 1 stores dQ: per query tile, once the consumers put the fp32 dQ tile in shared memory, one TMA reduce-add
-//    into the global accumulator; the buffer is handed back when the TMA unit has read it.
+// Producer (warp 0 of warpgroup 0, registers given away): K and V of the CTA's key tile once, by TMA; then, for each
+// query tile that sees a key of the tile (for every query head of the kv head's GQA group), Q and dO by TMA and the
+// rows' lse2 and delta by plain loads into a kStages-deep ring. A stage's "full" barrier completes on the producer's
+// one arrive (after its lanes stored lse2 and delta, so those are published by the arrive's release) and the TMA
+// bytes; its "empty" barrier on the arrive of every consumer thread.
 // Consumers (two warpgroups, 64 keys each), per query tile:
 //   S^T, dP^T by wgmma; P^T = 2^(S^T scale log2(e) - lse2) (masked entries 0); dS^T = P^T (dP^T - delta);
 //   dV += P^T dO and dK += dS^T Q by wgmma with P^T, dS^T from registers; dS^T also to shared memory; after a
-//   named barrier (both halves of dS written), dQ = dS K by wgmma, then to shared memory for warp 1. dK and dV stay
-//   in registers to the end: the CTA owns its keys for every query head of the group, so they need no atomics.
+//   named barrier (both halves of dS written), dQ = dS K by wgmma, added to the fp32 dQ accumulator in global
+//   memory with two-wide reductions (red.global.add.v2.f32). dK and dV stay in registers to the end: the CTA owns
+//   its keys for every query head of the group, so they need no atomics.
 #pragma once
 
 #include <climits>
@@ -33,51 +31,8 @@ namespace ioattn::detail::sm90 {
 
 using namespace cute;
 
-// Named barriers (after CUTLASS's reserved ones). kDsReady: the consumer warpgroups, once both wrote their dS.
-// kDqEmpty / kDqFull: the consumers and the dQ warp, handing the shared dQ tile back and forth.
+// Named barrier (after CUTLASS's reserved ones) on which the consumer warpgroups meet once both wrote their dS.
 constexpr std::uint32_t kDsReadyBarrier = 1;
-constexpr std::uint32_t kDqEmptyBarrier = 2;
-constexpr std::uint32_t kDqFullBarrier = 3;
-
-// How dQ reaches the global fp32 accumulator (BackwardParams::dq_mode).
-constexpr int kDqTmaReduce = 0;  // consumers -> shared memory -> one TMA reduce-add per tile (warp 1)
-constexpr int kDqWarpAtomics = 1;  // consumers -> shared memory -> red.global.add.v4 by warp 1
-constexpr int kDqRegisters = 2;  // consumers' red.global.add.v2 straight from the accumulator
-
-__forceinline__ __device__ void red_add_v2(float* dst, float a, float b) {
-  asm volatile("red.relaxed.gpu.global.add.v2.f32 [%0], {%1, %2};" ::"l"(dst), "f"(a), "f"(b) : "memory");
-}
-__forceinline__ __device__ void red_add_v4(float* dst, float4 v) {
-  asm volatile("red.relaxed.gpu.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(dst), "f"(v.x), "f"(v.y), "f"(v.z),
-               "f"(v.w)
-               : "memory");
-}
-
-// Which (query, key) pairs of a tile are visible, in 32-bit arithmetic: the pair is visible when
-// -window_left <= key - row - diag_offset <= window_right (core::MaskRule), key < k_len and row < q_len.
-// backward_unsupported keeps seqlen_q + seqlen_k below 2^30, so the distance fits, and a window that wide bounds
-// nothing.
-struct TileMask {
-  int q_len, k_len, diag_offset, window_left, window_right;
-  bool has_left, has_right;
-
-  __forceinline__ __device__ static TileMask make(const core::MaskRule& rule, int q_len, int k_len) {
-    constexpr std::int64_t kWide = std::int64_t(1) << 30;
-    TileMask m;
-    m.q_len = q_len, m.k_len = k_len;
-    m.diag_offset = int(rule.diag_offset);
-    m.has_left = rule.window_left >= 0 && rule.window_left < kWide;
-    m.has_right = rule.window_right >= 0 && rule.window_right < kWide;
-    m.window_left = m.has_left ? int(rule.window_left) : 0;
-    m.window_right = m.has_right ? int(rule.window_right) : 0;
-    return m;
-  }
-  __forceinline__ __device__ bool visible(int row, int key) const {
-    const int distance = key - row - diag_offset;
-    return row < q_len && key < k_len && (!has_left || distance >= -window_left) &&
-           (!has_right || distance <= window_right);
-  }
-};
 
 // First index in [lo, hi) where pred holds, for a pred that is false then true.
 template <class Pred>
@@ -91,6 +46,11 @@ __forceinline__ __device__ int first_true_index(int lo, int hi, Pred pred) {
     }
   }
   return lo;
+}
+
+// dst[0] += a, dst[1] += b, unordered (Hopper's two-wide reduction).
+__forceinline__ __device__ void red_add_v2(float* dst, float a, float b) {
+  asm volatile("red.relaxed.gpu.global.add.v2.f32 [%0], {%1, %2};" ::"l"(dst), "f"(a), "f"(b) : "memory");
 }
 
 // The work of one CTA: its keys and the query tiles that see any of them.
@@ -162,7 +122,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     Barrier::init(&storage.bar_kv, 1);
     CUTE_UNROLL
     for (int s = 0; s < kStages; ++s) {
-      Barrier::init(&storage.full[s], 32);  // every lane of the loader warp
+      Barrier::init(&storage.full[s], 1);
       PlainBarrier::init(&storage.empty[s], Traits::kConsumerThreads);
     }
     cutlass::arch::fence_barrier_init();
@@ -172,52 +132,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   if (warpgroup == 0) {
     // ---------------------------------------------------------------- producer
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegisters>();
-    const int bq = p.cu_seqlens_q != nullptr ? 0 : b;
-    if (warp_idx == 1 && total > 0 && p.dq_mode != kDqRegisters) {
-      // dQ store warp. The buffer starts free: one arrive for the consumers' first wait.
-      const int lane = int(threadIdx.x) - 32;
-      Tensor sdQ = make_tensor(make_smem_ptr(storage.dq.data()), typename Traits::SmemLayoutdQ{});
-      cutlass::arch::NamedBarrier::arrive(Traits::kConsumerThreads + 32, kDqEmptyBarrier);
-      for (int it = 0; it < total; ++it) {
-        const int h = h_kv * p.group_size + it / w.n_m;
-        const int m_block = w.m_lo + it % w.n_m;
-        cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads + 32, kDqFullBarrier);
-        if (p.dq_mode == kDqTmaReduce) {
-          if (lane == 0) {
-            Tensor mdQ =
-                p.tma_dq.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.map_batch))(_, _, h, bq);
-            Tensor gdQ = local_tile(domain_offset(make_coord(int(w.span.q_offset), _0{}), mdQ),
-                                    Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(m_block, _0{}));
-            auto cta_tma = p.tma_dq.get_slice(_0{});
-            copy(p.tma_dq, cta_tma.partition_S(sdQ), cta_tma.partition_D(gdQ));
-            tma_store_arrive();
-            tma_store_wait<0>();  // the TMA unit has read the buffer
-          }
-        } else {
-          // Four-wide reductions, consecutive lanes on consecutive 16 bytes of a row (the 128-byte swizzle moves
-          // whole 16-byte chunks, so each stays contiguous); rows past the sequence are skipped.
-          const int row0 = m_block * kBlockM;
-          float* dq_tile = p.dq_accum + ((w.flat_q0 + row0) * p.heads_q + h) * std::int64_t(kDim);
-          constexpr int kChunksPerRow = kDim / 4;
-          CUTE_UNROLL
-          for (int j = 0; j < kBlockM * kChunksPerRow / 32; ++j) {
-            const int chunk = j * 32 + lane;
-            const int row = chunk / kChunksPerRow, col = chunk % kChunksPerRow * 4;
-            if (row0 + row < q_len) {
-              const float4 v = *reinterpret_cast<const float4*>(raw_pointer_cast(&sdQ(row, col)));
-              red_add_v4(dq_tile + row * std::int64_t(p.heads_q) * kDim + col, v);
-            }
-          }
-        }
-        __syncwarp();
-        if (it + 1 < total) cutlass::arch::NamedBarrier::arrive(Traits::kConsumerThreads + 32, kDqEmptyBarrier);
-      }
-      // The reductions themselves complete before the warp exits (the post-pass reads the accumulator).
-      if (lane == 0 && p.dq_mode == kDqTmaReduce) asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
-      return;
-    }
     if (warp_idx != 0 || total == 0) return;
     const int lane = int(threadIdx.x);
+    const int bq = p.cu_seqlens_q != nullptr ? 0 : b;
     if (lane == 0) {
       cute::prefetch_tma_descriptor(p.tma_q.get_tma_descriptor());
       cute::prefetch_tma_descriptor(p.tma_dout.get_tma_descriptor());
@@ -247,7 +164,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         storage.lse2[stage][r] = inside ? p.lse2[lse_base + row] : 0.0f;
         storage.delta[stage][r] = inside ? p.delta[lse_base + row] : 0.0f;
       }
-      if (lane != 0) Barrier::arrive(&storage.full[stage]);  // releases this lane's stores
+      __syncwarp();
       if (lane == 0) {
         Tensor mQ = p.tma_q.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.map_batch))(_, _, h, bq);
         Tensor mdO =
@@ -260,6 +177,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             tma_partition(p.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
         auto [tdOgdO, tdOsdO] =
             tma_partition(p.tma_dout, _0{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
+        // The arrive releases this warp's lse2 and delta stores (ordered before it by __syncwarp).
         Barrier::arrive_and_expect_tx(&storage.full[stage], 2 * Traits::kBytesQ);
         copy(p.tma_q.with(storage.full[stage]), tQgQ, tQsQ(_, stage));
         copy(p.tma_dout.with(storage.full[stage]), tdOgdO, tdOsdO(_, stage));
@@ -299,15 +217,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     // (key, query) in the tile of each S^T element, rowcol view; keys include the warpgroup's 64-row offset.
     Tensor cS = thr_sdp.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kBlockM>>{}));
     Tensor rC = make_tensor(cS.data(), gmma_rowcol_layout(cS.layout()));
-    Tensor sdQ = make_tensor(make_smem_ptr(storage.dq.data()), typename Traits::SmemLayoutdQ{});
-    Tensor tdQsdQ = thr_dq.partition_C(sdQ);
     Tensor cdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDim>>{}));
-    const TileMask tile_mask = TileMask::make(w.rule, q_len, k_len);
 
     if (total > 0) Barrier::wait(&storage.bar_kv, 0);
+    const std::int64_t dq_row_stride = std::int64_t(p.heads_q) * kDim;
     for (int it = 0; it < total; ++it) {
       const int stage = it % kStages;
       const int buffer = it & 1;
+      const int h = h_kv * p.group_size + it / w.n_m;
       const int row0 = (w.m_lo + it % w.n_m) * kBlockM;
       // Whole tiles inside both sequences that every (query, key) pair sees need no mask.
       const bool masked = row0 + kBlockM > q_len || w.key0 + kBlockN > k_len ||
@@ -327,7 +244,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         // -inf, not 0: an invisible score may be any value (even inf or NaN from a neighbour's rows).
         CUTE_UNROLL
         for (int i = 0; i < size(rS); ++i) {
-          if (!tile_mask.visible(row0 + get<1>(rC(i)), w.key0 + get<0>(rC(i)))) rS(i) = -INFINITY;
+          const int key = w.key0 + get<0>(rC(i));
+          const int row = row0 + get<1>(rC(i));
+          if (!(row < q_len && key < k_len && w.rule.visible(row, key))) rS(i) = -INFINITY;
         }
       }
       CUTE_UNROLL
@@ -338,11 +257,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       Tensor rdP = make_tensor(acc_dp.data(), gmma_rowcol_layout(acc_dp.layout()));
       CUTE_UNROLL
       for (int i = 0; i < size(rdP); ++i) rdP(i) = rS(i) * (rdP(i) - delta[get<1>(rC(i))]);
-      if (masked) {
-        // A hidden pair's dS is 0 even where dP is not finite (a neighbour's rows in a varlen batch).
-        CUTE_UNROLL
-        for (int i = 0; i < size(rdP); ++i) rdP(i) = rS(i) == 0.0f ? 0.0f : rdP(i);
-      }
 
       Tensor rP = sm80::convert_tensor<Element>(acc_s);
       Tensor tdVrP = make_tensor(rP.data(), gmma_acc_as_a_layout(rP.layout()));
@@ -363,24 +277,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       warpgroup_wait<0>();
       PlainBarrier::arrive(&storage.empty[stage]);
 
-      if (p.dq_mode == kDqRegisters) {
-        const int h = h_kv * p.group_size + it / w.n_m;
-        float* dq_tile = p.dq_accum + ((w.flat_q0 + row0) * p.heads_q + h) * std::int64_t(kDim);
-        CUTE_UNROLL
-        for (int i = 0; i < size(acc_dq) / 2; ++i) {
-          const int row = get<0>(cdQ(2 * i));
-          const int col = get<1>(cdQ(2 * i));
-          if (row0 + row < q_len) {
-            red_add_v2(dq_tile + row * std::int64_t(p.heads_q) * kDim + col, acc_dq(2 * i), acc_dq(2 * i + 1));
-          }
-        }
-      } else {
-        // dQ to the store warp. With the TMA reduce-add, rows past the sequence go too: they hold exact zeros
-        // (their dS is 0), which in a varlen batch are added to the next sequence's rows.
-        cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads + 32, kDqEmptyBarrier);
-        copy(acc_dq, tdQsdQ);
-        cutlass::arch::fence_view_async_shared();
-        cutlass::arch::NamedBarrier::arrive(Traits::kConsumerThreads + 32, kDqFullBarrier);
+      float* dq_tile = p.dq_accum + ((w.flat_q0 + row0) * p.heads_q + h) * std::int64_t(kDim);
+      CUTE_UNROLL
+      for (int i = 0; i < size(acc_dq) / 2; ++i) {
+        const int row = get<0>(cdQ(2 * i));
+        const int col = get<1>(cdQ(2 * i));
+        if (row0 + row < q_len) red_add_v2(dq_tile + row * dq_row_stride + col, acc_dq(2 * i), acc_dq(2 * i + 1));
       }
     }
 

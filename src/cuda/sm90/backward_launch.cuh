@@ -4,7 +4,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <cstdlib>
 #include <type_traits>
 
 #include <cuda_runtime.h>
@@ -40,19 +39,6 @@ auto make_backward_gmem_view(const Operand& x, std::int64_t rows, std::int64_t h
                      make_stride(row_stride, _1{}, head_stride, batch_stride));
 }
 
-// IOATTN_SM90_BWD_DQ (read once) picks how dQ reaches the accumulator, for side-by-side timing: 0, a TMA
-// reduce-add per tile; 1, four-wide atomics from shared memory by a producer warp; 2, the consumers' two-wide
-// atomics from registers. Unset: kDefaultDqMode.
-constexpr int kDefaultDqMode = 0;
-inline int dq_mode_from_env() {
-  static const int mode = [] {
-    const char* env = std::getenv("IOATTN_SM90_BWD_DQ");
-    const int m = env && *env ? std::atoi(env) : kDefaultDqMode;
-    return m >= 0 && m <= 2 ? m : kDefaultDqMode;
-  }();
-  return mode;
-}
-
 template <class Traits>
 BackwardParams<Traits> make_backward_params(const BackwardProblem& p, const BackwardBuffers& buffers) {
   const bool varlen = p.is_varlen();
@@ -72,13 +58,6 @@ BackwardParams<Traits> make_backward_params(const BackwardProblem& p, const Back
                            typename Traits::SmemLayoutK{}, TileK{}, _1{});
   bp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, make_backward_gmem_view<Traits>(p.v, rows_k, p.heads_kv, batches),
                            typename Traits::SmemLayoutK{}, TileK{}, _1{});
-  // dq_accum [rows][heads_q][dim] (fp32) seen as (rows, dim, heads, batch), dense rows per sequence.
-  const std::int64_t accum_row_stride = p.heads_q * std::int64_t(Traits::kDim);
-  Tensor accum = make_tensor(make_gmem_ptr(buffers.dq_accum),
-                             make_shape(int(rows_q > 1 ? rows_q : 1), int(Traits::kDim), int(p.heads_q), int(batches)),
-                             make_stride(accum_row_stride, _1{}, std::int64_t(Traits::kDim),
-                                         batches > 1 ? rows_q * accum_row_stride : std::int64_t(Traits::kDim)));
-  bp.tma_dq = make_tma_copy(SM90_TMA_REDUCE_ADD{}, accum, typename Traits::SmemLayoutdQ{}, TileQ{}, _1{});
   bp.map_rows_q = int(rows_q);
   bp.map_rows_k = int(rows_k);
   bp.map_batch = int(batches);
@@ -99,7 +78,6 @@ BackwardParams<Traits> make_backward_params(const BackwardProblem& p, const Back
   bp.total_k = p.total_k;
   bp.seqlen_q = int(p.seqlen_q);
   bp.seqlen_k = int(p.seqlen_k);
-  bp.dq_mode = dq_mode_from_env();
   bp.scale = p.scale;
   bp.scale_log2 = p.scale * 1.4426950408889634f;
   bp.window_left = p.mask.window_left;

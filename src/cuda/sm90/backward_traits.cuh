@@ -9,8 +9,7 @@
 //   dV  += P^T dO     (keys x dim)       P^T from registers (the S^T accumulator, converted in place)
 //   dK  += dS^T Q     (keys x dim)       dS^T from registers
 //   dQ   = dS K       (queries x dim)    dS from shared memory (written by both warpgroups), K read MN-major
-// so the probabilities and score gradients feed dV and dK without a trip through shared memory. The fp32 dQ tile goes
-// through shared memory to a TMA reduce-add into the global accumulator, issued by a warp of the producer warpgroup.
+// so the probabilities and score gradients feed dV and dK without a trip through shared memory.
 #pragma once
 
 #include <cstdint>
@@ -71,10 +70,6 @@ struct BackwardTraits {
   using SmemLayoutdSt = decltype(composition(
       SmemLayoutdS{}, make_ordered_layout(Shape<Int<kBlockN>, Int<kBlockM>, _2>{}, Step<_2, _1, _3>{})));
 
-  // The fp32 dQ tile (queries, dim) on its way to the TMA reduce-add: 128-byte swizzled (TMA undoes the swizzle), so
-  // the accumulator's pairs of adjacent columns land in different banks across the rows a warp writes.
-  using SmemLayoutdQ = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<float>{}, Shape<Int<kBlockM>, Int<kDim>>{}));
-
   // Global tensors as the tensor maps see them: (rows, dim, heads, batch); varlen: rows = the packed total and
   // batch = 1. Rows past the extent arrive as zeros.
   using GmemShape = Shape<int, int, int, int>;
@@ -86,11 +81,6 @@ struct BackwardTraits {
   using TmaK = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, SmemLayoutK{},
                                       Shape<Int<kBlockN>, Int<kDim>>{}, _1{}));
 
-  using GmemTensorAccum =
-      decltype(make_tensor(make_gmem_ptr(static_cast<float*>(nullptr)), GmemShape{}, GmemStride{}));
-  using TmaDq = decltype(make_tma_copy(SM90_TMA_REDUCE_ADD{}, GmemTensorAccum{}, SmemLayoutdQ{},
-                                       Shape<Int<kBlockM>, Int<kDim>>{}, _1{}));
-
   static constexpr std::uint32_t kBytesQ = kBlockM * kDim * sizeof(Element);
   static constexpr std::uint32_t kBytesK = kBlockN * kDim * sizeof(Element);
 
@@ -100,11 +90,10 @@ struct BackwardTraits {
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutQ>> q;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutQ>> dout;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutdS>> ds;
-    alignas(1024) cute::array_aligned<float, cosize_v<SmemLayoutdQ>> dq;
     float lse2[kStages][kBlockM];   // lse * log2(e) of each query row (0 for rows that see nothing)
     float delta[kStages][kBlockM];  // rowsum(dO * O)
     alignas(8) std::uint64_t bar_kv;           // K and V landed
-    alignas(8) std::uint64_t full[kStages];    // Q and dO landed (bytes), lse2 and delta stored (each loader lane arrives)
+    alignas(8) std::uint64_t full[kStages];    // Q and dO landed (bytes) and LSE, delta stored (producer's arrive)
     alignas(8) std::uint64_t empty[kStages];   // every consumer thread is done with the stage
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
@@ -118,7 +107,6 @@ struct BackwardParams {
   typename Traits::TmaQ tma_dout;
   typename Traits::TmaK tma_k;
   typename Traits::TmaK tma_v;
-  typename Traits::TmaDq tma_dq;  // over dq_accum as (rows, dim, heads, batch)
   int map_rows_q, map_rows_k;  // the tensor maps' row extents
   int map_batch;               // batch (dense) or 1 (varlen)
   int heads_q, heads_kv, group_size;
@@ -140,7 +128,6 @@ struct BackwardParams {
   std::int64_t total_q, total_k;
   int seqlen_q, seqlen_k;  // dense: every sequence's; varlen: the max
 
-  int dq_mode;  // backward_kernel.cuh: kDqTmaReduce, kDqWarpAtomics or kDqRegisters
   float scale;
   float scale_log2;
   std::int64_t window_left, window_right;
