@@ -6,6 +6,7 @@
 // Without a Hopper GPU (or without 90a code in the build) every test skips, saying why.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -206,6 +207,58 @@ TEST(Sm90BackwardAuto, PlainCausal) {
   CaseData data(c);
   const Results got = data.run("auto", Device::cuda, true);
   for (const Comparison& cmp : data.compare_all(got, true)) EXPECT_TRUE(cmp.ok()) << cmp.describe();
+}
+
+// Varlen isolation: a tensor map bounds only the packed tensor, so a sequence's partial last key tile reads the next
+// sequence's K and V rows, and its partial last query tile the next sequence's Q and dO rows. Here those neighbours
+// have keys and no queries (their K and V set to +-Inf and NaN) or queries and no keys (their Q and dO), after a
+// clean run took the reference: every gradient, theirs included (all zero), must come out finite and within bound.
+// Without the kernel's zeroing of those rows (IOATTN_SM90_UNSAFE_VARLEN_OVERHANG=1 turns it off, to show this test
+// fails then), 0 x Inf = NaN in dQ = dS K, dK += dS^T Q or dV += P^T dO would reach sequences 0 and 2.
+TEST(Sm90BackwardVarlenIsolation, NeighbourInfNanStaysOut) {
+  if (std::string why = why_no_sm90_backward(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
+    for (int dim : {64, 128}) {
+      if (!listed(IOATTN_TEST_CUDA_HEAD_DIMS, std::to_string(dim))) continue;
+      for (const Mask& mask : {Mask::none(), Mask::causal()}) {
+        Case c;
+        c.dtype = dtype;
+        c.dim_qk = c.dim_v = dim;
+        c.heads_q = 4, c.heads_kv = 2;
+        c.mask = mask;
+        // Sequence 0's 100 keys end inside a key tile (128), over sequence 1's poisoned keys; sequence 2's 90
+        // queries end inside a query tile (64 or 128), over sequence 3's poisoned queries.
+        c.varlen_q = {150, 0, 90, 70};
+        c.varlen_k = {100, 64, 300, 0};
+        SCOPED_TRACE(c.name() + ", " + seed_text() + " reproduces these inputs");
+        CaseData data(c);
+        const Results clean = data.run(kImpl, Device::cuda, true);  // also takes the reference from clean inputs
+        for (const Comparison& cmp : data.compare_all(clean, true)) EXPECT_TRUE(cmp.ok()) << cmp.describe();
+        const detail::BackwardProblem& p = data.problem();  // host buffers, uploaded by run()
+        std::int64_t row_q = 0, row_k = 0;
+        for (std::size_t b = 0; b < c.varlen_q.size(); ++b) {
+          if (c.varlen_q[b] == 0) {
+            poison_rows_nonfinite(p.k, dtype, row_k, row_k + c.varlen_k[b], c.heads_kv, dim, true);
+            poison_rows_nonfinite(p.v, dtype, row_k, row_k + c.varlen_k[b], c.heads_kv, dim, false);
+          }
+          if (c.varlen_k[b] == 0) {
+            poison_rows_nonfinite(p.q, dtype, row_q, row_q + c.varlen_q[b], c.heads_q, dim, true);
+            poison_rows_nonfinite(p.dout, dtype, row_q, row_q + c.varlen_q[b], c.heads_q, dim, false);
+          }
+          row_q += c.varlen_q[b];
+          row_k += c.varlen_k[b];
+        }
+        const Results got = data.run(kImpl, Device::cuda, true);
+        std::int64_t bad = 0;
+        for (const std::vector<double>* grad : {&got.dq, &got.dk, &got.dv}) {
+          for (double x : *grad) bad += std::isfinite(x) ? 0 : 1;
+        }
+        EXPECT_EQ(bad, 0) << "NaN or Inf gradients: a neighbour's rows reached another sequence";
+        for (const Comparison& cmp : data.compare_all(got, true)) EXPECT_TRUE(cmp.ok()) << cmp.describe();
+      }
+    }
+  }
 }
 
 }  // namespace

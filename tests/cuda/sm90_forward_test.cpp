@@ -255,25 +255,6 @@ std::vector<Case> isolation_cases() {
   return cases;
 }
 
-// Raw 16-bit patterns: +Inf, -Inf and a quiet NaN of the case's dtype.
-void poison_rows(const detail::Operand& x, DType dtype, std::int64_t row_begin, std::int64_t row_end,
-                 std::int64_t heads, std::int64_t dim, bool keys) {
-  const bool bf16 = dtype == DType::bf16;
-  const std::uint16_t pos_inf = bf16 ? 0x7F80 : 0x7C00, neg_inf = bf16 ? 0xFF80 : 0xFC00,
-                      nan = bf16 ? 0x7FC0 : 0x7E00;
-  auto* base = static_cast<std::uint16_t*>(x.ptr);
-  for (std::int64_t row = row_begin; row < row_end; ++row) {
-    for (std::int64_t h = 0; h < heads; ++h) {
-      for (std::int64_t d = 0; d < dim; ++d) {
-        const std::int64_t pick = (row + h + d) % 3;
-        std::uint16_t value = pick == 0 ? nan : pick == 1 ? pos_inf : neg_inf;
-        if (!keys && pick == 2) value = pos_inf;
-        base[x.offset(0, row, h) + d] = value;
-      }
-    }
-  }
-}
-
 TEST(Sm90VarlenIsolation, NeighbourInfNanStaysOut) {
   if (std::string why = why_no_sm90(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
   for (const Case& c : isolation_cases()) {
@@ -285,8 +266,8 @@ TEST(Sm90VarlenIsolation, NeighbourInfNanStaysOut) {
     std::int64_t row = 0;
     for (std::size_t b = 0; b < c.varlen_k.size(); ++b) {
       if (c.varlen_q[b] == 0) {
-        poison_rows(p.k, c.dtype, row, row + c.varlen_k[b], c.heads_kv, c.dim_qk, true);
-        poison_rows(p.v, c.dtype, row, row + c.varlen_k[b], c.heads_kv, c.dim_v, false);
+        poison_rows_nonfinite(p.k, c.dtype, row, row + c.varlen_k[b], c.heads_kv, c.dim_qk, true);
+        poison_rows_nonfinite(p.v, c.dtype, row, row + c.varlen_k[b], c.heads_kv, c.dim_v, false);
       }
       row += c.varlen_k[b];
     }

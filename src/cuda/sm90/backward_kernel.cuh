@@ -2,9 +2,9 @@
 //
 // Producer (warp 0 of warpgroup 0, registers given away): K and V of the CTA's key tile once, by TMA; then, for each
 // query tile that sees a key of the tile (for every query head of the kv head's GQA group), Q and dO by TMA and the
-// rows' lse2 and delta by plain loads into a kStages-deep ring. A stage's "full" barrier completes on the producer's
-// one arrive (after its lanes stored lse2 and delta, so those are published by the arrive's release) and the TMA
-// bytes; its "empty" barrier on the arrive of every consumer thread.
+// rows' lse2 and delta by plain loads into a kStages-deep ring. A stage's "full" barrier completes on the arrive of
+// each of the warp's lanes (after its own lse2 and delta stores, which its arrive releases) and the TMA bytes; its
+// "empty" barrier on the arrive of every consumer thread.
 // Consumers (two warpgroups, 64 keys each), per query tile:
 //   S^T, dP^T by wgmma; P^T = 2^(S^T scale log2(e) - lse2) (masked entries 0); dS^T = P^T (dP^T - delta);
 //   dV += P^T dO and dK += dS^T Q by wgmma with P^T, dS^T from registers; dS^T also to shared memory; after a
@@ -31,8 +31,34 @@ namespace ioattn::detail::sm90 {
 
 using namespace cute;
 
-// Named barrier (after CUTLASS's reserved ones) on which the consumer warpgroups meet once both wrote their dS.
+// Named barriers (after CUTLASS's reserved ones) on which the consumer warpgroups meet: once both wrote their dS;
+// once both zeroed the rows past a varlen sequence (zero_rows_past).
 constexpr std::uint32_t kDsReadyBarrier = 1;
+constexpr std::uint32_t kZeroRowsBarrier = 2;
+
+// Varlen isolation, as in the forward (zero_v_rows): a tensor map bounds only the packed tensor, so the rows of a
+// partial last tile past the sequence's end hold the next sequence's K, V, Q or dO. Their P and dS are 0, but the
+// products still multiply those rows, and 0 x Inf = NaN would carry a neighbour's non-finite K (through dQ = dS K),
+// V (dS = P (dP - delta)), Q (dK += dS^T Q) or dO (dV += P^T dO) into this sequence's gradients. So rows
+// [first_row, kRows) of the tile `rows` ((kRows, kDim) in shared memory, 128-byte swizzled, which keeps whole
+// 16-byte chunks contiguous) are zeroed by all consumer threads, then published before any product reads them.
+template <int kRows, int kDim, int kConsumerThreads, class SmemTile>
+__forceinline__ __device__ void zero_rows_past(SmemTile rows, int first_row, int ctid) {
+  constexpr int kChunks = kDim / 8;  // 16-byte chunks of 16-bit elements
+  for (int item = first_row * kChunks + ctid; item < kRows * kChunks; item += kConsumerThreads) {
+    const std::uint32_t addr =
+        cute::cast_smem_ptr_to_uint(raw_pointer_cast(&rows(item / kChunks, item % kChunks * 8)));
+    asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
+  }
+}
+
+// Ordinary stores that wgmma (the async proxy) reads next: a proxy fence in every writing thread, then the barrier
+// that both consumer warpgroups pass.
+template <int kConsumerThreads>
+__forceinline__ __device__ void publish_zeroed_rows() {
+  cutlass::arch::fence_view_async_shared();
+  cutlass::arch::NamedBarrier::sync(kConsumerThreads, kZeroRowsBarrier);
+}
 
 // First index in [lo, hi) where pred holds, for a pred that is false then true.
 template <class Pred>
@@ -122,7 +148,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     Barrier::init(&storage.bar_kv, 1);
     CUTE_UNROLL
     for (int s = 0; s < kStages; ++s) {
-      Barrier::init(&storage.full[s], 1);
+      Barrier::init(&storage.full[s], 32);  // every lane of the loader warp
       PlainBarrier::init(&storage.empty[s], Traits::kConsumerThreads);
     }
     cutlass::arch::fence_barrier_init();
@@ -164,7 +190,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         storage.lse2[stage][r] = inside ? p.lse2[lse_base + row] : 0.0f;
         storage.delta[stage][r] = inside ? p.delta[lse_base + row] : 0.0f;
       }
-      __syncwarp();
+      if (lane != 0) Barrier::arrive(&storage.full[stage]);  // releases this lane's stores
       if (lane == 0) {
         Tensor mQ = p.tma_q.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.map_batch))(_, _, h, bq);
         Tensor mdO =
@@ -177,7 +203,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             tma_partition(p.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
         auto [tdOgdO, tdOsdO] =
             tma_partition(p.tma_dout, _0{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
-        // The arrive releases this warp's lse2 and delta stores (ordered before it by __syncwarp).
         Barrier::arrive_and_expect_tx(&storage.full[stage], 2 * Traits::kBytesQ);
         copy(p.tma_q.with(storage.full[stage]), tQgQ, tQsQ(_, stage));
         copy(p.tma_dout.with(storage.full[stage]), tdOgdO, tdOsdO(_, stage));
@@ -219,7 +244,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     Tensor rC = make_tensor(cS.data(), gmma_rowcol_layout(cS.layout()));
     Tensor cdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDim>>{}));
 
+    constexpr int kConsumers = Traits::kConsumerThreads;
     if (total > 0) Barrier::wait(&storage.bar_kv, 0);
+    if (p.clear_overhang && total > 0 && w.key0 + kBlockN > k_len) {
+      zero_rows_past<kBlockN, kDim, kConsumers>(sK, k_len - w.key0, ctid);
+      zero_rows_past<kBlockN, kDim, kConsumers>(sV, k_len - w.key0, ctid);
+      publish_zeroed_rows<kConsumers>();
+    }
     const std::int64_t dq_row_stride = std::int64_t(p.heads_q) * kDim;
     for (int it = 0; it < total; ++it) {
       const int stage = it % kStages;
@@ -231,6 +262,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                           w.rule.classify(row0, row0 + kBlockM, w.key0, w.key0 + kBlockN) != core::TileKind::full;
 
       Barrier::wait(&storage.full[stage], (it / kStages) & 1);
+      // The sequence's last query tile, partial: alike in both consumer warpgroups, which both pass the barrier.
+      if (p.clear_overhang && row0 + kBlockM > q_len) {
+        zero_rows_past<kBlockM, kDim, kConsumers>(sQ(_, _, stage), q_len - row0, ctid);
+        zero_rows_past<kBlockM, kDim, kConsumers>(sdO(_, _, stage), q_len - row0, ctid);
+        publish_zeroed_rows<kConsumers>();
+      }
       Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
       Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
       wgmma_gemm<true>(mma_sdp, tSrK, tSrQ(_, _, _, stage), acc_s);

@@ -2,7 +2,6 @@
 // the instantiation files only.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -10,10 +9,12 @@
 #include <cutlass/numeric_types.h>
 
 #include "api/problem.hpp"
+#include "cuda/shared_memory.hpp"
 #include "cuda/sm80/common/cuda_check.cuh"
 #include "cuda/sm90/backward.hpp"
 #include "cuda/sm90/backward_kernel.cuh"
 #include "cuda/sm90/backward_traits.cuh"
+#include "cuda/sm90/varlen_isolation.hpp"
 
 namespace ioattn::detail::sm90 {
 
@@ -83,6 +84,7 @@ BackwardParams<Traits> make_backward_params(const BackwardProblem& p, const Back
   bp.window_left = p.mask.window_left;
   bp.window_right = p.mask.window_right;
   bp.top_left = p.mask.alignment == Alignment::top_left;
+  bp.clear_overhang = p.is_varlen() && !unsafe_varlen_overhang_from_env();
   return bp;
 }
 
@@ -93,14 +95,7 @@ void launch_backward(const BackwardProblem& p, const BackwardBuffers& buffers) {
   auto kernel = &backward_kernel<Traits>;
   if (p.batch == 0 || p.seqlen_k == 0 || p.heads_kv == 0) return;
 
-  // Above 48 KB a kernel must opt in to dynamic shared memory, once per device (a race repeats an idempotent call).
-  static std::atomic<std::uint64_t> configured{0};
-  const std::uint64_t bit = p.device_index < 64 ? (std::uint64_t{1} << p.device_index) : 0;
-  if (bit == 0 || (configured.load(std::memory_order_relaxed) & bit) == 0) {
-    sm80::cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem),
-                     "cudaFuncSetAttribute(max dynamic shared memory)");
-    configured.fetch_or(bit, std::memory_order_relaxed);
-  }
+  opt_in_shared_memory(reinterpret_cast<const void*>(kernel), kSmem, p.device_index, "cuda_sm90 backward");
   const BackwardParams<Traits> bp = make_backward_params<Traits>(p, buffers);
   const dim3 grid{unsigned((p.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN), unsigned(p.heads_kv),
                   unsigned(p.batch)};

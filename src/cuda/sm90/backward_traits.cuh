@@ -132,6 +132,7 @@ struct BackwardParams {
   float scale_log2;
   std::int64_t window_left, window_right;
   bool top_left;
+  bool clear_overhang;  // varlen: zero the rows a partial last tile reads past the sequence (zero_rows_past)
 };
 
 }  // namespace ioattn::detail::sm90

@@ -17,6 +17,7 @@
 #include "cuda/sm90/forward.hpp"
 #include "cuda/sm90/forward_kernel.cuh"
 #include "cuda/sm90/forward_traits.cuh"
+#include "cuda/sm90/varlen_isolation.hpp"
 
 namespace ioattn::detail::sm90 {
 
@@ -58,16 +59,6 @@ auto make_gmem_view(const Operand& x, std::int64_t rows, std::int64_t heads, std
   return make_tensor(make_gmem_ptr(static_cast<Element const*>(x.ptr)),
                      make_shape(int(rows > 1 ? rows : 1), int(kCols), int(heads), int(batches)),
                      make_stride(row_stride, _1{}, head_stride, batch_stride));
-}
-
-// IOATTN_SM90_UNSAFE_VARLEN_OVERHANG=1 (read once) turns the varlen isolation off (ForwardParams::clear_v_overhang):
-// for showing that the isolation test fails without it, never for use.
-inline bool unsafe_varlen_overhang_from_env() {
-  static const bool unsafe = [] {
-    const char* env = std::getenv("IOATTN_SM90_UNSAFE_VARLEN_OVERHANG");
-    return env != nullptr && env[0] == '1';
-  }();
-  return unsafe;
 }
 
 // A device attribute, read once per device (0: not read yet); `fallback` for device indices past 63.
