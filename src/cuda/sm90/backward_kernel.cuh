@@ -60,20 +60,6 @@ __forceinline__ __device__ void publish_zeroed_rows() {
   cutlass::arch::NamedBarrier::sync(kConsumerThreads, kZeroRowsBarrier);
 }
 
-// First index in [lo, hi) where pred holds, for a pred that is false then true.
-template <class Pred>
-__forceinline__ __device__ int first_true_index(int lo, int hi, Pred pred) {
-  while (lo < hi) {
-    const int mid = lo + (hi - lo) / 2;
-    if (pred(mid)) {
-      hi = mid;
-    } else {
-      lo = mid + 1;
-    }
-  }
-  return lo;
-}
-
 // dst[0] += a, dst[1] += b, unordered (Hopper's two-wide reduction).
 __forceinline__ __device__ void red_add_v2(float* dst, float a, float b) {
   asm volatile("red.relaxed.gpu.global.add.v2.f32 [%0], {%1, %2};" ::"l"(dst), "f"(a), "f"(b) : "memory");
@@ -101,17 +87,9 @@ __forceinline__ __device__ KeyTileWork resolve_key_tile(const Params& p, int n_b
   const std::int64_t q_len = w.span.q_len;
   if (w.key0 >= w.span.k_len || q_len == 0) return w;
   const std::int64_t key_end = w.span.k_len - w.key0 < kBlockN ? w.span.k_len : w.key0 + kBlockN;
-  // The first and last visible key of a row both grow with the row (core/mask.hpp): the tiles whose rows all end
-  // before key0 form a prefix, those whose rows all start at or after key_end a suffix (MaskRule::classify's skip
-  // test, solved for the tile).
-  const int n_qt = int((q_len + kBlockM - 1) / kBlockM);
-  w.m_lo = first_true_index(0, n_qt, [&](int m) {
-    const std::int64_t last = std::min<std::int64_t>((std::int64_t(m) + 1) * kBlockM, q_len) - 1;
-    return w.rule.key_end(last) > w.key0;
-  });
-  const int m_hi = first_true_index(w.m_lo, n_qt,
-                                    [&](int m) { return w.rule.key_begin(std::int64_t(m) * kBlockM) >= key_end; });
-  w.n_m = m_hi - w.m_lo;
+  const core::MaskRule::TileRun run = w.rule.query_tiles_seeing(w.key0, key_end, kBlockM, q_len);
+  w.m_lo = run.first;
+  w.n_m = run.last - run.first;
   return w;
 }
 
