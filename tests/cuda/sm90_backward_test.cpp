@@ -60,8 +60,6 @@ std::string why_no_sm90_backward() {
 
 std::vector<Case> backward_cases() {
   std::vector<Case> cases;
-  const std::vector<Mask> masks = {Mask::none(), Mask::causal(), Mask::causal(Alignment::top_left),
-                                   Mask::window(100, 50), Mask::window(0, 0, Alignment::top_left)};
   for (DType dtype : {DType::bf16, DType::f16}) {
     if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
     for (int dim : {64, 128}) {
@@ -69,13 +67,7 @@ std::vector<Case> backward_cases() {
       Case base;
       base.dtype = dtype;
       base.dim_qk = base.dim_v = dim;
-      // Several query and key tiles, both ends ragged, more keys than queries; GQA group 2.
-      for (const Mask& m : masks) {
-        Case c = base;
-        c.batch = 2, c.heads_q = 4, c.heads_kv = 2, c.seqlen_q = 333, c.seqlen_k = 1029;
-        c.mask = m;
-        cases.push_back(c);
-      }
+      for (const Case& c : kernel_shape_cases(base)) cases.push_back(c);
       // More queries than keys: bottom-right causal leaves the first rows seeing nothing (lse -inf), with sinks.
       Case empty_rows = base;
       empty_rows.batch = 1, empty_rows.heads_q = 3, empty_rows.heads_kv = 1;
@@ -98,32 +90,6 @@ std::vector<Case> backward_cases() {
       Case long_causal = long_case;
       long_causal.mask = Mask::causal();
       cases.push_back(long_causal);
-      // Whole tiles only, causal: the diagonal tiles are the only masked ones.
-      Case whole = base;
-      whole.batch = 1, whole.heads_q = 2, whole.heads_kv = 2, whole.seqlen_q = 512, whole.seqlen_k = 512;
-      whole.mask = Mask::causal();
-      cases.push_back(whole);
-      // Padded strides (head stride dim + 8, slack in seq and batch strides), MQA.
-      Case padded = base;
-      padded.batch = 2, padded.heads_q = 4, padded.heads_kv = 1, padded.seqlen_q = 200, padded.seqlen_k = 391;
-      padded.layout = Layout::padded;
-      padded.mask = Mask::causal(Alignment::top_left);
-      cases.push_back(padded);
-      // Varlen with empty sequences on either side, sliding window, sinks.
-      Case var = base;
-      var.heads_q = 2, var.heads_kv = 1;
-      var.varlen_q = {0, 257, 1, 700, 64};
-      var.varlen_k = {300, 0, 129, 700, 64};
-      var.mask = Mask::window(64, 0);
-      var.sinks = true;
-      cases.push_back(var);
-      // Varlen, causal, one long sequence among short ones, GQA.
-      Case var_causal = base;
-      var_causal.heads_q = 4, var_causal.heads_kv = 2;
-      var_causal.varlen_q = {17, 1100, 128, 3};
-      var_causal.varlen_k = {17, 1100, 200, 129};
-      var_causal.mask = Mask::causal();
-      cases.push_back(var_causal);
       // Varlen without a mask.
       Case var_none = base;
       var_none.heads_q = 2, var_none.heads_kv = 2;
