@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include "api/backend.hpp"
+#include "cuda/scratch.hpp"
 #include "cuda/shared_memory.hpp"
 #include "ioattn/error.hpp"
 
@@ -38,6 +39,28 @@ void opt_in_shared_memory(const void* kernel, int smem_bytes, int device, const 
                                                 cudaGetErrorString(err));
   }
   configured.insert({kernel, device});
+}
+
+StreamScratch::StreamScratch(const Workspace& given, std::size_t bytes, cudaStream_t stream, const char* what)
+    : stream_(stream) {
+  if (bytes == 0) return;
+  if (given.data != nullptr && given.bytes >= bytes) {
+    data_ = static_cast<unsigned char*>(given.data);
+    return;
+  }
+  void* ptr = nullptr;
+  const cudaError_t err = cudaMallocAsync(&ptr, bytes, stream);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    throw Error(ErrorCode::out_of_memory, std::string(what) + ": cannot allocate " + std::to_string(bytes) +
+                                              " bytes of workspace: " + cudaGetErrorString(err));
+  }
+  data_ = static_cast<unsigned char*>(ptr);
+  owned_ = true;
+}
+
+StreamScratch::~StreamScratch() {
+  if (owned_) cudaFreeAsync(data_, stream_);
 }
 
 }  // namespace ioattn::detail

@@ -1,6 +1,7 @@
 // core/mask.hpp against a brute force that spells out the rule of attention.hpp directly.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -142,6 +143,37 @@ TEST(MaskRule, TileKeyRangeCoversEveryVisibleKey) {
       }
     }
   }
+}
+
+// query_tiles_seeing must name exactly the query tiles classify would not skip (the backward kernels walk that run
+// and nothing else), for random masks, tile sizes and key ranges.
+TEST(MaskRule, QueryTilesSeeingIsTheRunClassifyKeeps) {
+  ioattn::test::Rng rng("MaskRule.QueryTilesSeeing");
+  int empty_runs = 0, partial_runs = 0;
+  for (int trial = 0; trial < 20000; ++trial) {
+    const BruteRule r = draw_rule(rng);
+    const MaskRule rule = MaskRule::make(r.wl, r.wr, r.top_left, r.sq, r.sk);
+    const int block = static_cast<int>(rng.uniform_int(1, 9));
+    const std::int64_t kb = rng.uniform_int(0, r.sk - 1);
+    const std::int64_t ke = rng.uniform_int(kb + 1, r.sk);
+    const MaskRule::TileRun run = rule.query_tiles_seeing(kb, ke, block, r.sq);
+    const int tiles = static_cast<int>((r.sq + block - 1) / block);
+    const std::string where = describe(r) + " block " + std::to_string(block) + " k [" + std::to_string(kb) + ", " +
+                              std::to_string(ke) + ")";
+    ASSERT_LE(0, run.first) << where;
+    ASSERT_LE(run.first, run.last) << where;
+    ASSERT_LE(run.last, tiles) << where;
+    for (int m = 0; m < tiles; ++m) {
+      const std::int64_t qb = std::int64_t(m) * block, qe = std::min<std::int64_t>(qb + block, r.sq);
+      const bool kept = rule.classify(qb, qe, kb, ke) != TileKind::skip;
+      ASSERT_EQ(kept, m >= run.first && m < run.last) << where << " tile " << m;
+    }
+    empty_runs += run.first == run.last ? 1 : 0;
+    partial_runs += run.first > 0 || run.last < tiles ? 1 : 0;
+  }
+  // Both kinds of answer must come up, or the check above proves little.
+  EXPECT_GT(empty_runs, 100);
+  EXPECT_GT(partial_runs, 1000);
 }
 
 }  // namespace

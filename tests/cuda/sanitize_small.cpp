@@ -75,10 +75,9 @@ int run(bool varlen, bool backward) {
     return TensorView::contiguous(b.ptr, DType::bf16, {batch, seq, heads, d}, Device::cuda);
   };
   AttentionParams params;
-  // The forward's backend: "cuda" (sm80) unless IOATTN_SANITIZE_IMPL names another (e.g. cuda_sm90); the backward
-  // always runs on "cuda".
-  const char* forward_impl = std::getenv("IOATTN_SANITIZE_IMPL");
-  params.impl = forward_impl != nullptr ? forward_impl : "cuda";
+  // The backend of both passes: "cuda" (sm80) unless IOATTN_SANITIZE_IMPL names another (e.g. cuda_sm90).
+  const char* impl = std::getenv("IOATTN_SANITIZE_IMPL");
+  params.impl = impl != nullptr ? impl : "cuda";
   params.mask = Mask::causal();
   params.sinks = TensorView::contiguous(sinks.ptr, DType::f32, {hq}, Device::cuda);
   std::optional<Varlen> vl;
@@ -105,7 +104,6 @@ int run(bool varlen, bool backward) {
     ba.dq = view(dq, rows_q, hq, sq), ba.dk = view(dk, rows_k, hkv, sk), ba.dv = view(dv, rows_k, hkv, sk);
     ba.dsinks = TensorView::contiguous(dsinks.ptr, DType::f32, {hq}, Device::cuda);
     ba.varlen = vl;
-    params.impl = "cuda";
     attention_backward(ba, params);
     check(cudaDeviceSynchronize(), "backward");
     if (!all_finite_bf16(dq) || !all_finite_bf16(dk) || !all_finite_bf16(dv)) {

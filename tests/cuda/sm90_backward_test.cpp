@@ -6,6 +6,7 @@
 // Without a Hopper GPU (or without 90a code in the build) every test skips, saying why.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -59,8 +60,6 @@ std::string why_no_sm90_backward() {
 
 std::vector<Case> backward_cases() {
   std::vector<Case> cases;
-  const std::vector<Mask> masks = {Mask::none(), Mask::causal(), Mask::causal(Alignment::top_left),
-                                   Mask::window(100, 50), Mask::window(0, 0, Alignment::top_left)};
   for (DType dtype : {DType::bf16, DType::f16}) {
     if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
     for (int dim : {64, 128}) {
@@ -68,13 +67,7 @@ std::vector<Case> backward_cases() {
       Case base;
       base.dtype = dtype;
       base.dim_qk = base.dim_v = dim;
-      // Several query and key tiles, both ends ragged, more keys than queries; GQA group 2.
-      for (const Mask& m : masks) {
-        Case c = base;
-        c.batch = 2, c.heads_q = 4, c.heads_kv = 2, c.seqlen_q = 333, c.seqlen_k = 1029;
-        c.mask = m;
-        cases.push_back(c);
-      }
+      for (const Case& c : kernel_shape_cases(base)) cases.push_back(c);
       // More queries than keys: bottom-right causal leaves the first rows seeing nothing (lse -inf), with sinks.
       Case empty_rows = base;
       empty_rows.batch = 1, empty_rows.heads_q = 3, empty_rows.heads_kv = 1;
@@ -97,32 +90,6 @@ std::vector<Case> backward_cases() {
       Case long_causal = long_case;
       long_causal.mask = Mask::causal();
       cases.push_back(long_causal);
-      // Whole tiles only, causal: the diagonal tiles are the only masked ones.
-      Case whole = base;
-      whole.batch = 1, whole.heads_q = 2, whole.heads_kv = 2, whole.seqlen_q = 512, whole.seqlen_k = 512;
-      whole.mask = Mask::causal();
-      cases.push_back(whole);
-      // Padded strides (head stride dim + 8, slack in seq and batch strides), MQA.
-      Case padded = base;
-      padded.batch = 2, padded.heads_q = 4, padded.heads_kv = 1, padded.seqlen_q = 200, padded.seqlen_k = 391;
-      padded.layout = Layout::padded;
-      padded.mask = Mask::causal(Alignment::top_left);
-      cases.push_back(padded);
-      // Varlen with empty sequences on either side, sliding window, sinks.
-      Case var = base;
-      var.heads_q = 2, var.heads_kv = 1;
-      var.varlen_q = {0, 257, 1, 700, 64};
-      var.varlen_k = {300, 0, 129, 700, 64};
-      var.mask = Mask::window(64, 0);
-      var.sinks = true;
-      cases.push_back(var);
-      // Varlen, causal, one long sequence among short ones, GQA.
-      Case var_causal = base;
-      var_causal.heads_q = 4, var_causal.heads_kv = 2;
-      var_causal.varlen_q = {17, 1100, 128, 3};
-      var_causal.varlen_k = {17, 1100, 200, 129};
-      var_causal.mask = Mask::causal();
-      cases.push_back(var_causal);
       // Varlen without a mask.
       Case var_none = base;
       var_none.heads_q = 2, var_none.heads_kv = 2;
@@ -206,6 +173,58 @@ TEST(Sm90BackwardAuto, PlainCausal) {
   CaseData data(c);
   const Results got = data.run("auto", Device::cuda, true);
   for (const Comparison& cmp : data.compare_all(got, true)) EXPECT_TRUE(cmp.ok()) << cmp.describe();
+}
+
+// Varlen isolation: a tensor map bounds only the packed tensor, so a sequence's partial last key tile reads the next
+// sequence's K and V rows, and its partial last query tile the next sequence's Q and dO rows. Here those neighbours
+// have keys and no queries (their K and V set to +-Inf and NaN) or queries and no keys (their Q and dO), after a
+// clean run took the reference: every gradient, theirs included (all zero), must come out finite and within bound.
+// Without the kernel's zeroing of those rows (IOATTN_SM90_UNSAFE_VARLEN_OVERHANG=1 turns it off, to show this test
+// fails then), 0 x Inf = NaN in dQ = dS K, dK += dS^T Q or dV += P^T dO would reach sequences 0 and 2.
+TEST(Sm90BackwardVarlenIsolation, NeighbourInfNanStaysOut) {
+  if (std::string why = why_no_sm90_backward(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
+    for (int dim : {64, 128}) {
+      if (!listed(IOATTN_TEST_CUDA_HEAD_DIMS, std::to_string(dim))) continue;
+      for (const Mask& mask : {Mask::none(), Mask::causal()}) {
+        Case c;
+        c.dtype = dtype;
+        c.dim_qk = c.dim_v = dim;
+        c.heads_q = 4, c.heads_kv = 2;
+        c.mask = mask;
+        // Sequence 0's 100 keys end inside a key tile (128), over sequence 1's poisoned keys; sequence 2's 90
+        // queries end inside a query tile (64 or 128), over sequence 3's poisoned queries.
+        c.varlen_q = {150, 0, 90, 70};
+        c.varlen_k = {100, 64, 300, 0};
+        SCOPED_TRACE(c.name() + ", " + seed_text() + " reproduces these inputs");
+        CaseData data(c);
+        const Results clean = data.run(kImpl, Device::cuda, true);  // also takes the reference from clean inputs
+        for (const Comparison& cmp : data.compare_all(clean, true)) EXPECT_TRUE(cmp.ok()) << cmp.describe();
+        const detail::BackwardProblem& p = data.problem();  // host buffers, uploaded by run()
+        std::int64_t row_q = 0, row_k = 0;
+        for (std::size_t b = 0; b < c.varlen_q.size(); ++b) {
+          if (c.varlen_q[b] == 0) {
+            poison_rows_nonfinite(p.k, dtype, row_k, row_k + c.varlen_k[b], c.heads_kv, dim, true);
+            poison_rows_nonfinite(p.v, dtype, row_k, row_k + c.varlen_k[b], c.heads_kv, dim, false);
+          }
+          if (c.varlen_k[b] == 0) {
+            poison_rows_nonfinite(p.q, dtype, row_q, row_q + c.varlen_q[b], c.heads_q, dim, true);
+            poison_rows_nonfinite(p.dout, dtype, row_q, row_q + c.varlen_q[b], c.heads_q, dim, false);
+          }
+          row_q += c.varlen_q[b];
+          row_k += c.varlen_k[b];
+        }
+        const Results got = data.run(kImpl, Device::cuda, true);
+        std::int64_t bad = 0;
+        for (const std::vector<double>* grad : {&got.dq, &got.dk, &got.dv}) {
+          for (double x : *grad) bad += std::isfinite(x) ? 0 : 1;
+        }
+        EXPECT_EQ(bad, 0) << "NaN or Inf gradients: a neighbour's rows reached another sequence";
+        for (const Comparison& cmp : data.compare_all(got, true)) EXPECT_TRUE(cmp.ok()) << cmp.describe();
+      }
+    }
+  }
 }
 
 }  // namespace

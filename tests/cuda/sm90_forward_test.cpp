@@ -66,8 +66,6 @@ std::string why_no_sm90() {
 
 std::vector<Case> sm90_cases() {
   std::vector<Case> cases;
-  const std::vector<Mask> masks = {Mask::none(), Mask::causal(), Mask::causal(Alignment::top_left),
-                                   Mask::window(100, 50), Mask::window(0, 0, Alignment::top_left)};
   for (DType dtype : {DType::bf16, DType::f16}) {
     if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
     for (auto [dim_qk, dim_v] : sm90_dims()) {
@@ -75,18 +73,7 @@ std::vector<Case> sm90_cases() {
       base.dtype = dtype;
       base.dim_qk = dim_qk, base.dim_v = dim_v;
       base.backward = false;
-      // Several query and key tiles, both ends ragged; GQA group 2.
-      for (const Mask& m : masks) {
-        Case c = base;
-        c.batch = 2, c.heads_q = 4, c.heads_kv = 2, c.seqlen_q = 333, c.seqlen_k = 1029;
-        c.mask = m;
-        cases.push_back(c);
-      }
-      // Whole tiles only, causal: the diagonal tiles are the only masked ones.
-      Case whole = base;
-      whole.batch = 1, whole.heads_q = 2, whole.heads_kv = 2, whole.seqlen_q = 512, whole.seqlen_k = 512;
-      whole.mask = Mask::causal();
-      cases.push_back(whole);
+      for (const Case& c : kernel_shape_cases(base)) cases.push_back(c);
       // More queries than keys: bottom-right causal leaves the first rows empty; the sinks must still be right.
       Case empty_rows = base;
       empty_rows.batch = 1, empty_rows.heads_q = 3, empty_rows.heads_kv = 1;
@@ -94,27 +81,6 @@ std::vector<Case> sm90_cases() {
       empty_rows.mask = Mask::causal();
       empty_rows.sinks = true;
       cases.push_back(empty_rows);
-      // Padded strides (head stride dim + 8, slack in seq and batch strides), MQA.
-      Case padded = base;
-      padded.batch = 2, padded.heads_q = 4, padded.heads_kv = 1, padded.seqlen_q = 200, padded.seqlen_k = 391;
-      padded.layout = Layout::padded;
-      padded.mask = Mask::causal(Alignment::top_left);
-      cases.push_back(padded);
-      // Varlen with empty sequences on either side, sliding window, sinks.
-      Case var = base;
-      var.heads_q = 2, var.heads_kv = 1;
-      var.varlen_q = {0, 257, 1, 700, 64};
-      var.varlen_k = {300, 0, 129, 700, 64};
-      var.mask = Mask::window(64, 0);
-      var.sinks = true;
-      cases.push_back(var);
-      // Varlen, causal, one long sequence among short ones.
-      Case var_causal = base;
-      var_causal.heads_q = 4, var_causal.heads_kv = 2;
-      var_causal.varlen_q = {17, 1100, 128, 3};
-      var_causal.varlen_k = {17, 1100, 200, 129};
-      var_causal.mask = Mask::causal();
-      cases.push_back(var_causal);
       // Score mods (the kScoreMod kernels). Softcap under a causal mask, GQA, both ends ragged.
       Case soft = base;
       soft.batch = 2, soft.heads_q = 4, soft.heads_kv = 2, soft.seqlen_q = 333, soft.seqlen_k = 1029;
@@ -255,25 +221,6 @@ std::vector<Case> isolation_cases() {
   return cases;
 }
 
-// Raw 16-bit patterns: +Inf, -Inf and a quiet NaN of the case's dtype.
-void poison_rows(const detail::Operand& x, DType dtype, std::int64_t row_begin, std::int64_t row_end,
-                 std::int64_t heads, std::int64_t dim, bool keys) {
-  const bool bf16 = dtype == DType::bf16;
-  const std::uint16_t pos_inf = bf16 ? 0x7F80 : 0x7C00, neg_inf = bf16 ? 0xFF80 : 0xFC00,
-                      nan = bf16 ? 0x7FC0 : 0x7E00;
-  auto* base = static_cast<std::uint16_t*>(x.ptr);
-  for (std::int64_t row = row_begin; row < row_end; ++row) {
-    for (std::int64_t h = 0; h < heads; ++h) {
-      for (std::int64_t d = 0; d < dim; ++d) {
-        const std::int64_t pick = (row + h + d) % 3;
-        std::uint16_t value = pick == 0 ? nan : pick == 1 ? pos_inf : neg_inf;
-        if (!keys && pick == 2) value = pos_inf;
-        base[x.offset(0, row, h) + d] = value;
-      }
-    }
-  }
-}
-
 TEST(Sm90VarlenIsolation, NeighbourInfNanStaysOut) {
   if (std::string why = why_no_sm90(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
   for (const Case& c : isolation_cases()) {
@@ -285,8 +232,8 @@ TEST(Sm90VarlenIsolation, NeighbourInfNanStaysOut) {
     std::int64_t row = 0;
     for (std::size_t b = 0; b < c.varlen_k.size(); ++b) {
       if (c.varlen_q[b] == 0) {
-        poison_rows(p.k, c.dtype, row, row + c.varlen_k[b], c.heads_kv, c.dim_qk, true);
-        poison_rows(p.v, c.dtype, row, row + c.varlen_k[b], c.heads_kv, c.dim_v, false);
+        poison_rows_nonfinite(p.k, c.dtype, row, row + c.varlen_k[b], c.heads_kv, c.dim_qk, true);
+        poison_rows_nonfinite(p.v, c.dtype, row, row + c.varlen_k[b], c.heads_kv, c.dim_v, false);
       }
       row += c.varlen_k[b];
     }

@@ -185,6 +185,42 @@ const std::vector<Case>& attention_cases() {
   return table;
 }
 
+std::vector<Case> kernel_shape_cases(const Case& base) {
+  std::vector<Case> cases;
+  for (const Mask& m : {Mask::none(), Mask::causal(), Mask::causal(Alignment::top_left), Mask::window(100, 50),
+                        Mask::window(0, 0, Alignment::top_left)}) {
+    Case c = base;
+    c.batch = 2, c.heads_q = 4, c.heads_kv = 2, c.seqlen_q = 333, c.seqlen_k = 1029;
+    c.mask = m;
+    cases.push_back(c);
+  }
+  // Whole tiles only: the diagonal tiles are the only masked ones.
+  Case whole = base;
+  whole.batch = 1, whole.heads_q = 2, whole.heads_kv = 2, whole.seqlen_q = 512, whole.seqlen_k = 512;
+  whole.mask = Mask::causal();
+  cases.push_back(whole);
+  // Padded strides (head stride dim + 8, slack in seq and batch strides).
+  Case padded = base;
+  padded.batch = 2, padded.heads_q = 4, padded.heads_kv = 1, padded.seqlen_q = 200, padded.seqlen_k = 391;
+  padded.layout = Layout::padded;
+  padded.mask = Mask::causal(Alignment::top_left);
+  cases.push_back(padded);
+  Case var = base;
+  var.heads_q = 2, var.heads_kv = 1;
+  var.varlen_q = {0, 257, 1, 700, 64};
+  var.varlen_k = {300, 0, 129, 700, 64};
+  var.mask = Mask::window(64, 0);
+  var.sinks = true;
+  cases.push_back(var);
+  Case var_causal = base;
+  var_causal.heads_q = 4, var_causal.heads_kv = 2;
+  var_causal.varlen_q = {17, 1100, 128, 3};
+  var_causal.varlen_k = {17, 1100, 200, 129};
+  var_causal.mask = Mask::causal();
+  cases.push_back(var_causal);
+  return cases;
+}
+
 bool listed(const std::string& list, const std::string& item) {
   std::istringstream in(list);
   for (std::string token; std::getline(in, token, ',');) {

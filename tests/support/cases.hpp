@@ -63,4 +63,10 @@ const std::vector<Case>& attention_cases();
 // holds `item`: what lets a cut-down build's tests skip what it did not compile.
 bool listed(const std::string& list, const std::string& item);
 
+// The shapes a GPU kernel's own tests run, beyond the table, from a base case (dtype, head dims, forward or
+// backward): each mask kind on a GQA problem of several ragged tiles (333 queries x 1029 keys), whole tiles under a
+// causal mask (512 x 512), padded strides with MQA under a top-left causal mask, and two varlen batches with empty
+// sequences (a sliding window with sinks; causal with one long sequence among short ones).
+std::vector<Case> kernel_shape_cases(const Case& base);
+
 }  // namespace ioattn::test

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <numeric>
@@ -315,6 +316,25 @@ Results CaseData::gather_outputs(bool backward) const {
   r.dv = cpu::ref::gather(p, p.dv, c.dtype, false, c.heads_kv, c.dim_v);
   for (std::int64_t h = 0; h < dsinks_.elements(); ++h) r.dsinks.push_back(dsinks_.get(h));
   return r;
+}
+
+void poison_rows_nonfinite(const detail::Operand& x, DType dtype, std::int64_t row_begin, std::int64_t row_end,
+                           std::int64_t heads, std::int64_t dim, bool keys) {
+  if (dtype != DType::f16 && dtype != DType::bf16) throw std::logic_error("poison_rows_nonfinite: fp16 or bf16 only");
+  const bool bf16 = dtype == DType::bf16;
+  const std::uint16_t pos_inf = bf16 ? 0x7F80 : 0x7C00, neg_inf = bf16 ? 0xFF80 : 0xFC00,
+                      nan = bf16 ? 0x7FC0 : 0x7E00;
+  auto* base = static_cast<std::uint16_t*>(x.ptr);
+  for (std::int64_t row = row_begin; row < row_end; ++row) {
+    for (std::int64_t h = 0; h < heads; ++h) {
+      for (std::int64_t d = 0; d < dim; ++d) {
+        const std::int64_t pick = (row + h + d) % 3;
+        std::uint16_t value = pick == 0 ? nan : pick == 1 ? pos_inf : neg_inf;
+        if (!keys && pick == 2) value = pos_inf;
+        base[x.offset(0, row, h) + d] = value;
+      }
+    }
+  }
 }
 
 std::vector<Comparison> CaseData::compare_all(const Results& got, bool backward) const {

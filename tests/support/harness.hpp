@@ -81,4 +81,10 @@ class CaseData {
   bool have_backward_ = false;
 };
 
+// Overwrites rows [row_begin, row_end) of a 16-bit (fp16 / bf16) operand, every head, with +Inf, -Inf and NaN in
+// turn (keys: all three; otherwise +Inf and NaN), as raw bit patterns: a varlen neighbour whose non-finite values
+// must not reach another sequence's results. `x` addresses host memory (CaseData::problem()).
+void poison_rows_nonfinite(const detail::Operand& x, DType dtype, std::int64_t row_begin, std::int64_t row_end,
+                           std::int64_t heads, std::int64_t dim, bool keys);
+
 }  // namespace ioattn::test

@@ -63,6 +63,39 @@ struct MaskRule {
   // begin >= end. Kernels walk key tiles only inside this range.
   IOATTN_HD std::int64_t tile_key_begin(std::int64_t q_begin) const { return key_begin(q_begin); }
   IOATTN_HD std::int64_t tile_key_end(std::int64_t q_end) const { return key_end(q_end - 1); }
+
+  // The other way round, for backward kernels that own a key tile: the query tiles (of block_rows rows; q_len rows
+  // in all) that classify would not skip against keys [k_begin, k_end), as tile indices [first, last).
+  // They form one run: a row's first and last visible keys both grow with the row, so "every row ends before
+  // k_begin" holds on a prefix of the tiles and "every row starts at or after k_end" on a suffix; two binary
+  // searches find them.
+  struct TileRun {
+    int first, last;
+  };
+  IOATTN_HD TileRun query_tiles_seeing(std::int64_t k_begin, std::int64_t k_end, int block_rows,
+                                       std::int64_t q_len) const {
+    const int tiles = static_cast<int>((q_len + block_rows - 1) / block_rows);
+    auto last_row = [&](int m) {
+      const std::int64_t end = (std::int64_t(m) + 1) * block_rows;
+      return (end < q_len ? end : q_len) - 1;
+    };
+    // First m in [lo, tiles) with pred(m), for a pred that is false, then true.
+    auto first_true = [&](int lo, auto pred) {
+      int hi = tiles;
+      while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        if (pred(mid)) {
+          hi = mid;
+        } else {
+          lo = mid + 1;
+        }
+      }
+      return lo;
+    };
+    const int first = first_true(0, [&](int m) { return key_end(last_row(m)) > k_begin; });
+    const int last = first_true(first, [&](int m) { return key_begin(std::int64_t(m) * block_rows) >= k_end; });
+    return {first, last};
+  }
 };
 
 }  // namespace ioattn::core

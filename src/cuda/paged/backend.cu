@@ -18,6 +18,7 @@
 #include "cuda/paged/cache_ops.hpp"
 #include "cuda/paged/decode.hpp"
 #include "cuda/paged/params.cuh"
+#include "cuda/scratch.hpp"
 #include "cuda/sm80/common/cuda_check.cuh"
 #include "ioattn/error.hpp"
 
@@ -184,43 +185,24 @@ void run_decode(const paged::DecodeParams& dp, const PagedProblem& p) {
   }
 }
 
-// The workspace the caller passed, or one taken from the stream's pool for this call only (stream-ordered, so no
-// host synchronization either way).
-class PartialBuffer {
- public:
-  PartialBuffer(const PagedProblem& p) : stream_(static_cast<cudaStream_t>(p.stream)) {
-    const std::size_t bytes = p.partial_bytes();
-    if (bytes == 0) return;
-    if (p.workspace.data != nullptr) {
-      if (reinterpret_cast<std::uintptr_t>(p.workspace.data) % 16 != 0) {
-        throw Error(ErrorCode::invalid_argument,
-                    "params.workspace: expected a 16-byte aligned pointer (the cuda paged backend stores 16-byte "
-                    "vectors there), got one at offset " +
-                        std::to_string(reinterpret_cast<std::uintptr_t>(p.workspace.data) % 16));
-      }
-      ptr_ = p.workspace.data;
-      return;
-    }
-    sm80::cuda_check(cudaMallocAsync(&ptr_, bytes, stream_), "cudaMallocAsync(paged split workspace)");
-    owned_ = true;
+// The split partials live in the caller's workspace or in memory from the stream's pool for this call
+// (StreamScratch): no host synchronization either way. The kernels store 16-byte vectors there.
+void check_partials_alignment(const PagedProblem& p) {
+  if (p.partial_bytes() == 0 || p.workspace.data == nullptr) return;
+  if (reinterpret_cast<std::uintptr_t>(p.workspace.data) % 16 != 0) {
+    throw Error(ErrorCode::invalid_argument,
+                "params.workspace: expected a 16-byte aligned pointer (the cuda paged backend stores 16-byte "
+                "vectors there), got one at offset " +
+                    std::to_string(reinterpret_cast<std::uintptr_t>(p.workspace.data) % 16));
   }
-  ~PartialBuffer() {
-    if (owned_) cudaFreeAsync(ptr_, stream_);
-  }
-  PartialBuffer(const PartialBuffer&) = delete;
-  PartialBuffer& operator=(const PartialBuffer&) = delete;
-  float* get() const { return static_cast<float*>(ptr_); }
-
- private:
-  cudaStream_t stream_;
-  void* ptr_ = nullptr;
-  bool owned_ = false;
-};
+}
 
 void cuda_paged_forward(const PagedProblem& p) {
   sm80::DeviceScope device(p.device_index);
-  PartialBuffer partial(p);
-  const paged::DecodeParams dp = paged::make_decode_params(p, partial.get());
+  check_partials_alignment(p);
+  const StreamScratch partials(p.workspace, p.partial_bytes(), static_cast<cudaStream_t>(p.stream),
+                               "cuda paged attention");
+  const paged::DecodeParams dp = paged::make_decode_params(p, reinterpret_cast<float*>(partials.data()));
   if (p.dtype == DType::bf16) return run_decode<__nv_bfloat16>(dp, p);
   if (p.dtype == DType::f16) return run_decode<__half>(dp, p);
   throw Error(ErrorCode::unsupported, cuda_paged_unsupported(p));

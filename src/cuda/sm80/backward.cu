@@ -10,6 +10,7 @@
 
 #include <cutlass/numeric_types.h>
 
+#include "cuda/scratch.hpp"
 #include "cuda/sm80/backward_config.hpp"
 #include "cuda/sm80/backward_launch.hpp"
 #include "ioattn/error.hpp"
@@ -202,27 +203,8 @@ void run_backward(const BackwardProblem& p) {
   const auto stream = static_cast<cudaStream_t>(p.stream);
   const Layout layout = workspace_layout(p);
 
-  // Caller-owned scratch when it is large enough; otherwise stream-ordered allocation, freed on the same stream.
-  unsigned char* base = static_cast<unsigned char*>(p.workspace.data);
-  bool owned = false;
-  if (base == nullptr || p.workspace.bytes < layout.total) {
-    void* ptr = nullptr;
-    const cudaError_t err = cudaMallocAsync(&ptr, layout.total > 0 ? layout.total : 1, stream);
-    if (err != cudaSuccess) {
-      cudaGetLastError();
-      throw Error(ErrorCode::out_of_memory, "cuda backward: cannot allocate " + std::to_string(layout.total) +
-                                                " bytes of workspace: " + cudaGetErrorString(err));
-    }
-    base = static_cast<unsigned char*>(ptr);
-    owned = true;
-  }
-  struct Release {
-    void* ptr;
-    cudaStream_t stream;
-    ~Release() {
-      if (ptr) cudaFreeAsync(ptr, stream);
-    }
-  } release{owned ? base : nullptr, stream};
+  const StreamScratch scratch(p.workspace, layout.total, stream, "cuda backward");
+  unsigned char* base = scratch.data();
 
   bwd::Workspace ws;
   ws.dq_accum = reinterpret_cast<float*>(base + layout.dq_accum);

@@ -42,20 +42,6 @@ __device__ __forceinline__ Elem* operand_row(const BwdOperand& op, std::int64_t 
   return static_cast<Elem*>(op.ptr) + b * op.sb + row * op.ss + h * op.sh;
 }
 
-// First m in [lo, hi) with pred(m) true, or hi; pred must be false...false true...true on the range.
-template <class Pred>
-__device__ __forceinline__ int first_true(int lo, int hi, Pred pred) {
-  while (lo < hi) {
-    const int mid = lo + (hi - lo) / 2;
-    if (pred(mid)) {
-      hi = mid;
-    } else {
-      lo = mid + 1;
-    }
-  }
-  return lo;
-}
-
 template <class Cfg, class Elem>
 __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) backward_main_kernel(const BwdMainParams p) {
   constexpr int kBc = Cfg::kBc, kBr = Cfg::kBr, kDimQK = Cfg::kDimQK, kDimV = Cfg::kDimV;
@@ -99,16 +85,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks) backward_main_
       core::MaskRule::make(p.window_left, p.window_right, p.top_left, span.q_len, span.k_len);
   const std::int64_t flat_q0 = p.cu_q ? span.q_offset : std::int64_t(b) * p.seqlen_q;
 
-  // The query tiles that see a key of this tile form one run [m_lo, m_hi): the first and last visible key of a row
-  // both grow with the row (core/mask.hpp), so "all rows end before k_begin" holds on a prefix of the tiles and
-  // "all rows start at or after k_end" on a suffix. This is MaskRule::classify's skip test, solved for m.
-  const int n_qt = static_cast<int>((q_len + kBr - 1) / kBr);
-  const int m_lo = first_true(0, n_qt, [&](int m) {
-    const std::int64_t last = (std::int64_t(m) + 1) * kBr < q_len ? (std::int64_t(m) + 1) * kBr - 1 : q_len - 1;
-    return rule.key_end(last) > k_begin;
-  });
-  const int m_hi = first_true(m_lo, n_qt, [&](int m) { return rule.key_begin(std::int64_t(m) * kBr) >= k_end; });
-  const int n_m = m_hi - m_lo;
+  // The query tiles that see a key of this tile: one run [m_lo, m_lo + n_m).
+  const core::MaskRule::TileRun run = rule.query_tiles_seeing(k_begin, k_end, kBr, q_len);
+  const int m_lo = run.first;
+  const int n_m = run.last - run.first;
   const int group = p.group;
   const int total = group * n_m;
 

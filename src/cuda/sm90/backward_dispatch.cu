@@ -8,6 +8,7 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda/scratch.hpp"
 #include "cuda/sm80/backward_launch.hpp"
 #include "cuda/sm80/common/cuda_check.cuh"
 #include "cuda/sm90/backward.hpp"
@@ -68,7 +69,7 @@ WorkspaceLayout workspace_layout(const BackwardProblem& p) {
 
 std::string backward_unsupported(const Problem& problem) {
   // The common checks (device, 90a code, dtype, head dims, TMA layout of q, k, v, out) are the forward's.
-  if (std::string why = forward_unsupported(problem, false); !why.empty()) return why;
+  if (std::string why = forward_unsupported(problem); !why.empty()) return why;
   // dispatch.cpp hands every backend the BackwardProblem it built for a backward (as its Problem base).
   const auto& p = static_cast<const BackwardProblem&>(problem);
   if (find_backward(p.dtype, p.dim_qk, p.dim_v) == nullptr) {
@@ -115,23 +116,8 @@ void run_backward(const BackwardProblem& p) {
   const auto stream = static_cast<cudaStream_t>(p.stream);
   const WorkspaceLayout layout = workspace_layout(p);
 
-  // Caller-owned scratch when it is large enough; otherwise stream-ordered allocation, freed on the same stream.
-  unsigned char* base = static_cast<unsigned char*>(p.workspace.data);
-  bool owned = false;
-  if (base == nullptr || p.workspace.bytes < layout.total) {
-    void* ptr = nullptr;
-    sm80::cuda_check(cudaMallocAsync(&ptr, layout.total > 0 ? layout.total : 1, stream),
-                     "cudaMallocAsync(cuda_sm90 backward workspace)");
-    base = static_cast<unsigned char*>(ptr);
-    owned = true;
-  }
-  struct Release {
-    void* ptr;
-    cudaStream_t stream;
-    ~Release() {
-      if (ptr) cudaFreeAsync(ptr, stream);
-    }
-  } release{owned ? base : nullptr, stream};
+  const StreamScratch scratch(p.workspace, layout.total, stream, "cuda_sm90 backward");
+  unsigned char* base = scratch.data();
 
   sm80::bwd::Workspace ws;
   ws.dq_accum = reinterpret_cast<float*>(base + layout.dq_accum);

@@ -34,12 +34,15 @@ namespace ioattn::detail::sm90 {
 using namespace cute;
 
 // Named barriers (after CUTLASS's reserved ones). kDsReady: the consumer warpgroups, once both wrote their dS.
-// kDqEmpty / kDqFull: the consumers and the dQ warp, handing the shared dQ tile back and forth.
+// kDqEmpty / kDqFull: the consumers and the dQ warp, handing the shared dQ tile back and forth. kZeroRows: the
+// consumer warpgroups, once both zeroed the rows past a varlen sequence (zero_rows_past).
 constexpr std::uint32_t kDsReadyBarrier = 1;
 constexpr std::uint32_t kDqEmptyBarrier = 2;
 constexpr std::uint32_t kDqFullBarrier = 3;
+constexpr std::uint32_t kZeroRowsBarrier = 4;
 
-// How dQ reaches the global fp32 accumulator (BackwardParams::dq_mode).
+// How dQ reaches the global fp32 accumulator (the kernel's kDqMode: one kernel each, so that each carries only its
+// own path's registers; a runtime switch held all three paths' live values and spilled 4.6 KB at d 128).
 constexpr int kDqTmaReduce = 0;  // consumers -> shared memory -> one TMA reduce-add per tile (warp 1)
 constexpr int kDqWarpAtomics = 1;  // consumers -> shared memory -> red.global.add.v4 by warp 1
 constexpr int kDqRegisters = 2;  // consumers' red.global.add.v2 straight from the accumulator
@@ -79,18 +82,28 @@ struct TileMask {
   }
 };
 
-// First index in [lo, hi) where pred holds, for a pred that is false then true.
-template <class Pred>
-__forceinline__ __device__ int first_true_index(int lo, int hi, Pred pred) {
-  while (lo < hi) {
-    const int mid = lo + (hi - lo) / 2;
-    if (pred(mid)) {
-      hi = mid;
-    } else {
-      lo = mid + 1;
-    }
+// Varlen isolation, as in the forward (zero_v_rows): a tensor map bounds only the packed tensor, so the rows of a
+// partial last tile past the sequence's end hold the next sequence's K, V, Q or dO. Their P and dS are 0, but the
+// products still multiply those rows, and 0 x Inf = NaN would carry a neighbour's non-finite K (through dQ = dS K),
+// V (dS = P (dP - delta)), Q (dK += dS^T Q) or dO (dV += P^T dO) into this sequence's gradients. So rows
+// [first_row, kRows) of the tile `rows` ((kRows, kDim) in shared memory, 128-byte swizzled, which keeps whole
+// 16-byte chunks contiguous) are zeroed by all consumer threads, then published before any product reads them.
+template <int kRows, int kDim, int kConsumerThreads, class SmemTile>
+__forceinline__ __device__ void zero_rows_past(SmemTile rows, int first_row, int ctid) {
+  constexpr int kChunks = kDim / 8;  // 16-byte chunks of 16-bit elements
+  for (int item = first_row * kChunks + ctid; item < kRows * kChunks; item += kConsumerThreads) {
+    const std::uint32_t addr =
+        cute::cast_smem_ptr_to_uint(raw_pointer_cast(&rows(item / kChunks, item % kChunks * 8)));
+    asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
   }
-  return lo;
+}
+
+// Ordinary stores that wgmma (the async proxy) reads next: a proxy fence in every writing thread, then the barrier
+// that both consumer warpgroups pass.
+template <int kConsumerThreads>
+__forceinline__ __device__ void publish_zeroed_rows() {
+  cutlass::arch::fence_view_async_shared();
+  cutlass::arch::NamedBarrier::sync(kConsumerThreads, kZeroRowsBarrier);
 }
 
 // The work of one CTA: its keys and the query tiles that see any of them.
@@ -115,21 +128,13 @@ __forceinline__ __device__ KeyTileWork resolve_key_tile(const Params& p, int n_b
   const std::int64_t q_len = w.span.q_len;
   if (w.key0 >= w.span.k_len || q_len == 0) return w;
   const std::int64_t key_end = w.span.k_len - w.key0 < kBlockN ? w.span.k_len : w.key0 + kBlockN;
-  // The first and last visible key of a row both grow with the row (core/mask.hpp): the tiles whose rows all end
-  // before key0 form a prefix, those whose rows all start at or after key_end a suffix (MaskRule::classify's skip
-  // test, solved for the tile).
-  const int n_qt = int((q_len + kBlockM - 1) / kBlockM);
-  w.m_lo = first_true_index(0, n_qt, [&](int m) {
-    const std::int64_t last = std::min<std::int64_t>((std::int64_t(m) + 1) * kBlockM, q_len) - 1;
-    return w.rule.key_end(last) > w.key0;
-  });
-  const int m_hi = first_true_index(w.m_lo, n_qt,
-                                    [&](int m) { return w.rule.key_begin(std::int64_t(m) * kBlockM) >= key_end; });
-  w.n_m = m_hi - w.m_lo;
+  const core::MaskRule::TileRun run = w.rule.query_tiles_seeing(w.key0, key_end, kBlockM, q_len);
+  w.m_lo = run.first;
+  w.n_m = run.last - run.first;
   return w;
 }
 
-template <class Traits>
+template <class Traits, int kDqMode>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
     backward_kernel(CUTE_GRID_CONSTANT BackwardParams<Traits> const p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -173,7 +178,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     // ---------------------------------------------------------------- producer
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegisters>();
     const int bq = p.cu_seqlens_q != nullptr ? 0 : b;
-    if (warp_idx == 1 && total > 0 && p.dq_mode != kDqRegisters) {
+    if (warp_idx == 1 && total > 0 && kDqMode != kDqRegisters) {
       // dQ store warp. The buffer starts free: one arrive for the consumers' first wait.
       const int lane = int(threadIdx.x) - 32;
       Tensor sdQ = make_tensor(make_smem_ptr(storage.dq.data()), typename Traits::SmemLayoutdQ{});
@@ -182,7 +187,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         const int h = h_kv * p.group_size + it / w.n_m;
         const int m_block = w.m_lo + it % w.n_m;
         cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads + 32, kDqFullBarrier);
-        if (p.dq_mode == kDqTmaReduce) {
+        if (kDqMode == kDqTmaReduce) {
           if (lane == 0) {
             Tensor mdQ =
                 p.tma_dq.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.map_batch))(_, _, h, bq);
@@ -199,7 +204,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           const int row0 = m_block * kBlockM;
           float* dq_tile = p.dq_accum + ((w.flat_q0 + row0) * p.heads_q + h) * std::int64_t(kDim);
           constexpr int kChunksPerRow = kDim / 4;
-          CUTE_UNROLL
+          // Not unrolled: this warp runs on the producer's 24 registers.
+#pragma unroll 1
           for (int j = 0; j < kBlockM * kChunksPerRow / 32; ++j) {
             const int chunk = j * 32 + lane;
             const int row = chunk / kChunksPerRow, col = chunk % kChunksPerRow * 4;
@@ -213,7 +219,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         if (it + 1 < total) cutlass::arch::NamedBarrier::arrive(Traits::kConsumerThreads + 32, kDqEmptyBarrier);
       }
       // The reductions themselves complete before the warp exits (the post-pass reads the accumulator).
-      if (lane == 0 && p.dq_mode == kDqTmaReduce) asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
+      if (lane == 0 && kDqMode == kDqTmaReduce) asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
       return;
     }
     if (warp_idx != 0 || total == 0) return;
@@ -304,7 +310,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     Tensor cdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDim>>{}));
     const TileMask tile_mask = TileMask::make(w.rule, q_len, k_len);
 
+    constexpr int kConsumers = Traits::kConsumerThreads;
     if (total > 0) Barrier::wait(&storage.bar_kv, 0);
+    if (p.clear_overhang && total > 0 && w.key0 + kBlockN > k_len) {
+      zero_rows_past<kBlockN, kDim, kConsumers>(sK, k_len - w.key0, ctid);
+      zero_rows_past<kBlockN, kDim, kConsumers>(sV, k_len - w.key0, ctid);
+      publish_zeroed_rows<kConsumers>();
+    }
     for (int it = 0; it < total; ++it) {
       const int stage = it % kStages;
       const int buffer = it & 1;
@@ -314,6 +326,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
                           w.rule.classify(row0, row0 + kBlockM, w.key0, w.key0 + kBlockN) != core::TileKind::full;
 
       Barrier::wait(&storage.full[stage], (it / kStages) & 1);
+      // The sequence's last query tile, partial: alike in both consumer warpgroups, which both pass the barrier.
+      if (p.clear_overhang && row0 + kBlockM > q_len) {
+        zero_rows_past<kBlockM, kDim, kConsumers>(sQ(_, _, stage), q_len - row0, ctid);
+        zero_rows_past<kBlockM, kDim, kConsumers>(sdO(_, _, stage), q_len - row0, ctid);
+        publish_zeroed_rows<kConsumers>();
+      }
       Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
       Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
       wgmma_gemm<true>(mma_sdp, tSrK, tSrQ(_, _, _, stage), acc_s);
@@ -363,7 +381,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       warpgroup_wait<0>();
       PlainBarrier::arrive(&storage.empty[stage]);
 
-      if (p.dq_mode == kDqRegisters) {
+      if constexpr (kDqMode == kDqRegisters) {
         const int h = h_kv * p.group_size + it / w.n_m;
         float* dq_tile = p.dq_accum + ((w.flat_q0 + row0) * p.heads_q + h) * std::int64_t(kDim);
         CUTE_UNROLL

@@ -2,7 +2,6 @@
 // the instantiation files only.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <type_traits>
@@ -11,10 +10,12 @@
 #include <cutlass/numeric_types.h>
 
 #include "api/problem.hpp"
+#include "cuda/shared_memory.hpp"
 #include "cuda/sm80/common/cuda_check.cuh"
 #include "cuda/sm90/backward.hpp"
 #include "cuda/sm90/backward_kernel.cuh"
 #include "cuda/sm90/backward_traits.cuh"
+#include "cuda/sm90/varlen_isolation.hpp"
 
 namespace ioattn::detail::sm90 {
 
@@ -42,8 +43,8 @@ auto make_backward_gmem_view(const Operand& x, std::int64_t rows, std::int64_t h
 
 // IOATTN_SM90_BWD_DQ (read once) picks how dQ reaches the accumulator, for side-by-side timing: 0, a TMA
 // reduce-add per tile; 1, four-wide atomics from shared memory by a producer warp; 2, the consumers' two-wide
-// atomics from registers. Unset: kDefaultDqMode.
-constexpr int kDefaultDqMode = 0;
+// atomics from registers. Unset: kDefaultDqMode, the path measured on a GPU (2026-11-21) until the others are.
+constexpr int kDefaultDqMode = kDqRegisters;
 inline int dq_mode_from_env() {
   static const int mode = [] {
     const char* env = std::getenv("IOATTN_SM90_BWD_DQ");
@@ -99,35 +100,39 @@ BackwardParams<Traits> make_backward_params(const BackwardProblem& p, const Back
   bp.total_k = p.total_k;
   bp.seqlen_q = int(p.seqlen_q);
   bp.seqlen_k = int(p.seqlen_k);
-  bp.dq_mode = dq_mode_from_env();
   bp.scale = p.scale;
   bp.scale_log2 = p.scale * 1.4426950408889634f;
   bp.window_left = p.mask.window_left;
   bp.window_right = p.mask.window_right;
   bp.top_left = p.mask.alignment == Alignment::top_left;
+  bp.clear_overhang = p.is_varlen() && !unsafe_varlen_overhang_from_env();
   return bp;
 }
 
-template <DType kDtype, int kDim>
-void launch_backward(const BackwardProblem& p, const BackwardBuffers& buffers) {
-  using Traits = BackwardTraits<BackwardElement<kDtype>, kDim, backward_block_m<kDim>()>;
+template <class Traits, int kDqMode>
+void launch_backward_kernel(const BackwardProblem& p, const BackwardBuffers& buffers) {
   constexpr int kSmem = Traits::kSmemBytes;
-  auto kernel = &backward_kernel<Traits>;
-  if (p.batch == 0 || p.seqlen_k == 0 || p.heads_kv == 0) return;
-
-  // Above 48 KB a kernel must opt in to dynamic shared memory, once per device (a race repeats an idempotent call).
-  static std::atomic<std::uint64_t> configured{0};
-  const std::uint64_t bit = p.device_index < 64 ? (std::uint64_t{1} << p.device_index) : 0;
-  if (bit == 0 || (configured.load(std::memory_order_relaxed) & bit) == 0) {
-    sm80::cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem),
-                     "cudaFuncSetAttribute(max dynamic shared memory)");
-    configured.fetch_or(bit, std::memory_order_relaxed);
-  }
+  auto kernel = &backward_kernel<Traits, kDqMode>;
+  opt_in_shared_memory(reinterpret_cast<const void*>(kernel), kSmem, p.device_index, "cuda_sm90 backward");
   const BackwardParams<Traits> bp = make_backward_params<Traits>(p, buffers);
   const dim3 grid{unsigned((p.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN), unsigned(p.heads_kv),
                   unsigned(p.batch)};
   kernel<<<grid, Traits::kThreads, kSmem, static_cast<cudaStream_t>(p.stream)>>>(bp);
   sm80::cuda_check(cudaGetLastError(), "cuda_sm90 backward kernel launch");
+}
+
+template <DType kDtype, int kDim>
+void launch_backward(const BackwardProblem& p, const BackwardBuffers& buffers) {
+  using Traits = BackwardTraits<BackwardElement<kDtype>, kDim, backward_block_m<kDim>()>;
+  if (p.batch == 0 || p.seqlen_k == 0 || p.heads_kv == 0) return;
+  switch (dq_mode_from_env()) {
+    case kDqTmaReduce:
+      return launch_backward_kernel<Traits, kDqTmaReduce>(p, buffers);
+    case kDqWarpAtomics:
+      return launch_backward_kernel<Traits, kDqWarpAtomics>(p, buffers);
+    default:
+      return launch_backward_kernel<Traits, kDqRegisters>(p, buffers);
+  }
 }
 
 }  // namespace ioattn::detail::sm90

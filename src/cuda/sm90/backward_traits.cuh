@@ -140,11 +140,11 @@ struct BackwardParams {
   std::int64_t total_q, total_k;
   int seqlen_q, seqlen_k;  // dense: every sequence's; varlen: the max
 
-  int dq_mode;  // backward_kernel.cuh: kDqTmaReduce, kDqWarpAtomics or kDqRegisters
   float scale;
   float scale_log2;
   std::int64_t window_left, window_right;
   bool top_left;
+  bool clear_overhang;  // varlen: zero the rows a partial last tile reads past the sequence (zero_rows_past)
 };
 
 }  // namespace ioattn::detail::sm90

@@ -7,9 +7,9 @@
 
 namespace ioattn::detail::sm90 {
 
-// Empty when run_forward can take the problem on this build and device; otherwise the reason. The backward is
-// always refused: the sm80 "cuda" backend runs it.
-std::string forward_unsupported(const Problem& p, bool backward);
+// Empty when run_forward can take the problem on this build and device; otherwise the reason (what the backward
+// refuses is backward.hpp's backward_unsupported, which starts from this).
+std::string forward_unsupported(const Problem& p);
 
 // Runs the forward on the problem's stream. Throws ErrorCode::unsupported where forward_unsupported is not empty,
 // ErrorCode::backend_failure when a CUDA call fails.

@@ -17,6 +17,7 @@
 #include "cuda/sm90/forward.hpp"
 #include "cuda/sm90/forward_kernel.cuh"
 #include "cuda/sm90/forward_traits.cuh"
+#include "cuda/sm90/varlen_isolation.hpp"
 
 namespace ioattn::detail::sm90 {
 
@@ -58,16 +59,6 @@ auto make_gmem_view(const Operand& x, std::int64_t rows, std::int64_t heads, std
   return make_tensor(make_gmem_ptr(static_cast<Element const*>(x.ptr)),
                      make_shape(int(rows > 1 ? rows : 1), int(kCols), int(heads), int(batches)),
                      make_stride(row_stride, _1{}, head_stride, batch_stride));
-}
-
-// IOATTN_SM90_UNSAFE_VARLEN_OVERHANG=1 (read once) turns the varlen isolation off (ForwardParams::clear_v_overhang):
-// for showing that the isolation test fails without it, never for use.
-inline bool unsafe_varlen_overhang_from_env() {
-  static const bool unsafe = [] {
-    const char* env = std::getenv("IOATTN_SM90_UNSAFE_VARLEN_OVERHANG");
-    return env != nullptr && env[0] == '1';
-  }();
-  return unsafe;
 }
 
 // A device attribute, read once per device (0: not read yet); `fallback` for device indices past 63.
@@ -186,16 +177,18 @@ inline int variant_from_env() {
 // the same work: measured 2026-11-21 on an H200 (bf16, 16k tokens, same run), without a mask, persistent vs one
 // CTA per tile +17% at seqlen 512, +11% at 1k, +6% at 2k, +1-2% from 4k (d128), +14% / +2% at 1k / 8k (d64),
 // +4% / +1% (d256); causal, -35% at 16k (d128) and -29% at 8k (d256), where the stride pattern gives some CTAs
-// three times the keys of others. The heavy-first order balances causal work (d128 causal, same run, 13:56 UTC:
-// +20% at 512, +14% at 1k, +9% at 2k, +8% at 4k), but at 16k it lost 12% to one CTA per tile, whose hardware
-// order (each head's heaviest tiles first, heads in turn, a CTA whenever an SM frees up) is a greedy
-// longest-first schedule of its own once tiles are long. Varlen work per tile depends on lengths that live on the
-// device: one CTA per tile.
+// three times the keys of others. The heavy-first order balances causal work: causal, one CTA per tile vs
+// heavy-first (same run, 14:36 UTC, 10 repeats), d64 +26% at 512, +18% at 1k, +10% at 2k, +5% at 4k, +2% at 8k;
+// d128 +19%, +16%, +10%, +5%, -2%; but d256 -3%, -10%, -13%, -4%, -7%, and at d128 16k -12% (13:56 UTC): there one
+// CTA per tile, whose hardware order (each head's heaviest tiles first, heads in turn, a CTA whenever an SM frees
+// up) is a greedy longest-first schedule of its own, wins. 192/128 was not measured: one CTA per tile. Varlen work
+// per tile depends on lengths that live on the device: one CTA per tile.
 inline TileOrder choose_order(const Problem& p) {
   constexpr std::int64_t kHeavyFirstMaxKeys = 4096;
   if (p.is_varlen()) return TileOrder::one_per_cta;
   if (p.mask.is_none()) return TileOrder::persistent;
-  return p.seqlen_k <= kHeavyFirstMaxKeys ? TileOrder::heavy_first : TileOrder::one_per_cta;
+  const bool heavy_first = p.dim_qk <= 128 && p.seqlen_k <= kHeavyFirstMaxKeys;
+  return heavy_first ? TileOrder::heavy_first : TileOrder::one_per_cta;
 }
 
 template <DType kDtype, int kDim, int kDimV>
