@@ -30,15 +30,14 @@ constexpr int backward_block_m() {
   return kDim == 64 ? 128 : 64;
 }
 
-// IOATTN_SM90_BWD_DQ (read once) picks how dQ reaches the accumulator, for side-by-side timing: 0, a TMA
-// reduce-add per tile; 1, four-wide atomics from shared memory by a producer warp; 2, the consumers' two-wide
-// atomics from registers. Unset: kDefaultDqMode, the path measured on a GPU (2026-11-21) until the others are.
-constexpr int kDefaultDqMode = kDqRegisters;
+// IOATTN_SM90_BWD_DQ (read once) picks how dQ reaches the accumulator, for side-by-side timing: 0 (the default),
+// a TMA reduce-add per tile; 1, the consumers' two-wide atomics from registers.
+constexpr int kDefaultDqMode = kDqTmaReduce;
 inline int dq_mode_from_env() {
   static const int mode = [] {
     const char* env = std::getenv("IOATTN_SM90_BWD_DQ");
     const int m = env && *env ? std::atoi(env) : kDefaultDqMode;
-    return m >= 0 && m <= 2 ? m : kDefaultDqMode;
+    return m == kDqTmaReduce || m == kDqRegisters ? m : kDefaultDqMode;
   }();
   return mode;
 }
@@ -118,8 +117,6 @@ void launch_backward(const BackwardProblem& p, const BackwardBuffers& buffers) {
   switch (dq_mode_from_env()) {
     case kDqTmaReduce:
       return launch_backward_kernel<Traits, kDqTmaReduce>(p, buffers);
-    case kDqWarpAtomics:
-      return launch_backward_kernel<Traits, kDqWarpAtomics>(p, buffers);
     default:
       return launch_backward_kernel<Traits, kDqRegisters>(p, buffers);
   }
