@@ -10,7 +10,7 @@ namespace ioattn::detail {
 namespace {
 
 std::string sm90_unsupported(const Problem& p, bool backward) {
-  return backward ? sm90::backward_unsupported(p) : sm90::forward_unsupported(p, false);
+  return backward ? sm90::backward_unsupported(p) : sm90::forward_unsupported(p);
 }
 
 std::size_t sm90_forward_workspace_bytes(const Problem&) { return 0; }

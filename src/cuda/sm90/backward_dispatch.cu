@@ -69,7 +69,7 @@ WorkspaceLayout workspace_layout(const BackwardProblem& p) {
 
 std::string backward_unsupported(const Problem& problem) {
   // The common checks (device, 90a code, dtype, head dims, TMA layout of q, k, v, out) are the forward's.
-  if (std::string why = forward_unsupported(problem, false); !why.empty()) return why;
+  if (std::string why = forward_unsupported(problem); !why.empty()) return why;
   // dispatch.cpp hands every backend the BackwardProblem it built for a backward (as its Problem base).
   const auto& p = static_cast<const BackwardProblem&>(problem);
   if (find_backward(p.dtype, p.dim_qk, p.dim_v) == nullptr) {

@@ -7,9 +7,9 @@
 
 namespace ioattn::detail::sm90 {
 
-// Empty when run_forward can take the problem on this build and device; otherwise the reason. The backward is
-// always refused: the sm80 "cuda" backend runs it.
-std::string forward_unsupported(const Problem& p, bool backward);
+// Empty when run_forward can take the problem on this build and device; otherwise the reason (what the backward
+// refuses is backward.hpp's backward_unsupported, which starts from this).
+std::string forward_unsupported(const Problem& p);
 
 // Empty when this build holds sm_90a code and device `device_index` is a compute capability 9.x GPU; otherwise why
 // not (shared by every cuda_sm90 kernel's checks).

@@ -80,8 +80,7 @@ std::string hopper_unavailable(int device_index) {
   return {};
 }
 
-std::string forward_unsupported(const Problem& p, bool backward) {
-  if (backward) return "the cuda_sm90 backend has no backward yet (the \"cuda\" backend runs it)";
+std::string forward_unsupported(const Problem& p) {
   if (p.device != Device::cuda) {
     return std::string("the cuda_sm90 backend needs tensors on cuda; got ") + to_string(p.device);
   }
@@ -134,7 +133,7 @@ std::string forward_unsupported(const Problem& p, bool backward) {
 }
 
 void run_forward(const Problem& p) {
-  if (std::string why = forward_unsupported(p, false); !why.empty()) throw Error(ErrorCode::unsupported, why);
+  if (std::string why = forward_unsupported(p); !why.empty()) throw Error(ErrorCode::unsupported, why);
   find_forward(p.dtype, p.dim_qk, p.dim_v)(p);
 }
 
