@@ -30,3 +30,11 @@ if(IOATTN_CUDA AND TARGET ioattn_attention_support)
   target_compile_definitions(test_cuda_sm90_fp8 PRIVATE
     IOATTN_TEST_CUDA_HEAD_DIMS="${_ioattn_sm90_dims}" IOATTN_TEST_CUDA_DTYPES="${_ioattn_sm90_dtypes}")
 endif()
+
+# The FP8 forward's key order against cute's register layouts: host code, runs without a GPU (CI included).
+if(IOATTN_CUDA)
+  find_package(CUDAToolkit REQUIRED)
+  ioattn_add_test(test_sm90_fp8_key_order ${CMAKE_CURRENT_SOURCE_DIR}/cuda/sm90_fp8_layout_test.cpp LABELS fp8)
+  target_include_directories(test_sm90_fp8_key_order PRIVATE "${IOATTN_CUTLASS_DIR}" ${CUDAToolkit_INCLUDE_DIRS}
+                             "${CUDAToolkit_INCLUDE_DIRS}/cccl")
+endif()

@@ -28,6 +28,7 @@
 #include "cuda/sm80/common/score_mod.cuh"
 #include "cuda/sm80/common/tile_ops.cuh"
 #include "cuda/sm90/forward_mainloop.cuh"
+#include "cuda/sm90/fp8_key_order.hpp"
 #include "cuda/sm90/fp8_traits.cuh"
 #include "cuda/sm90/tile_scheduler.cuh"
 #include "cuda/sm90/wgmma_ops.cuh"
@@ -36,17 +37,9 @@ namespace ioattn::detail::sm90 {
 
 using namespace cute;
 
-// The physical key (within a 32-key k-slice) that logical key l of Vt and of the A operand stands for. cute's
-// ALayout_64x32 gives thread t (lane % 4) of a quad the A values (v0, v1, v2) at row +8 v1, logical key
-// 16 v2 + 4 t + v0; the S accumulator (CLayout_64xN) gives it the values (c0, c1, c) at row +8 c1, key 8 c + 2 t + c0.
-// Putting accumulator value (v0 & 1, v1, 2 v2 + (v0 >> 1)) (of this k-slice) in A slot (v0, v1, v2) keeps every
-// value in its thread; the slot then holds physical key 16 v2 + 8 (v0 >> 1) + 2 t + (v0 & 1), which is this map of
-// the logical key l = 16 v2 + 4 t + v0.
-__forceinline__ __device__ int fp8_physical_key(int l) {
-  return (l & ~15) + 8 * ((l >> 1) & 1) + 2 * ((l >> 2) & 3) + (l & 1);
-}
-
-// P (the S accumulator after the softmax: probabilities in [0, 1]) times `scale` into the A operand of P V.
+// P (the S accumulator after the softmax: probabilities in [0, 1]) times `scale` into the A operand of P V, in the
+// key order of fp8_key_order.hpp: A slot (v0, v1, v2) of k-slice s takes accumulator value (v0 & 1, v1,
+// 4 s + 2 v2 + (v0 >> 1)).
 template <class AccS, class FragA>
 __forceinline__ __device__ void p_as_a_operand(const AccS& acc_s, FragA& frag, float scale) {
   using Element = typename FragA::value_type;
