@@ -1,10 +1,11 @@
 // The FP8 forward's key order (src/cuda/sm90/fp8_key_order.hpp) against cute's own register layouts of the wgmma
 // S accumulator (CLayout_64xN) and of an 8-bit A operand from registers (ALayout_64x32): for every thread and
 // every A slot, the accumulator value p_as_a_operand puts there must be on the same row, at the physical key that
-// fp8_physical_key gives for the slot's logical key; and the map must permute each 32-key slice. Host code only:
-// it runs in CI, without a GPU.
+// fp8_physical_key gives for the slot's logical key; the map must permute each 32-key slice; and the V transpose's
+// byte shuffle must move every byte where it belongs. Host code only: it runs in CI, without a GPU.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <vector>
 
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
@@ -38,6 +39,17 @@ TEST(Sm90Fp8KeyOrder, AccumulatorValuesLandInTheirASlots) {
     }
   }
   EXPECT_EQ(checked, 128 * 8 * 16);
+}
+
+// The transposing warps' byte shuffle: byte j of word i to byte i of word j, for every byte position.
+TEST(Sm90Fp8KeyOrder, ByteTransposeMovesEveryByte) {
+  using ioattn::detail::sm90::fp8_transpose_4x4;
+  const std::uint32_t in[4] = {0x03020100u, 0x13121110u, 0x23222120u, 0x33323130u};  // byte j of word i: 0x<i><j>
+  std::uint32_t out[4];
+  fp8_transpose_4x4(in, out);
+  for (int i = 0; i < 4; ++i) {
+    for (int j = 0; j < 4; ++j) EXPECT_EQ((out[j] >> (8 * i)) & 0xff, std::uint32_t(16 * i + j)) << i << ", " << j;
+  }
 }
 
 TEST(Sm90Fp8KeyOrder, PermutesEachSlice) {

@@ -80,10 +80,8 @@ __forceinline__ __device__ void transpose_v(SV& sV, SVt& sVt, int stage, int tid
     for (int i = 0; i < 4; ++i) {
       w[i] = *reinterpret_cast<const std::uint32_t*>(raw_pointer_cast(&sV(fp8_physical_key(l0 + i), d0, stage)));
     }
-    const std::uint32_t lo01 = __byte_perm(w[0], w[1], 0x5140), hi01 = __byte_perm(w[0], w[1], 0x7362);
-    const std::uint32_t lo23 = __byte_perm(w[2], w[3], 0x5140), hi23 = __byte_perm(w[2], w[3], 0x7362);
-    const std::uint32_t out[4] = {__byte_perm(lo01, lo23, 0x5410), __byte_perm(lo01, lo23, 0x7632),
-                                  __byte_perm(hi01, hi23, 0x5410), __byte_perm(hi01, hi23, 0x7632)};
+    std::uint32_t out[4];
+    fp8_transpose_4x4(w, out);
     CUTE_UNROLL
     for (int j = 0; j < 4; ++j) {
       *reinterpret_cast<std::uint32_t*>(raw_pointer_cast(&sVt(d0 + j, l0, stage))) = out[j];
