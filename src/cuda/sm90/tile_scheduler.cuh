@@ -6,7 +6,8 @@
 //  - persistent: one CTA per SM striding over the tiles (c, c + G, c + 2G, ...), so the producer loads the next
 //    tile while the consumers finish this one. Balanced only when every tile carries the same work (no mask).
 //  - heavy_first: persistent, for masks that make the work uneven (causal: a tile's keys grow with its row). The
-//    tiles are sorted by their work, heaviest first, and dealt out in a zigzag (round k: CTA c takes position
+//    tiles are sorted by query tile from the last down (under a causal mask: by their work, heaviest first; a
+//    sliding window leaves them about equal), and dealt out in a zigzag (round k: CTA c takes position
 //    k G + c when k is even, k G + G - 1 - c when odd), so each CTA's heavy tiles pair with light ones and the
 //    rounds end together. Sorting across all heads would have every head's K and V in flight at once; so the
 //    sort runs within sections of `section_heads` (head, sequence) pairs whose K and V fit in half the L2.
