@@ -9,8 +9,9 @@
 // online softmax in base 2 with the descales folded into the exponent's scale, P into the A operand's registers,
 // O += P Vt by wgmma. Epilogue: O divided by the row sum once (core::SoftmaxState: sinks, rows that see nothing),
 // times V's descale, stored in the output type with the LSE.
-// A first version: one schedule (each consumer warpgroup waits for its S before the softmax, and for its P V before
-// the next S); the forward's overlap and ping-pong are next.
+// Two schedules (kOverlap): serial (each consumer warpgroup waits for its S before the softmax, and for its P V
+// before the next S), and overlapped as in the bf16 forward (S(n + 1) issued together with P(n) V(n), so the
+// softmax of one tile runs while the tensor cores work on the other); ping-pong between the warpgroups is next.
 #pragma once
 
 #include <climits>
@@ -89,7 +90,7 @@ __forceinline__ __device__ void transpose_v(SV& sV, SVt& sVt, int stage, int tid
   }
 }
 
-template <class Traits>
+template <class Traits, bool kOverlap>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
     fp8_forward_kernel(CUTE_GRID_CONSTANT Fp8ForwardParams<Traits> const p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -220,22 +221,59 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const std::int64_t full_hi = key_end_first > 0 ? key_end_first / kBlockN : 0;
   if (n_tiles > 0) Barrier::wait(&storage.bar_q, 0);
   PipelineState read;
-  for (int i = 0; i < n_tiles; ++i) {
-    const int n_block = w.n_block_max - 1 - i;
-    const int stage = i % kStages;
+  auto mask = [&](int n_block) {
+    if (n_block < full_lo || n_block >= full_hi) sm80::apply_mask(rS, rC, w.rule, w.row0, n_block * kBlockN);
+  };
+  // O += P Vt of key tile i (the i-th visited), once its Vt is written.
+  auto issue_pv = [&](int i) {
+    PlainBarrier::wait(&storage.vt_full[i % kStages], (i / kStages) & 1);
+    wgmma_gemm<false>(mma_pv, tOrP, tOrVt(_, _, _, i % kStages), acc_o);
+  };
+  auto release_vt = [&](int i) { PlainBarrier::arrive(&storage.vt_empty[i % kStages]); };
+  if constexpr (!kOverlap) {
+    for (int i = 0; i < n_tiles; ++i) {
+      pipe_k.consumer_wait(read);
+      wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), acc_s);
+      warpgroup_wait<0>();
+      pipe_k.consumer_release(read);
+      mask(w.n_block_max - 1 - i);
+      softmax.fold(rS, alpha);
+      softmax.rescale(rO, alpha);
+      p_as_a_operand(acc_s, tOrP, Traits::kPScale);
+      issue_pv(i);
+      warpgroup_wait<0>();
+      release_vt(i);
+      ++read;
+    }
+  } else if (n_tiles > 0) {
+    // The first tile: S alone (O is still zero: no rescale).
     pipe_k.consumer_wait(read);
     wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), acc_s);
     warpgroup_wait<0>();
     pipe_k.consumer_release(read);
-    if (n_block < full_lo || n_block >= full_hi) sm80::apply_mask(rS, rC, w.rule, w.row0, n_block * kBlockN);
-    softmax.fold(rS, alpha);
-    softmax.rescale(rO, alpha);
-    p_as_a_operand(acc_s, tOrP, Traits::kPScale);
-    PlainBarrier::wait(&storage.vt_full[stage], (i / kStages) & 1);
-    wgmma_gemm<false>(mma_pv, tOrP, tOrVt(_, _, _, stage), acc_o);
-    warpgroup_wait<0>();
-    PlainBarrier::arrive(&storage.vt_empty[stage]);
     ++read;
+    mask(w.n_block_max - 1);
+    softmax.fold(rS, alpha);
+    p_as_a_operand(acc_s, tOrP, Traits::kPScale);
+    // Steady state: S(i) and P(i - 1) Vt(i - 1) in flight together; the softmax of S(i) runs under the P V. P is in
+    // registers apart from S, so S(i) may overwrite the accumulator while P(i - 1) is still being read.
+    for (int i = 1; i < n_tiles; ++i) {
+      pipe_k.consumer_wait(read);
+      wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), acc_s);
+      issue_pv(i - 1);
+      warpgroup_wait<1>();  // batches retire in order: S(i) is done, P V may still run
+      pipe_k.consumer_release(read);
+      ++read;
+      mask(w.n_block_max - 1 - i);
+      softmax.fold(rS, alpha);
+      warpgroup_wait<0>();  // P(i - 1) V done: its registers and O may be touched again
+      release_vt(i - 1);
+      softmax.rescale(rO, alpha);  // O so far, P(i - 1) V included, is relative to the old row max
+      p_as_a_operand(acc_s, tOrP, Traits::kPScale);
+    }
+    issue_pv(n_tiles - 1);
+    warpgroup_wait<0>();
+    release_vt(n_tiles - 1);
   }
 
   // Epilogue: each row through core::SoftmaxState (sink, rows that saw nothing); O / (row sum x kPScale) x V's

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include <cuda_runtime.h>
@@ -76,19 +77,36 @@ Fp8ForwardParams<Traits> make_fp8_params(const Fp8Problem& fp) {
   return kp;
 }
 
-template <DType kOut, int kDim>
-void launch_forward_fp8(const Fp8Problem& fp) {
-  using Traits = Fp8ForwardTraits<Fp8OutElementOf<kOut>, kDim, fp8_block_n<kDim>()>;
+// IOATTN_SM90_FP8_VARIANT (read once) picks the consumers' schedule: 0 serial (the default until the overlapped one
+// has been measured on a GPU), 1 overlapped.
+inline int fp8_variant_from_env() {
+  static const int variant = [] {
+    const char* env = std::getenv("IOATTN_SM90_FP8_VARIANT");
+    return env && *env ? std::atoi(env) : 0;
+  }();
+  return variant;
+}
+
+template <class Traits, bool kOverlap>
+void launch_fp8_kernel(const Fp8Problem& fp) {
   const Problem& p = fp.attn;
-  if (p.seqlen_q == 0 || p.batch == 0 || p.heads_q == 0) return;
   constexpr int kSmem = Traits::kSmemBytes;
-  auto kernel = &fp8_forward_kernel<Traits>;
+  auto kernel = &fp8_forward_kernel<Traits, kOverlap>;
   sm80::DeviceScope device(p.device_index);
   opt_in_shared_memory(reinterpret_cast<const void*>(kernel), kSmem, p.device_index, "cuda_sm90 fp8 forward");
   const Fp8ForwardParams<Traits> kp = make_fp8_params<Traits>(fp);
   const dim3 grid{unsigned(std::int64_t(kp.num_m_blocks) * p.heads_q * p.batch)};
   kernel<<<grid, Traits::kThreads, kSmem, static_cast<cudaStream_t>(p.stream)>>>(kp);
   sm80::cuda_check(cudaGetLastError(), "cuda_sm90 fp8 forward kernel launch");
+}
+
+template <DType kOut, int kDim>
+void launch_forward_fp8(const Fp8Problem& fp) {
+  using Traits = Fp8ForwardTraits<Fp8OutElementOf<kOut>, kDim, fp8_block_n<kDim>()>;
+  const Problem& p = fp.attn;
+  if (p.seqlen_q == 0 || p.batch == 0 || p.heads_q == 0) return;
+  if (fp8_variant_from_env() == 1) return launch_fp8_kernel<Traits, true>(fp);
+  launch_fp8_kernel<Traits, false>(fp);
 }
 
 }  // namespace ioattn::detail::sm90
