@@ -13,6 +13,7 @@ Usage: python3 bench/fp8_forward.py --lib build/libioattn.so [--dims 128,256] [-
 import argparse
 import ctypes
 import json
+import os
 import statistics
 import sys
 
@@ -102,8 +103,9 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"env": env, "rows": rows}, f, indent=1)
-    print(f"\nFP8 vs bf16 forward (cuda_sm90), {env['gpu']}, driver {env['driver']}, torch {env['torch']}, "
-          f"{env['date']}: TFLOP/s")
+    variant = os.environ.get("IOATTN_SM90_FP8_VARIANT", "0")
+    print(f"\nFP8 (IOATTN_SM90_FP8_VARIANT={variant}) vs bf16 forward (cuda_sm90), {env['gpu']}, driver "
+          f"{env['driver']}, torch {env['torch']}, {env['date']}: TFLOP/s")
     print("| D | seqlen | causal | bf16 | fp8 | fp8 / bf16 | rel rms diff | max abs diff |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
