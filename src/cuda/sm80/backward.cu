@@ -113,32 +113,16 @@ void check_operand(const char* name, const Operand& op, bool varlen) {
   }
 }
 
-constexpr std::size_t kAlign = 256;
-std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-
-struct Layout {
-  std::int64_t rows = 0;
-  int n_qtiles = 0;
-  std::size_t dq_accum = 0, lse2 = 0, dpre = 0, sem = 0, total = 0;  // byte offsets, then the size
-};
-
-Layout workspace_layout(const BackwardProblem& p) {
-  Layout l;
-  l.rows = p.is_varlen() ? p.total_q : p.batch * p.seqlen_q;
+// Query tiles of the selected shape per sequence: the deterministic dQ order keeps one semaphore for each.
+int query_tiles(const BackwardProblem& p) {
   const Shape shape = selected_shape(p);
   const int br = shape.br > 0 ? shape.br : 64;
-  l.n_qtiles = static_cast<int>((p.seqlen_q + br - 1) / br);
-  std::size_t off = 0;
-  l.dq_accum = off;
-  off += align_up(sizeof(float) * std::size_t(l.rows) * p.heads_q * p.dim_qk);
-  l.lse2 = off;
-  off += align_up(sizeof(float) * std::size_t(l.rows) * p.heads_q);
-  l.dpre = off;
-  off += align_up(sizeof(float) * std::size_t(l.rows) * p.heads_q);
-  l.sem = off;
-  if (p.deterministic) off += align_up(sizeof(int) * std::size_t(p.batch) * p.heads_q * l.n_qtiles);
-  l.total = off;
-  return l;
+  return static_cast<int>((p.seqlen_q + br - 1) / br);
+}
+
+bwd::WorkspaceLayout workspace_layout(const BackwardProblem& p) {
+  const std::size_t semaphores = p.deterministic ? std::size_t(p.batch) * p.heads_q * query_tiles(p) : 0;
+  return bwd::WorkspaceLayout::make(p, semaphores);
 }
 
 // Restores the caller's current device on the way out.
@@ -201,17 +185,12 @@ void run_backward(const BackwardProblem& p) {
 
   DeviceGuard guard(p.device_index);
   const auto stream = static_cast<cudaStream_t>(p.stream);
-  const Layout layout = workspace_layout(p);
+  const bwd::WorkspaceLayout layout = workspace_layout(p);
 
   const StreamScratch scratch(p.workspace, layout.total, stream, "cuda backward");
   unsigned char* base = scratch.data();
 
-  bwd::Workspace ws;
-  ws.dq_accum = reinterpret_cast<float*>(base + layout.dq_accum);
-  ws.lse2 = reinterpret_cast<float*>(base + layout.lse2);
-  ws.dpre = reinterpret_cast<float*>(base + layout.dpre);
-  ws.dq_sem = p.deterministic ? reinterpret_cast<int*>(base + layout.sem) : nullptr;
-  ws.rows = layout.rows;
+  const bwd::Workspace ws = layout.carve(base);
 
   if (layout.rows > 0) {
     check_cuda(cudaMemsetAsync(ws.dq_accum, 0, layout.lse2 - layout.dq_accum, stream), "zeroing dq accumulator");
@@ -240,7 +219,7 @@ void run_backward(const BackwardProblem& p) {
     mp.heads_q = static_cast<int>(p.heads_q);
     mp.heads_kv = static_cast<int>(p.heads_kv);
     mp.group = static_cast<int>(p.group_size());
-    mp.n_qtiles = layout.n_qtiles;
+    mp.n_qtiles = query_tiles(p);
     mp.scale = p.scale;
     mp.softcap = p.softcap;
     mp.alibi = p.alibi_slopes;

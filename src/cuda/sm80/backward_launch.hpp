@@ -21,6 +21,17 @@ struct Workspace {
   std::int64_t rows = 0;  // R
 };
 
+// Where the Workspace's buffers sit in one allocation: dq_accum, lse2 and dpre for the problem's query rows, then
+// `semaphores` ints (the deterministic dQ order; 0 without it), each 256-byte aligned. The sm80 and sm90 backwards
+// both carve their scratch this way for the passes above.
+struct WorkspaceLayout {
+  std::int64_t rows = 0;
+  std::size_t dq_accum = 0, lse2 = 0, dpre = 0, sem = 0, total = 0;  // byte offsets, then the size
+
+  static WorkspaceLayout make(const BackwardProblem& p, std::size_t semaphores);
+  Workspace carve(unsigned char* base) const;  // dq_sem null without semaphores
+};
+
 template <class Elem, int kDimQK, int kDimV, int kVariant>
 void launch_backward_main(const BwdMainParams& p, cudaStream_t stream);
 

@@ -184,4 +184,32 @@ void launch_backward_dsinks(const BackwardProblem& p, const Workspace& ws, cudaS
   check_launch("dsinks");
 }
 
+WorkspaceLayout WorkspaceLayout::make(const BackwardProblem& p, std::size_t semaphores) {
+  constexpr std::size_t kAlign = 256;
+  const auto align_up = [](std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; };
+  WorkspaceLayout l;
+  l.rows = p.is_varlen() ? p.total_q : p.batch * p.seqlen_q;
+  std::size_t off = 0;
+  l.dq_accum = off;
+  off += align_up(sizeof(float) * std::size_t(l.rows) * p.heads_q * p.dim_qk);
+  l.lse2 = off;
+  off += align_up(sizeof(float) * std::size_t(l.rows) * p.heads_q);
+  l.dpre = off;
+  off += align_up(sizeof(float) * std::size_t(l.rows) * p.heads_q);
+  l.sem = off;
+  off += align_up(sizeof(int) * semaphores);
+  l.total = off;
+  return l;
+}
+
+Workspace WorkspaceLayout::carve(unsigned char* base) const {
+  Workspace ws;
+  ws.dq_accum = reinterpret_cast<float*>(base + dq_accum);
+  ws.lse2 = reinterpret_cast<float*>(base + lse2);
+  ws.dpre = reinterpret_cast<float*>(base + dpre);
+  ws.dq_sem = total > sem ? reinterpret_cast<int*>(base + sem) : nullptr;
+  ws.rows = rows;
+  return ws;
+}
+
 }  // namespace ioattn::detail::sm80::bwd

@@ -41,30 +41,6 @@ std::string operand_alignment_problem(const char* name, const Operand& x, std::i
          ", " + std::to_string(x.seq_stride) + ", " + std::to_string(x.head_stride) + "]";
 }
 
-constexpr std::size_t kAlign = 256;
-std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
-
-// The workspace: dq_accum fp32 [rows][heads_q][dim], then lse2 and delta fp32 [heads_q][rows] (the layout the sm80
-// passes read and write).
-struct WorkspaceLayout {
-  std::int64_t rows = 0;
-  std::size_t dq_accum = 0, lse2 = 0, delta = 0, total = 0;  // byte offsets, then the size
-};
-
-WorkspaceLayout workspace_layout(const BackwardProblem& p) {
-  WorkspaceLayout l;
-  l.rows = p.is_varlen() ? p.total_q : p.batch * p.seqlen_q;
-  std::size_t off = 0;
-  l.dq_accum = off;
-  off += align_up(sizeof(float) * std::size_t(l.rows) * p.heads_q * p.dim_qk);
-  l.lse2 = off;
-  off += align_up(sizeof(float) * std::size_t(l.rows) * p.heads_q);
-  l.delta = off;
-  off += align_up(sizeof(float) * std::size_t(l.rows) * p.heads_q);
-  l.total = off;
-  return l;
-}
-
 }  // namespace
 
 std::string backward_unsupported(const Problem& problem) {
@@ -102,22 +78,21 @@ std::string backward_unsupported(const Problem& problem) {
   return {};
 }
 
-std::size_t backward_workspace_bytes(const BackwardProblem& p) { return workspace_layout(p).total; }
+std::size_t backward_workspace_bytes(const BackwardProblem& p) {
+  return sm80::bwd::WorkspaceLayout::make(p, 0).total;
+}
 
 void run_backward(const BackwardProblem& p) {
   if (std::string why = backward_unsupported(p); !why.empty()) throw Error(ErrorCode::unsupported, why);
   sm80::DeviceScope device(p.device_index);
   const auto stream = static_cast<cudaStream_t>(p.stream);
-  const WorkspaceLayout layout = workspace_layout(p);
+  // The sm80 passes' layout, without the deterministic order's semaphores (backward_unsupported refuses it).
+  const sm80::bwd::WorkspaceLayout layout = sm80::bwd::WorkspaceLayout::make(p, 0);
 
   const StreamScratch scratch(p.workspace, layout.total, stream, "cuda_sm90 backward");
   unsigned char* base = scratch.data();
 
-  sm80::bwd::Workspace ws;
-  ws.dq_accum = reinterpret_cast<float*>(base + layout.dq_accum);
-  ws.lse2 = reinterpret_cast<float*>(base + layout.lse2);
-  ws.dpre = reinterpret_cast<float*>(base + layout.delta);
-  ws.rows = layout.rows;
+  const sm80::bwd::Workspace ws = layout.carve(base);
   if (layout.rows > 0) {
     sm80::cuda_check(cudaMemsetAsync(ws.dq_accum, 0, layout.lse2 - layout.dq_accum, stream),
                      "zeroing the cuda_sm90 dQ accumulator");

@@ -14,6 +14,7 @@
 #include "cuda/sm90/backward.hpp"
 #include "cuda/sm90/backward_kernel.cuh"
 #include "cuda/sm90/backward_traits.cuh"
+#include "cuda/sm90/tma_view.cuh"
 #include "cuda/sm90/varlen_isolation.hpp"
 
 namespace ioattn::detail::sm90 {
@@ -28,18 +29,6 @@ constexpr int backward_block_m() {
   return kDim == 64 ? 128 : 64;
 }
 
-// A tensor map over (rows, dim, heads, batch); a dimension of extent 1 still wants a valid (16-byte) stride.
-template <class Traits>
-auto make_backward_gmem_view(const Operand& x, std::int64_t rows, std::int64_t heads, std::int64_t batches) {
-  using Element = typename Traits::Element;
-  const std::int64_t row_stride = rows > 1 ? x.seq_stride : Traits::kDim;
-  const std::int64_t head_stride = heads > 1 ? x.head_stride : Traits::kDim;
-  const std::int64_t batch_stride = batches > 1 ? x.batch_stride : Traits::kDim;
-  return make_tensor(make_gmem_ptr(static_cast<Element const*>(x.ptr)),
-                     make_shape(int(rows > 1 ? rows : 1), int(Traits::kDim), int(heads), int(batches)),
-                     make_stride(row_stride, _1{}, head_stride, batch_stride));
-}
-
 template <class Traits>
 BackwardParams<Traits> make_backward_params(const BackwardProblem& p, const BackwardBuffers& buffers) {
   const bool varlen = p.is_varlen();
@@ -50,15 +39,16 @@ BackwardParams<Traits> make_backward_params(const BackwardProblem& p, const Back
   using TileK = Shape<Int<Traits::kBlockN>, Int<Traits::kDim>>;
   const auto smem_q = take<0, 2>(typename Traits::SmemLayoutQ{});
 
+  const auto view = [&](const Operand& x, std::int64_t rows, std::int64_t heads) {
+    return make_gmem_view<typename Traits::Element, Traits::kDim>(x, rows, heads, batches);
+  };
+
   BackwardParams<Traits> bp{};
-  bp.tma_q = make_tma_copy(SM90_TMA_LOAD{}, make_backward_gmem_view<Traits>(p.q, rows_q, p.heads_q, batches), smem_q,
-                           TileQ{}, _1{});
-  bp.tma_dout = make_tma_copy(SM90_TMA_LOAD{}, make_backward_gmem_view<Traits>(p.dout, rows_q, p.heads_q, batches),
-                              smem_q, TileQ{}, _1{});
-  bp.tma_k = make_tma_copy(SM90_TMA_LOAD{}, make_backward_gmem_view<Traits>(p.k, rows_k, p.heads_kv, batches),
-                           typename Traits::SmemLayoutK{}, TileK{}, _1{});
-  bp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, make_backward_gmem_view<Traits>(p.v, rows_k, p.heads_kv, batches),
-                           typename Traits::SmemLayoutK{}, TileK{}, _1{});
+  bp.tma_q = make_tma_copy(SM90_TMA_LOAD{}, view(p.q, rows_q, p.heads_q), smem_q, TileQ{}, _1{});
+  bp.tma_dout = make_tma_copy(SM90_TMA_LOAD{}, view(p.dout, rows_q, p.heads_q), smem_q, TileQ{}, _1{});
+  const auto smem_kv = typename Traits::SmemLayoutK{};
+  bp.tma_k = make_tma_copy(SM90_TMA_LOAD{}, view(p.k, rows_k, p.heads_kv), smem_kv, TileK{}, _1{});
+  bp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, view(p.v, rows_k, p.heads_kv), smem_kv, TileK{}, _1{});
   bp.map_rows_q = int(rows_q);
   bp.map_rows_k = int(rows_k);
   bp.map_batch = int(batches);

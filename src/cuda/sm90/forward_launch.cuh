@@ -17,6 +17,7 @@
 #include "cuda/sm90/forward.hpp"
 #include "cuda/sm90/forward_kernel.cuh"
 #include "cuda/sm90/forward_traits.cuh"
+#include "cuda/sm90/tma_view.cuh"
 #include "cuda/sm90/varlen_isolation.hpp"
 
 namespace ioattn::detail::sm90 {
@@ -46,20 +47,6 @@ template <DType kDtype>
 struct ForwardConfig<kDtype, 256, 256> {
   using Traits = ForwardTraits<ElementOf<kDtype>, 256, 64>;
 };
-
-// A tensor map over (rows, dim, heads, batch) of a tensor with rows of kCols elements. A dimension of extent 1 is
-// never stepped, but the map still wants a valid stride (a 16-byte multiple, and cute's mode ordering is happier
-// with no zero): use the row length.
-template <class Traits, int kCols>
-auto make_gmem_view(const Operand& x, std::int64_t rows, std::int64_t heads, std::int64_t batches) {
-  using Element = typename Traits::Element;
-  const std::int64_t row_stride = rows > 1 ? x.seq_stride : kCols;
-  const std::int64_t head_stride = heads > 1 ? x.head_stride : kCols;
-  const std::int64_t batch_stride = batches > 1 ? x.batch_stride : kCols;
-  return make_tensor(make_gmem_ptr(static_cast<Element const*>(x.ptr)),
-                     make_shape(int(rows > 1 ? rows : 1), int(kCols), int(heads), int(batches)),
-                     make_stride(row_stride, _1{}, head_stride, batch_stride));
-}
 
 // A device attribute, read once per device (0: not read yet); `fallback` for device indices past 63.
 template <cudaDeviceAttr kAttribute>
@@ -98,14 +85,15 @@ ForwardParams<Traits> make_forward_params(const Problem& p) {
   const std::int64_t rows_k = varlen ? p.total_k : p.seqlen_k;
 
   ForwardParams<Traits> fp{};
+  using Element = typename Traits::Element;
   constexpr int kDim = Traits::kDim;
   constexpr int kDimV = Traits::kDimV;
-  fp.tma_q = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Traits, kDim>(p.q, rows_q, p.heads_q, batches),
+  fp.tma_q = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Element, kDim>(p.q, rows_q, p.heads_q, batches),
                            typename Traits::SmemLayoutQ{}, Shape<Int<Traits::kBlockM>, Int<kDim>>{}, _1{});
-  fp.tma_k = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Traits, kDim>(p.k, rows_k, p.heads_kv, batches),
+  fp.tma_k = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Element, kDim>(p.k, rows_k, p.heads_kv, batches),
                            take<0, 2>(typename Traits::SmemLayoutK{}),
                            Shape<Int<Traits::kBlockN>, Int<kDim>>{}, _1{});
-  fp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Traits, kDimV>(p.v, rows_k, p.heads_kv, batches),
+  fp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Element, kDimV>(p.v, rows_k, p.heads_kv, batches),
                            take<0, 2>(typename Traits::SmemLayoutV{}),
                            Shape<Int<Traits::kBlockN>, Int<kDimV>>{}, _1{});
   fp.map_rows_q = int(rows_q);
