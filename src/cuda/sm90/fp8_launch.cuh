@@ -15,6 +15,7 @@
 #include "cuda/sm90/fp8_forward.hpp"
 #include "cuda/sm90/fp8_kernel.cuh"
 #include "cuda/sm90/fp8_traits.cuh"
+#include "cuda/sm90/tma_view.cuh"
 
 namespace ioattn::detail::sm90 {
 
@@ -28,30 +29,21 @@ constexpr int fp8_block_n() {
   return kDim <= 128 ? 128 : 64;
 }
 
-// A tensor map's view of an fp8 operand: (rows, dim, heads, batch). A dimension of extent 1 is never stepped, but
-// the map still wants a valid stride (a 16-byte multiple): use the row length.
-template <class Traits>
-auto fp8_gmem_view(const Operand& x, std::int64_t rows, std::int64_t heads, std::int64_t batch) {
-  using Element = typename Traits::Element;
-  const std::int64_t row_stride = rows > 1 ? x.seq_stride : Traits::kDim;
-  const std::int64_t head_stride = heads > 1 ? x.head_stride : Traits::kDim;
-  const std::int64_t batch_stride = batch > 1 ? x.batch_stride : Traits::kDim;
-  return make_tensor(make_gmem_ptr(static_cast<Element const*>(x.ptr)),
-                     make_shape(int(rows > 1 ? rows : 1), int(Traits::kDim), int(heads), int(batch)),
-                     make_stride(row_stride, _1{}, head_stride, batch_stride));
-}
-
 template <class Traits>
 Fp8ForwardParams<Traits> make_fp8_params(const Fp8Problem& fp) {
   const Problem& p = fp.attn;
   constexpr int kDim = Traits::kDim;
   Fp8ForwardParams<Traits> kp{};
-  kp.tma_q = make_tma_copy(SM90_TMA_LOAD{}, fp8_gmem_view<Traits>(p.q, p.seqlen_q, p.heads_q, p.batch),
-                           typename Traits::SmemLayoutQ{}, Shape<Int<Traits::kBlockM>, Int<kDim>>{}, _1{});
-  kp.tma_k = make_tma_copy(SM90_TMA_LOAD{}, fp8_gmem_view<Traits>(p.k, p.seqlen_k, p.heads_kv, p.batch),
-                           take<0, 2>(typename Traits::SmemLayoutK{}), Shape<Int<Traits::kBlockN>, Int<kDim>>{}, _1{});
-  kp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, fp8_gmem_view<Traits>(p.v, p.seqlen_k, p.heads_kv, p.batch),
-                           take<0, 2>(typename Traits::SmemLayoutV{}), Shape<Int<Traits::kBlockN>, Int<kDim>>{}, _1{});
+  const auto view = [&](const Operand& x, std::int64_t rows, std::int64_t heads) {
+    return make_gmem_view<typename Traits::Element, kDim>(x, rows, heads, p.batch);
+  };
+  using TileKV = Shape<Int<Traits::kBlockN>, Int<kDim>>;
+  kp.tma_q = make_tma_copy(SM90_TMA_LOAD{}, view(p.q, p.seqlen_q, p.heads_q), typename Traits::SmemLayoutQ{},
+                           Shape<Int<Traits::kBlockM>, Int<kDim>>{}, _1{});
+  kp.tma_k = make_tma_copy(SM90_TMA_LOAD{}, view(p.k, p.seqlen_k, p.heads_kv),
+                           take<0, 2>(typename Traits::SmemLayoutK{}), TileKV{}, _1{});
+  kp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, view(p.v, p.seqlen_k, p.heads_kv),
+                           take<0, 2>(typename Traits::SmemLayoutV{}), TileKV{}, _1{});
   kp.map_rows_q = int(p.seqlen_q > 1 ? p.seqlen_q : 1);
   kp.map_rows_k = int(p.seqlen_k > 1 ? p.seqlen_k : 1);
   kp.heads_q = int(p.heads_q);
