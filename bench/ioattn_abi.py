@@ -7,7 +7,7 @@ import subprocess
 import time
 
 MAX_RANK = 4
-DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_I32 = 0, 1, 2, 3
+DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_I32, DTYPE_F8E4M3 = 0, 1, 2, 3, 4
 DEVICE_CPU, DEVICE_CUDA = 0, 1
 SPLIT_AUTO, SPLIT_NONE, SPLIT_FIXED = 0, 1, 2
 
@@ -39,6 +39,15 @@ class BackwardArgs(ctypes.Structure):
                 ("dq", Tensor), ("dk", Tensor), ("dv", Tensor), ("dsinks", Tensor), ("varlen", ctypes.c_void_p)]
 
 
+class Fp8Scales(ctypes.Structure):
+    _fields_ = [("q_descale", Tensor), ("k_descale", Tensor), ("v_descale", Tensor), ("block_rows", ctypes.c_int64)]
+
+
+class Fp8ForwardArgs(ctypes.Structure):
+    _fields_ = [("q", Tensor), ("k", Tensor), ("v", Tensor), ("scales", Fp8Scales), ("out", Tensor),
+                ("lse", Tensor)]
+
+
 class PagedKV(ctypes.Structure):
     _fields_ = [("k_cache", Tensor), ("v_cache", Tensor), ("block_table", Tensor), ("seqlens_k", Tensor)]
 
@@ -61,8 +70,8 @@ class PagedWriteArgs(ctypes.Structure):
 def load(path):
     """The library at `path`, with the return types of the functions the scripts call."""
     lib = ctypes.CDLL(path)
-    for name in ("ioattn_forward", "ioattn_backward", "ioattn_paged_plan", "ioattn_paged_forward",
-                 "ioattn_paged_kv_write"):
+    for name in ("ioattn_forward", "ioattn_backward", "ioattn_forward_fp8", "ioattn_paged_plan",
+                 "ioattn_paged_forward", "ioattn_paged_kv_write"):
         getattr(lib, name).restype = ctypes.c_int
     for name in ("ioattn_last_error", "ioattn_backends", "ioattn_version"):
         getattr(lib, name).restype = ctypes.c_char_p
@@ -98,7 +107,8 @@ def tensor(data, dtype, shape, strides=None, device=DEVICE_CPU, device_index=0):
 def view(t):
     """A view of a torch tensor (shape and strides in elements, CUDA or CPU)."""
     import torch
-    codes = {torch.float32: DTYPE_F32, torch.float16: DTYPE_F16, torch.bfloat16: DTYPE_BF16, torch.int32: DTYPE_I32}
+    codes = {torch.float32: DTYPE_F32, torch.float16: DTYPE_F16, torch.bfloat16: DTYPE_BF16, torch.int32: DTYPE_I32,
+             torch.float8_e4m3fn: DTYPE_F8E4M3}
     device = DEVICE_CUDA if t.is_cuda else DEVICE_CPU
     return tensor(t.data_ptr(), codes[t.dtype], list(t.shape), [t.stride(i) for i in range(t.dim())], device,
                   t.device.index or 0)

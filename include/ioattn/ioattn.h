@@ -223,7 +223,8 @@ IOATTN_C_API ioattn_status ioattn_paged_kv_copy_pages(const ioattn_tensor* k_cac
  * q, k, v hold IOATTN_DTYPE_F8E4M3 codes in the dense layouts above; the value of a code is code x descale, with fp32
  * descales per (batch, head) when block_rows is 0 (q [batch, heads_q], k and v [batch, heads_kv]) or per block of
  * block_rows sequence rows (a multiple of 16: q [batch, heads_q, ceil(seqlen_q / block_rows)], k and v likewise over
- * seqlen_k). out is fp32, fp16 or bf16; lse optional. Today only the fp64 reference on the CPU runs it. */
+ * seqlen_k). out is fp32, fp16 or bf16; lse optional. The fp64 reference runs it on the CPU, the cuda_sm90 kernel on
+ * Hopper GPUs (head dims 128 and 256, fp16 or bf16 out, descales per (batch, head)). */
 typedef struct ioattn_fp8_scales {
   ioattn_tensor q_descale, k_descale, v_descale; /* fp32 */
   int64_t block_rows;                            /* 0: per (batch, head); else rows per block, a multiple of 16 */

@@ -1,11 +1,15 @@
-// ioattn: the FP8 entry points (include/ioattn/fp8.hpp). One backend for now, the fp64 reference on the CPU; the
-// Hopper FP8 kernel will join it here, behind the same validation.
+// ioattn: the FP8 entry points (include/ioattn/fp8.hpp). Two backends behind the same validation: the fp64
+// reference on the CPU ("reference") and the Hopper kernel on the GPU ("cuda_sm90"); "auto" takes the one for the
+// tensors' device.
 #include <string>
 
 #include "api/fp8_problem.hpp"
 #include "cpu/fp8.hpp"
 #include "ioattn/error.hpp"
 #include "ioattn/fp8.hpp"
+#if IOATTN_HAVE_CUDA
+#include "cuda/sm90/fp8_forward.hpp"
+#endif
 
 namespace ioattn {
 namespace {
@@ -13,16 +17,27 @@ namespace {
 // Head dims beyond this are refused by every backend (the dense API's promise; see the reference backend).
 constexpr std::int64_t kMaxHeadDim = 512;
 
+// The backend for the tensors' device: "reference" on the CPU, "cuda_sm90" on a GPU.
 void check_supported(const detail::Fp8Problem& fp, const std::string& impl) {
-  if (impl != "auto" && impl != "reference") {
+  if (impl != "auto" && impl != "reference" && impl != "cuda_sm90") {
     throw Error(ErrorCode::invalid_argument,
-                "params.impl: expected 'auto' or 'reference' (the FP8 forward's only backend), got '" + impl + "'");
+                "params.impl: expected 'auto', 'reference' (CPU) or 'cuda_sm90' (GPU) for the FP8 forward, got '" +
+                    impl + "'");
   }
-  if (fp.attn.device != Device::cpu) {
-    throw Error(ErrorCode::unsupported,
-                std::string("attention_forward_fp8: the FP8 forward runs on the CPU (fp64 reference) only; the "
-                            "Hopper FP8 kernel is not built yet, and the tensors are on ") +
-                    to_string(fp.attn.device));
+  const Device wanted = impl == "reference" ? Device::cpu : impl == "cuda_sm90" ? Device::cuda : fp.attn.device;
+  if (fp.attn.device != wanted) {
+    throw Error(ErrorCode::invalid_argument, "params.impl: '" + impl + "' runs on " + to_string(wanted) +
+                                                 " tensors; these are on " + to_string(fp.attn.device));
+  }
+  if (fp.attn.device == Device::cuda) {
+#if IOATTN_HAVE_CUDA
+    if (std::string why = detail::sm90::fp8_forward_unsupported(fp); !why.empty()) {
+      throw Error(ErrorCode::unsupported, "attention_forward_fp8: " + why);
+    }
+    return;
+#else
+    throw Error(ErrorCode::unsupported, "attention_forward_fp8: this build has no CUDA backend (IOATTN_CUDA=OFF)");
+#endif
   }
   if (fp.attn.dim_qk > kMaxHeadDim || fp.attn.dim_v > kMaxHeadDim) {
     throw Error(ErrorCode::unsupported, "attention_forward_fp8: head dims up to " + std::to_string(kMaxHeadDim) +
@@ -37,6 +52,9 @@ void attention_forward_fp8(const Fp8ForwardArgs& args, const AttentionParams& pa
   const detail::Fp8Problem fp = detail::make_fp8_forward_problem(args, params);
   check_supported(fp, params.impl);
   if (fp.attn.batch * fp.attn.seqlen_q == 0) return;
+#if IOATTN_HAVE_CUDA
+  if (fp.attn.device == Device::cuda) return detail::sm90::run_forward_fp8(fp);
+#endif
   cpu::fp8::reference_forward(fp);
 }
 

@@ -11,6 +11,10 @@ namespace ioattn::detail::sm90 {
 // refuses is backward.hpp's backward_unsupported, which starts from this).
 std::string forward_unsupported(const Problem& p);
 
+// Empty when this build holds sm_90a code and device `device_index` is a compute capability 9.x GPU; otherwise why
+// not (shared by every cuda_sm90 kernel's checks).
+std::string hopper_unavailable(int device_index);
+
 // Runs the forward on the problem's stream. Throws ErrorCode::unsupported where forward_unsupported is not empty,
 // ErrorCode::backend_failure when a CUDA call fails.
 void run_forward(const Problem& p);

@@ -67,19 +67,24 @@ std::string tma_stride_problem(const char* name, const Operand& x, std::int64_t 
 
 }  // namespace
 
-std::string forward_unsupported(const Problem& p) {
-  if (p.device != Device::cuda) {
-    return std::string("the cuda_sm90 backend needs tensors on cuda; got ") + to_string(p.device);
-  }
+std::string hopper_unavailable(int device_index) {
   if (!IOATTN_SM90_HAS_90A) {
     return "this build holds no sm_90a code (IOATTN_CUDA_ARCHS=\"" IOATTN_SM90_BUILD_ARCHS
            "\"; add 90a for the cuda_sm90 backend)";
   }
-  const int major = device_major(p.device_index);
+  const int major = device_major(device_index);
   if (major != 9) {
     return "the cuda_sm90 backend needs a compute capability 9.x (Hopper) GPU; device " +
-           std::to_string(p.device_index) + " is " + (major < 0 ? std::string("unknown") : std::to_string(major) + ".x");
+           std::to_string(device_index) + " is " + (major < 0 ? std::string("unknown") : std::to_string(major) + ".x");
   }
+  return {};
+}
+
+std::string forward_unsupported(const Problem& p) {
+  if (p.device != Device::cuda) {
+    return std::string("the cuda_sm90 backend needs tensors on cuda; got ") + to_string(p.device);
+  }
+  if (std::string why = hopper_unavailable(p.device_index); !why.empty()) return why;
   if (p.dtype != DType::f16 && p.dtype != DType::bf16) {
     return std::string("the cuda_sm90 backend takes fp16 or bf16; got ") + to_string(p.dtype);
   }

@@ -7,6 +7,7 @@
 set(_ioattn_sm90_dir "${CMAKE_CURRENT_LIST_DIR}")
 set(_ioattn_sm90_gen "${CMAKE_CURRENT_BINARY_DIR}/generated")
 set(_ioattn_sm90_list "")
+set(_ioattn_sm90_fp8_list "")
 if("90a" IN_LIST IOATTN_CUDA_ARCHS)
   set(_ioattn_sm90_has_90a 1)
   foreach(dtype IN LISTS IOATTN_CUDA_DTYPES)
@@ -33,6 +34,18 @@ if("90a" IN_LIST IOATTN_CUDA_ARCHS)
       target_sources(ioattn PRIVATE "${_file}")
       string(APPEND _ioattn_sm90_list " X(${IOATTN_SM90_DTYPE_ENUM}, ${dim}, ${IOATTN_SM90_DIM_V})")
     endforeach()
+    # The FP8 forward (fp8_*.cu/.cuh): e4m3 q, k, v; this dtype is its output's. Head dims 128 and 256.
+    foreach(dim IN ITEMS 128 256)
+      if(NOT dim IN_LIST IOATTN_CUDA_HEAD_DIMS)
+        continue()
+      endif()
+      set(IOATTN_SM90_FP8_OUT ${IOATTN_SM90_DTYPE_ENUM})
+      set(IOATTN_SM90_FP8_DIM ${dim})
+      set(_file "${_ioattn_sm90_gen}/sm90_fp8_${dtype}_hdim${dim}.cu")
+      configure_file("${_ioattn_sm90_dir}/instantiations/fp8.cu.in" "${_file}" @ONLY)
+      target_sources(ioattn PRIVATE "${_file}")
+      string(APPEND _ioattn_sm90_fp8_list " X(${IOATTN_SM90_DTYPE_ENUM}, ${dim})")
+    endforeach()
   endforeach()
 else()
   set(_ioattn_sm90_has_90a 0)
@@ -45,6 +58,7 @@ file(CONFIGURE OUTPUT "${_ioattn_sm90_gen}/ioattn_sm90_config.hpp" CONTENT
 #pragma once
 #define IOATTN_SM90_HAS_90A ${_ioattn_sm90_has_90a}
 #define IOATTN_SM90_FWD_INSTANTIATIONS(X)${_ioattn_sm90_list}
+#define IOATTN_SM90_FP8_INSTANTIATIONS(X)${_ioattn_sm90_fp8_list}
 #define IOATTN_SM90_BUILD_HEAD_DIMS \"${_ioattn_sm90_dims_text}\"
 #define IOATTN_SM90_BUILD_DTYPES \"${_ioattn_sm90_dtypes_text}\"
 #define IOATTN_SM90_BUILD_ARCHS \"${_ioattn_sm90_archs_text}\"
@@ -52,7 +66,8 @@ file(CONFIGURE OUTPUT "${_ioattn_sm90_gen}/ioattn_sm90_config.hpp" CONTENT
 
 target_sources(ioattn PRIVATE
   "${_ioattn_sm90_dir}/backend.cu"
-  "${_ioattn_sm90_dir}/forward_dispatch.cu")
+  "${_ioattn_sm90_dir}/forward_dispatch.cu"
+  "${_ioattn_sm90_dir}/fp8_dispatch.cu")
 
 # The Hopper backward (backward_*.cu/.cuh): one main-kernel instantiation per (dtype, head dim 64 or 128) of this
 # build, listed for backward_dispatch.cu in ioattn_sm90_bwd_config.hpp. The passes around it are the sm80 backward's.

@@ -1,0 +1,319 @@
+// ioattn sm90 FP8 forward kernel: one CTA per (query tile of 128 rows, head, sequence), warp-specialized.
+//
+// Producer warpgroup (registers given away):
+//  - warp 0, one thread: TMA loads of the Q tile, then K (into a PipelineTmaAsync ring) and V (into a staging ring
+//    with its own barriers) of each visible key tile, from the last down to the first;
+//  - warps 1-3: transpose each staged V tile into Vt (head dim x keys, the K-major B operand of P V), in the key
+//    order p_as_a_operand needs, then hand Vt to the consumers and the staging slot back to warp 0.
+// Consumer warpgroups (64 query rows each), per key tile: S = Q K^T by wgmma from shared memory, the mask, the
+// online softmax in base 2 with the descales folded into the exponent's scale, P into the A operand's registers,
+// O += P Vt by wgmma. Epilogue: O divided by the row sum once (core::SoftmaxState: sinks, rows that see nothing),
+// times V's descale, stored in the output type with the LSE.
+// Two schedules (kOverlap): serial (each consumer warpgroup waits for its S before the softmax, and for its P V
+// before the next S), and overlapped as in the bf16 forward (S(n + 1) issued together with P(n) V(n), so the
+// softmax of one tile runs while the tensor cores work on the other); ping-pong between the warpgroups is next.
+#pragma once
+
+#include <climits>
+#include <cmath>
+#include <cstdint>
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
+#include <cutlass/numeric_conversion.h>
+#include <cutlass/pipeline/sm90_pipeline.hpp>
+
+#include "ioattn/core/mask.hpp"
+#include "ioattn/core/softmax_state.hpp"
+#include "cuda/sm80/common/score_mod.cuh"
+#include "cuda/sm80/common/tile_ops.cuh"
+#include "cuda/sm90/forward_mainloop.cuh"
+#include "cuda/sm90/fp8_key_order.hpp"
+#include "cuda/sm90/fp8_traits.cuh"
+#include "cuda/sm90/tile_scheduler.cuh"
+#include "cuda/sm90/wgmma_ops.cuh"
+
+namespace ioattn::detail::sm90 {
+
+using namespace cute;
+
+// P (the S accumulator after the softmax: probabilities in [0, 1]) times `scale` into the A operand of P V, in the
+// key order of fp8_key_order.hpp: A slot (v0, v1, v2) of k-slice s takes accumulator value (v0 & 1, v1,
+// 4 s + 2 v2 + (v0 >> 1)).
+template <class AccS, class FragA>
+__forceinline__ __device__ void p_as_a_operand(const AccS& acc_s, FragA& frag, float scale) {
+  using Element = typename FragA::value_type;
+  cutlass::NumericArrayConverter<Element, float, 2, cutlass::FloatRoundStyle::round_to_nearest> convert;
+  constexpr int kSlices = decltype(size<2>(frag))::value;
+  CUTE_UNROLL
+  for (int s = 0; s < kSlices; ++s) {
+    CUTE_UNROLL
+    for (int v1 = 0; v1 < 2; ++v1) {
+      CUTE_UNROLL
+      for (int v2 = 0; v2 < 2; ++v2) {
+        CUTE_UNROLL
+        for (int pair = 0; pair < 2; ++pair) {  // A slots v0 = 2 pair, 2 pair + 1: accumulator columns c0 = 0, 1
+          const int c = 4 * s + 2 * v2 + pair;
+          cutlass::Array<float, 2> in;
+          in[0] = acc_s(make_coord(0, v1, c), 0, 0) * scale;
+          in[1] = acc_s(make_coord(1, v1, c), 0, 0) * scale;
+          const cutlass::Array<Element, 2> out = convert(in);
+          frag(make_coord(2 * pair, v1, v2), 0, s) = out[0];
+          frag(make_coord(2 * pair + 1, v1, v2), 0, s) = out[1];
+        }
+      }
+    }
+  }
+}
+
+// Staged V (key, dim) of `stage` -> Vt (dim, logical key), by the transposing threads: blocks of 4 logical keys x
+// 4 dims, read as four 32-bit words (a word is 4 dims of one key; the 64- and 128-byte swizzles move whole 16-byte
+// chunks, so 4-byte words stay whole) and written as four, transposed with byte permutes.
+template <class Traits, class SV, class SVt>
+__forceinline__ __device__ void transpose_v(SV& sV, SVt& sVt, int stage, int tid) {
+  constexpr int kKeyBlocks = Traits::kBlockN / 4, kDimBlocks = Traits::kDim / 4;
+  for (int blk = tid; blk < kKeyBlocks * kDimBlocks; blk += Traits::kTransposeThreads) {
+    const int l0 = (blk % kKeyBlocks) * 4;  // consecutive threads on consecutive keys: spread over banks
+    const int d0 = (blk / kKeyBlocks) * 4;
+    std::uint32_t w[4];
+    CUTE_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      w[i] = *reinterpret_cast<const std::uint32_t*>(raw_pointer_cast(&sV(fp8_physical_key(l0 + i), d0, stage)));
+    }
+    std::uint32_t out[4];
+    fp8_transpose_4x4(w, out);
+    CUTE_UNROLL
+    for (int j = 0; j < 4; ++j) {
+      *reinterpret_cast<std::uint32_t*>(raw_pointer_cast(&sVt(d0 + j, l0, stage))) = out[j];
+    }
+  }
+}
+
+template <class Traits, bool kOverlap>
+__global__ void __launch_bounds__(Traits::kThreads, 1)
+    fp8_forward_kernel(CUTE_GRID_CONSTANT Fp8ForwardParams<Traits> const p) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Element = typename Traits::Element;
+  using OutElement = typename Traits::OutElement;
+  using PipelineK = typename Traits::PipelineK;
+  using PipelineState = cutlass::PipelineState<Traits::kStages>;
+  using Barrier = cutlass::arch::ClusterTransactionBarrier;
+  using PlainBarrier = cutlass::arch::ClusterBarrier;
+  constexpr int kBlockM = Traits::kBlockM;
+  constexpr int kBlockN = Traits::kBlockN;
+  constexpr int kDim = Traits::kDim;
+  constexpr int kStages = Traits::kStages;
+
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  auto& storage = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
+
+  // Every role derives the same work from the tile index.
+  const TileWork w = resolve_tile<kBlockM, kBlockN, TileOrder::one_per_cta>(p, blockIdx.x);
+  const int n_tiles = w.valid ? w.n_block_max - w.n_block_min : 0;  // key tiles, visited from the last down
+  const int h_kv = w.h / p.group_size;
+
+  Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});
+  Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});
+  Tensor sV = make_tensor(make_smem_ptr(storage.v.data()), typename Traits::SmemLayoutV{});
+  Tensor sVt = make_tensor(make_smem_ptr(storage.vt.data()), typename Traits::SmemLayoutVt{});
+
+  const int warp_idx = cutlass::canonical_warp_idx_sync();
+  const int warpgroup = warp_idx / 4;
+  if (threadIdx.x == 0) {
+    Barrier::init(&storage.bar_q, 1);
+    CUTE_UNROLL
+    for (int s = 0; s < kStages; ++s) {
+      Barrier::init(&storage.v_full[s], 1);
+      PlainBarrier::init(&storage.v_empty[s], Traits::kTransposeThreads);
+      PlainBarrier::init(&storage.vt_full[s], Traits::kTransposeThreads);
+      PlainBarrier::init(&storage.vt_empty[s], Traits::kConsumerThreads);
+    }
+  }
+  typename PipelineK::Params pipe_params;
+  pipe_params.role = warpgroup == 0 ? PipelineK::ThreadCategory::Producer : PipelineK::ThreadCategory::Consumer;
+  pipe_params.is_leader = threadIdx.x == 0;
+  pipe_params.num_consumers = Traits::kConsumerThreads;
+  pipe_params.transaction_bytes = Traits::kBytesKV;
+  PipelineK pipe_k(storage.pipe_k, pipe_params, Shape<_1, _1, _1>{});  // initializes its barriers (warp 0)
+  cutlass::arch::fence_barrier_init();
+  __syncthreads();
+
+  if (warpgroup == 0) {
+    cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegisters>();
+    if (warp_idx == 0) {
+      // ---------------------------------------------------------------- loads (one thread)
+      if (threadIdx.x != 0 || n_tiles == 0) return;
+      cute::prefetch_tma_descriptor(p.tma_q.get_tma_descriptor());
+      cute::prefetch_tma_descriptor(p.tma_k.get_tma_descriptor());
+      cute::prefetch_tma_descriptor(p.tma_v.get_tma_descriptor());
+      Tensor mQ = p.tma_q.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.batch))(_, _, w.h, w.b);
+      Tensor mK = p.tma_k.get_tma_tensor(make_shape(p.map_rows_k, kDim, p.heads_kv, p.batch))(_, _, h_kv, w.b);
+      Tensor mV = p.tma_v.get_tma_tensor(make_shape(p.map_rows_k, kDim, p.heads_kv, p.batch))(_, _, h_kv, w.b);
+      Tensor gQ = local_tile(mQ, Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(w.m_block, _0{}));
+      Tensor gK = local_tile(mK, Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(_, _0{}));
+      Tensor gV = local_tile(mV, Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(_, _0{}));
+      auto [tQgQ, tQsQ] = tma_partition(p.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+      auto [tKgK, tKsK] = tma_partition(p.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+      auto [tVgV, tVsV] = tma_partition(p.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
+      PipelineState write = cutlass::make_producer_start_state<PipelineK>();
+      for (int i = 0; i < n_tiles; ++i) {
+        const int n_block = w.n_block_max - 1 - i;
+        const int stage = i % kStages;
+        pipe_k.producer_acquire(write);
+        copy(p.tma_k.with(*pipe_k.producer_get_barrier(write)), tKgK(_, n_block), tKsK(_, write.index()));
+        if (i == 0) {
+          Barrier::arrive_and_expect_tx(&storage.bar_q, Traits::kBytesQ);
+          copy(p.tma_q.with(storage.bar_q), tQgQ, tQsQ);
+        }
+        if (i >= kStages) PlainBarrier::wait(&storage.v_empty[stage], ((i / kStages) - 1) & 1);
+        Barrier::arrive_and_expect_tx(&storage.v_full[stage], Traits::kBytesKV);
+        copy(p.tma_v.with(storage.v_full[stage]), tVgV(_, n_block), tVsV(_, stage));
+        ++write;
+      }
+      return;
+    }
+    // ---------------------------------------------------------------- V transposes (warps 1-3)
+    const int tid = int(threadIdx.x) - 32;
+    for (int i = 0; i < n_tiles; ++i) {
+      const int stage = i % kStages;
+      Barrier::wait(&storage.v_full[stage], (i / kStages) & 1);
+      if (i >= kStages) PlainBarrier::wait(&storage.vt_empty[stage], ((i / kStages) - 1) & 1);
+      transpose_v<Traits>(sV, sVt, stage, tid);
+      // Ordinary stores that wgmma (the async proxy) reads next: a proxy fence in every writing thread before its
+      // arrive.
+      cutlass::arch::fence_view_async_shared();
+      PlainBarrier::arrive(&storage.v_empty[stage]);
+      PlainBarrier::arrive(&storage.vt_full[stage]);
+    }
+    return;
+  }
+
+  // ---------------------------------------------------------------- consumers
+  cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegisters>();
+  const int ctid = int(threadIdx.x) - 128;
+  typename Traits::TiledMmaQK mma_qk;
+  typename Traits::TiledMmaPV mma_pv;
+  auto thr_qk = mma_qk.get_thread_slice(ctid);
+  auto thr_pv = mma_pv.get_thread_slice(ctid);
+  Tensor tSrQ = thr_qk.partition_fragment_A(sQ);    // descriptors
+  Tensor tSrK = thr_qk.partition_fragment_B(sK);    // (MMA, MMA_N, MMA_K, stage)
+  Tensor tOrVt = thr_pv.partition_fragment_B(sVt);  // (MMA, MMA_N, MMA_K, stage)
+  Tensor acc_o = partition_fragment_C(mma_pv, Shape<Int<kBlockM>, Int<kDim>>{});
+  Tensor acc_s = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
+  Tensor tOrP = make_tensor<Element>(partition_shape_A(mma_pv, Shape<Int<kBlockM>, Int<kBlockN>>{}));
+  Tensor cS = thr_qk.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{}));
+  Tensor rC = make_tensor(cS.data(), gmma_rowcol_layout(cS.layout()));
+  constexpr int kRows = decltype(size<0>(rC))::value;
+  Tensor cO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDim>>{}));
+  Tensor rS = make_tensor(acc_s.data(), gmma_rowcol_layout(acc_s.layout()));
+  Tensor rO = make_tensor(acc_o.data(), gmma_rowcol_layout(acc_o.layout()));
+  if (!w.valid) return;
+
+  // The dequantized logit of codes q, k is (q qd) (k kd) scale: the descales fold into the softmax scale.
+  const float score_scale = p.scale * p.q_descale.at(w.b, w.h) * p.k_descale.at(w.b, h_kv);
+  OnlineSoftmax<kRows> softmax(score_scale * 1.4426950408889634f);
+  float alpha[kRows];
+  clear(acc_o);
+  // Key tiles every row of the tile sees whole, inside the sequence, need no mask (as in the bf16 forward).
+  const std::int64_t full_lo = (w.rule.key_begin(w.row0 + w.rows_here - 1) + kBlockN - 1) / kBlockN;
+  const std::int64_t key_end_first = w.rule.key_end(w.row0);
+  const std::int64_t full_hi = key_end_first > 0 ? key_end_first / kBlockN : 0;
+  if (n_tiles > 0) Barrier::wait(&storage.bar_q, 0);
+  PipelineState read;
+  auto mask = [&](int n_block) {
+    if (n_block < full_lo || n_block >= full_hi) sm80::apply_mask(rS, rC, w.rule, w.row0, n_block * kBlockN);
+  };
+  // O += P Vt of key tile i (the i-th visited), once its Vt is written.
+  auto issue_pv = [&](int i) {
+    PlainBarrier::wait(&storage.vt_full[i % kStages], (i / kStages) & 1);
+    wgmma_gemm<false>(mma_pv, tOrP, tOrVt(_, _, _, i % kStages), acc_o);
+  };
+  auto release_vt = [&](int i) { PlainBarrier::arrive(&storage.vt_empty[i % kStages]); };
+  if constexpr (!kOverlap) {
+    for (int i = 0; i < n_tiles; ++i) {
+      pipe_k.consumer_wait(read);
+      wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), acc_s);
+      warpgroup_wait<0>();
+      pipe_k.consumer_release(read);
+      mask(w.n_block_max - 1 - i);
+      softmax.fold(rS, alpha);
+      softmax.rescale(rO, alpha);
+      p_as_a_operand(acc_s, tOrP, Traits::kPScale);
+      issue_pv(i);
+      warpgroup_wait<0>();
+      release_vt(i);
+      ++read;
+    }
+  } else if (n_tiles > 0) {
+    // The first tile: S alone (O is still zero: no rescale).
+    pipe_k.consumer_wait(read);
+    wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), acc_s);
+    warpgroup_wait<0>();
+    pipe_k.consumer_release(read);
+    ++read;
+    mask(w.n_block_max - 1);
+    softmax.fold(rS, alpha);
+    p_as_a_operand(acc_s, tOrP, Traits::kPScale);
+    // Steady state: S(i) and P(i - 1) Vt(i - 1) in flight together; the softmax of S(i) runs under the P V. P is in
+    // registers apart from S, so S(i) may overwrite the accumulator while P(i - 1) is still being read.
+    for (int i = 1; i < n_tiles; ++i) {
+      pipe_k.consumer_wait(read);
+      wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), acc_s);
+      issue_pv(i - 1);
+      warpgroup_wait<1>();  // batches retire in order: S(i) is done, P V may still run
+      pipe_k.consumer_release(read);
+      ++read;
+      mask(w.n_block_max - 1 - i);
+      softmax.fold(rS, alpha);
+      warpgroup_wait<0>();  // P(i - 1) V done: its registers and O may be touched again
+      release_vt(i - 1);
+      softmax.rescale(rO, alpha);  // O so far, P(i - 1) V included, is relative to the old row max
+      p_as_a_operand(acc_s, tOrP, Traits::kPScale);
+    }
+    issue_pv(n_tiles - 1);
+    warpgroup_wait<0>();
+    release_vt(n_tiles - 1);
+  }
+
+  // Epilogue: each row through core::SoftmaxState (sink, rows that saw nothing); O / (row sum x kPScale) x V's
+  // descale, stored with the LSE.
+  const float v_descale = p.v_descale.at(w.b, h_kv);
+  const float sink = p.sinks ? p.sinks[w.h] : 0.0f;
+  float row_lse[kRows];
+  CUTE_UNROLL
+  for (int mi = 0; mi < kRows; ++mi) {
+    core::SoftmaxState<float> state;
+    state.m = softmax.row_max[mi] == -INFINITY ? -INFINITY : softmax.row_max[mi] * score_scale;
+    state.l = sm80::quad_sum(softmax.row_sum[mi]);
+    const float keep = p.sinks ? state.add_sink(sink) : 1.0f;
+    const float factor = keep * state.inv_sum() * (v_descale / Traits::kPScale);
+    row_lse[mi] = state.lse();
+    CUTE_UNROLL
+    for (int ni = 0; ni < size<1>(rO); ++ni) rO(mi, ni) *= factor;
+  }
+  const std::int64_t q_row0 = w.row0;
+  if (p.lse != nullptr && get<1>(rC(0, 0)) == 0) {  // one lane of each quad writes its rows
+    float* lse_ptr = p.lse + w.b * p.lse_batch_stride + q_row0 * p.lse_row_stride + w.h * p.lse_head_stride;
+    CUTE_UNROLL
+    for (int mi = 0; mi < kRows; ++mi) {
+      const int row = get<0>(rC(mi, 0));
+      if (row < w.rows_here) lse_ptr[row * p.lse_row_stride] = row_lse[mi];
+    }
+  }
+  Tensor rOut = sm80::convert_tensor<OutElement>(acc_o);
+  OutElement* o_ptr = static_cast<OutElement*>(p.out) + w.b * p.o_batch_stride + q_row0 * p.o_row_stride +
+                      w.h * p.o_head_stride;
+  CUTE_UNROLL
+  for (int i = 0; i < size(rOut) / 2; ++i) {
+    const int row = get<0>(cO(2 * i));
+    const int col = get<1>(cO(2 * i));
+    if (row < w.rows_here) {
+      *reinterpret_cast<std::uint32_t*>(o_ptr + row * p.o_row_stride + col) =
+          *reinterpret_cast<const std::uint32_t*>(&rOut(2 * i));
+    }
+  }
+#endif
+}
+
+}  // namespace ioattn::detail::sm90

@@ -1,0 +1,239 @@
+// GPU-only checks of the Hopper FP8 forward ("cuda_sm90", src/cuda/sm90/fp8_*): e4m3 q, k, v made by quantize_fp8
+// from N(0, 1) values, against the fp64 oracle on the dequantized operands, within twice the error of a naive
+// program in the kernel's own precision (fp32 scores and softmax, P rounded to e4m3 as the kernel rounds it) plus
+// the output's rounding allowance (src/numerics/error_bound.hpp). Out (bf16, fp16) and lse poisoned with NaN first;
+// every mask kind, GQA, sinks, rows that see nothing, lengths that are no multiple of the tiles; a second run must
+// agree bit for bit; the refusals name what is missing. Without a Hopper GPU every test skips, saying why.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "fp8/fp8_util.hpp"
+#include "ioattn/core/convert.hpp"
+#include "ioattn/error.hpp"
+#include "ioattn/fp8.hpp"
+#include "numerics/error_bound.hpp"
+#include "support/buffers.hpp"
+#include "support/cases.hpp"
+#include "support/random.hpp"
+
+#ifndef IOATTN_TEST_CUDA_HEAD_DIMS
+#define IOATTN_TEST_CUDA_HEAD_DIMS "128,256"
+#endif
+#ifndef IOATTN_TEST_CUDA_DTYPES
+#define IOATTN_TEST_CUDA_DTYPES "bf16,fp16"
+#endif
+
+namespace ioattn::test {
+namespace {
+
+using fp8test::Fp8Operand;
+
+struct Fp8Case {
+  std::int64_t batch, seqlen_q, seqlen_k, heads_q, heads_kv, dim;
+  Mask mask;
+  DType out_dtype;
+  bool sinks;
+
+  std::string name() const {
+    return "b" + std::to_string(batch) + "_q" + std::to_string(seqlen_q) + "_k" + std::to_string(seqlen_k) + "_h" +
+           std::to_string(heads_q) + "x" + std::to_string(heads_kv) + "_d" + std::to_string(dim) + "_" +
+           (mask.is_none() ? "none" : mask.window_right == 0 && mask.window_left < 0 ? "causal" : "window") +
+           (mask.alignment == Alignment::top_left ? "_tl" : "") + (out_dtype == DType::bf16 ? "_bf16" : "_fp16") +
+           (sinks ? "_sinks" : "");
+  }
+};
+
+void PrintTo(const Fp8Case& c, std::ostream* os) { *os << c.name(); }
+
+// The canonical index of (row of the packed batch, head) in an lse stored [batch, heads, seqlen].
+std::int64_t lse_offset(const Fp8Case& c, std::int64_t flat_row, std::int64_t h) {
+  return (flat_row / c.seqlen_q * c.heads_q + h) * c.seqlen_q + flat_row % c.seqlen_q;
+}
+
+// The naive yardstick: the kernel's arithmetic done plainly, in fp32. S from the dequantized operands, the row max
+// over visible keys, P = exp(S - max) rounded to e4m3 at the kernel's scale for P V, the row sum (and the sink)
+// from P unrounded, as the kernel sums it.
+fp8test::F64Result naive_fp8(const Fp8Case& c, const detail::Problem& p, const std::vector<double>& q,
+                             const std::vector<double>& k, const std::vector<double>& v,
+                             const std::vector<float>& sinks) {
+  constexpr float kPScale = 256.0f;  // as Fp8ForwardTraits::kPScale
+  fp8test::F64Result r;
+  r.out.assign(std::size_t(c.batch * c.seqlen_q * c.heads_q * c.dim), 0.0);
+  r.lse.assign(std::size_t(c.batch * c.seqlen_q * c.heads_q), 0.0);
+  const core::MaskRule rule = core::MaskRule::make(p.mask.window_left, p.mask.window_right,
+                                                   p.mask.alignment == Alignment::top_left, c.seqlen_q, c.seqlen_k);
+  std::vector<float> s(std::size_t(c.seqlen_k));
+  for (std::int64_t b = 0; b < c.batch; ++b) {
+    for (std::int64_t h = 0; h < c.heads_q; ++h) {
+      const std::int64_t hk = h / (c.heads_q / c.heads_kv);
+      for (std::int64_t i = 0; i < c.seqlen_q; ++i) {
+        const std::int64_t row = b * c.seqlen_q + i;
+        const double* q_row = &q[std::size_t((row * c.heads_q + h) * c.dim)];
+        auto kv_row = [&](const std::vector<double>& x, std::int64_t j) {
+          return &x[std::size_t(((b * c.seqlen_k + j) * c.heads_kv + hk) * c.dim)];
+        };
+        float m = -INFINITY;
+        for (std::int64_t j = 0; j < c.seqlen_k; ++j) {
+          float dot = 0.0f;
+          const double* k_row = kv_row(k, j);
+          for (std::int64_t d = 0; d < c.dim; ++d) dot += float(q_row[d]) * float(k_row[d]);
+          s[j] = rule.visible(i, j) ? dot * p.scale : -INFINITY;
+          m = std::max(m, s[j]);
+        }
+        float l = 0.0f;
+        std::vector<float> o(std::size_t(c.dim), 0.0f);
+        if (m != -INFINITY) {
+          for (std::int64_t j = 0; j < c.seqlen_k; ++j) {
+            if (s[j] == -INFINITY) continue;
+            const float pj = std::exp(s[j] - m);
+            l += pj;
+            const float pq = core::fp8e4m3_to_float(core::float_to_fp8e4m3(pj * kPScale)) / kPScale;
+            const double* v_row = kv_row(v, j);
+            for (std::int64_t d = 0; d < c.dim; ++d) o[d] += pq * float(v_row[d]);
+          }
+        }
+        double lse = m == -INFINITY ? -INFINITY : double(m) + std::log(double(l));
+        if (c.sinks) {
+          const float top = std::max(m, sinks[h]);
+          l = (m == -INFINITY ? 0.0f : l * std::exp(m - top)) + std::exp(sinks[h] - top);
+          for (float& x : o) x *= m == -INFINITY ? 0.0f : std::exp(m - top);
+          m = top;
+          lse = double(m) + std::log(double(l));
+        }
+        for (std::int64_t d = 0; d < c.dim; ++d) {
+          r.out[(row * c.heads_q + h) * c.dim + d] = l > 0.0f ? fp8test::stored_as(c.out_dtype, o[d] / l) : 0.0;
+        }
+        r.lse[lse_offset(c, row, h)] = lse;
+      }
+    }
+  }
+  return r;
+}
+
+std::string why_no_fp8_kernel() {
+  static const std::string why = [] {
+    if (!gpu_available()) return std::string("no usable GPU on this machine");
+    return std::string();
+  }();
+  return why;
+}
+
+std::vector<Fp8Case> fp8_cases() {
+  std::vector<Fp8Case> cases;
+  for (DType out : {DType::bf16, DType::f16}) {
+    if (!listed(IOATTN_TEST_CUDA_DTYPES, out == DType::bf16 ? "bf16" : "fp16")) continue;
+    for (int dim : {128, 256}) {
+      if (!listed(IOATTN_TEST_CUDA_HEAD_DIMS, std::to_string(dim))) continue;
+      for (const Mask& m : {Mask::none(), Mask::causal(), Mask::causal(Alignment::top_left), Mask::window(100, 50)}) {
+        cases.push_back({2, 333, 1029, 4, 2, dim, m, out, false});
+      }
+      cases.push_back({1, 517, 300, 3, 1, dim, Mask::causal(), out, true});  // the first rows see nothing
+      cases.push_back({1, 256, 256, 2, 2, dim, Mask::causal(), out, false});  // whole tiles
+    }
+  }
+  return cases;
+}
+
+class Sm90Fp8 : public ::testing::TestWithParam<Fp8Case> {};
+
+TEST_P(Sm90Fp8, WithinTwiceTheNaiveFp8Error) {
+  if (std::string why = why_no_fp8_kernel(); !why.empty()) GTEST_SKIP() << "cuda_sm90 FP8 not exercised: " << why;
+  const Fp8Case& c = GetParam();
+  Rng rng("Sm90Fp8." + c.name());
+  SCOPED_TRACE(c.name() + ", " + seed_text() + " reproduces these inputs");
+  auto draw = [&](std::int64_t rows, std::int64_t heads) {
+    std::vector<float> x(std::size_t(c.batch * rows * heads * c.dim));
+    for (float& e : x) e = float(rng.normal());
+    return fp8test::quantize(x, c.batch, rows, heads, c.dim, 0, false);
+  };
+  Fp8Operand q = draw(c.seqlen_q, c.heads_q), k = draw(c.seqlen_k, c.heads_kv), v = draw(c.seqlen_k, c.heads_kv);
+  std::vector<float> sinks(std::size_t(c.heads_q));
+  for (float& x : sinks) x = float(rng.normal());
+
+  // Host buffers (raw bytes) and their device mirrors.
+  auto host_of = [](DType dtype, const void* data, std::size_t bytes, std::int64_t elements) {
+    HostBuffer b(dtype, elements);
+    std::memcpy(b.data(), data, bytes);
+    return b;
+  };
+  std::vector<HostBuffer> hosts;
+  hosts.push_back(host_of(DType::f8e4m3, q.codes.data(), q.codes.size(), std::int64_t(q.codes.size())));
+  hosts.push_back(host_of(DType::f8e4m3, k.codes.data(), k.codes.size(), std::int64_t(k.codes.size())));
+  hosts.push_back(host_of(DType::f8e4m3, v.codes.data(), v.codes.size(), std::int64_t(v.codes.size())));
+  hosts.push_back(host_of(DType::f32, q.descale.data(), q.descale.size() * 4, std::int64_t(q.descale.size())));
+  hosts.push_back(host_of(DType::f32, k.descale.data(), k.descale.size() * 4, std::int64_t(k.descale.size())));
+  hosts.push_back(host_of(DType::f32, v.descale.data(), v.descale.size() * 4, std::int64_t(v.descale.size())));
+  hosts.push_back(host_of(DType::f32, sinks.data(), sinks.size() * 4, std::int64_t(sinks.size())));
+  HostBuffer out(c.out_dtype, c.batch * c.seqlen_q * c.heads_q * c.dim);
+  HostBuffer lse(DType::f32, c.batch * c.heads_q * c.seqlen_q);
+  out.poison();
+  lse.poison();
+  std::vector<DeviceBuffer> dev;
+  for (const HostBuffer& h : hosts) dev.emplace_back(h);
+  DeviceBuffer dout(out), dlse(lse);
+  auto on_device = [](TensorView t) {
+    t.device = Device::cuda;
+    return t;
+  };
+  Fp8ForwardArgs args;
+  args.q = on_device(dev[0].rebase(hosts[0].view({c.batch, c.seqlen_q, c.heads_q, c.dim}), hosts[0]));
+  args.k = on_device(dev[1].rebase(hosts[1].view({c.batch, c.seqlen_k, c.heads_kv, c.dim}), hosts[1]));
+  args.v = on_device(dev[2].rebase(hosts[2].view({c.batch, c.seqlen_k, c.heads_kv, c.dim}), hosts[2]));
+  args.scales.q_descale = on_device(dev[3].rebase(hosts[3].view({c.batch, c.heads_q}), hosts[3]));
+  args.scales.k_descale = on_device(dev[4].rebase(hosts[4].view({c.batch, c.heads_kv}), hosts[4]));
+  args.scales.v_descale = on_device(dev[5].rebase(hosts[5].view({c.batch, c.heads_kv}), hosts[5]));
+  args.out = on_device(dout.rebase(out.view({c.batch, c.seqlen_q, c.heads_q, c.dim}), out));
+  args.lse = on_device(dlse.rebase(lse.view({c.batch, c.heads_q, c.seqlen_q}), lse));
+  AttentionParams params;
+  params.mask = c.mask;
+  params.impl = "cuda_sm90";
+  if (c.sinks) params.sinks = on_device(dev[6].rebase(hosts[6].view({c.heads_q}), hosts[6]));
+
+  attention_forward_fp8(args, params);
+  dout.download(out);
+  dlse.download(lse);
+
+  // The oracle and the yardstick, on the host.
+  AttentionParams host_params;
+  host_params.mask = c.mask;
+  if (c.sinks) host_params.sinks = TensorView::contiguous(sinks.data(), DType::f32, {c.heads_q});
+  const detail::Problem p =
+      fp8test::dense_problem(c.batch, c.seqlen_q, c.seqlen_k, c.heads_q, c.heads_kv, c.dim, c.dim, host_params);
+  const std::vector<double> q64 = q.dequantize(), k64 = k.dequantize(), v64 = v.dequantize();
+  const fp8test::F64Result ref = fp8test::forward_f64(p, q64, k64, v64);
+  const fp8test::F64Result naive = naive_fp8(c, p, q64, k64, v64, sinks);
+  std::vector<double> got_out(ref.out.size()), got_lse(ref.lse.size()), ref_lse(ref.lse.size());
+  for (std::size_t e = 0; e < got_out.size(); ++e) got_out[e] = out.get(std::int64_t(e));
+  for (std::int64_t row = 0; row < c.batch * c.seqlen_q; ++row) {
+    for (std::int64_t h = 0; h < c.heads_q; ++h) {
+      got_lse[std::size_t(lse_offset(c, row, h))] = lse.get(lse_offset(c, row, h));
+      ref_lse[std::size_t(lse_offset(c, row, h))] = ref.lse[std::size_t(row * c.heads_q + h)];
+    }
+  }
+  const numerics::Comparison cmp_out =
+      numerics::compare("out", got_out, ref.out, naive.out, numerics::dtype_eps(c.out_dtype));
+  const numerics::Comparison cmp_lse =
+      numerics::compare("lse", got_lse, ref_lse, naive.lse, numerics::dtype_eps(DType::f32));
+  EXPECT_TRUE(cmp_out.ok()) << cmp_out.describe();
+  EXPECT_TRUE(cmp_lse.ok()) << cmp_lse.describe();
+
+  // One CTA per tile, no cross-CTA reduction: a second run must agree bit for bit.
+  HostBuffer again(c.out_dtype, out.elements());
+  attention_forward_fp8(args, params);
+  dout.download(again);
+  EXPECT_EQ(std::memcmp(again.data(), out.data(), out.bytes()), 0) << "a second run differs";
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, Sm90Fp8, ::testing::ValuesIn(fp8_cases()),
+                         [](const ::testing::TestParamInfo<Fp8Case>& info) { return info.param.name(); });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(Sm90Fp8);
+
+}  // namespace
+}  // namespace ioattn::test
