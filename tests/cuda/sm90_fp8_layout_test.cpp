@@ -5,8 +5,14 @@
 // byte shuffle must move every byte where it belongs. Host code only: it runs in CI, without a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <map>
+#include <set>
+#include <type_traits>
 #include <vector>
+
+#include <cutlass/numeric_types.h>
 
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
 #include <cute/tensor.hpp>
@@ -62,6 +68,56 @@ TEST(Sm90Fp8KeyOrder, PermutesEachSlice) {
     }
     for (int k = 0; k < 32; ++k) EXPECT_EQ(seen[k], 1) << "key " << k << " of slice " << s;
   }
+}
+
+// The V transpose's block assignment (fp8_transpose_block) on the kernel's shared-memory layouts (as in
+// fp8_traits.cuh: V (key, dim) with the 128-byte swizzle, Vt (dim, key) with the 128-byte swizzle at 128-key tiles
+// and the 64-byte one at 64): every 4 x 4 block is taken exactly once, and each of a warp's four reads and four
+// writes (lanes with bit 4 set writing rows in the order 1, 0, 3, 2) touches 32 distinct banks.
+template <int kDim, int kBlockN>
+void expect_conflict_free_transpose() {
+  using namespace cute;
+  using Element = cutlass::float_e4m3_t;
+  using Atom = SM90::GMMA::Layout_K_SW128_Atom<Element>;
+  using AtomVt = std::conditional_t<kBlockN % 128 == 0, Atom, SM90::GMMA::Layout_K_SW64_Atom<Element>>;
+  const auto layout_v = tile_to_shape(Atom{}, Shape<Int<kBlockN>, Int<kDim>>{});
+  const auto layout_vt = tile_to_shape(AtomVt{}, Shape<Int<kDim>, Int<kBlockN>>{});
+  constexpr int kKeyBlocks = kBlockN / 4, kBlocks = kKeyBlocks * (kDim / 4);
+  // The most 4-byte words of one instruction that share a bank (1: conflict-free).
+  auto ways = [](const std::vector<int>& byte_offsets) {
+    std::map<int, std::set<int>> words_of_bank;
+    for (int b : byte_offsets) words_of_bank[b / 4 % 32].insert(b / 4);
+    std::size_t most = 0;
+    for (const auto& [bank, words] : words_of_bank) most = std::max(most, words.size());
+    return int(most);
+  };
+  std::vector<int> taken(kBlocks, 0);
+  for (int group = 0; group < kBlocks / 32; ++group) {
+    int key_block[32], dim_block[32];
+    for (int lane = 0; lane < 32; ++lane) {
+      ioattn::detail::sm90::fp8_transpose_block(32 * group + lane, kKeyBlocks, key_block[lane], dim_block[lane]);
+      ASSERT_TRUE(key_block[lane] >= 0 && key_block[lane] < kKeyBlocks && dim_block[lane] >= 0 &&
+                  dim_block[lane] < kDim / 4);
+      ++taken[dim_block[lane] * kKeyBlocks + key_block[lane]];
+    }
+    for (int i = 0; i < 4; ++i) {
+      std::vector<int> reads, writes;
+      for (int lane = 0; lane < 32; ++lane) {
+        reads.push_back(layout_v(fp8_physical_key(4 * key_block[lane] + i), 4 * dim_block[lane]));
+        writes.push_back(layout_vt(4 * dim_block[lane] + (i ^ ((lane >> 4) & 1)), 4 * key_block[lane]));
+      }
+      EXPECT_EQ(ways(reads), 1) << "read " << i << " of group " << group;
+      EXPECT_EQ(ways(writes), 1) << "write " << i << " of group " << group;
+    }
+  }
+  for (int blk = 0; blk < kBlocks; ++blk) EXPECT_EQ(taken[blk], 1) << "block " << blk;
+}
+
+TEST(Sm90Fp8KeyOrder, TransposeTakesEveryBlockOnceWithoutBankConflictsD128) {
+  expect_conflict_free_transpose<128, 128>();
+}
+TEST(Sm90Fp8KeyOrder, TransposeTakesEveryBlockOnceWithoutBankConflictsD256) {
+  expect_conflict_free_transpose<256, 64>();
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // GPU-only checks of the Hopper FP8 forward ("cuda_sm90", src/cuda/sm90/fp8_*): e4m3 q, k, v made by quantize_fp8
 // from N(0, 1) values, against the fp64 oracle on the dequantized operands, within twice the error of a naive
-// program in the kernel's own precision (fp32 scores and softmax, P rounded to e4m3 as the kernel rounds it) plus
+// program in the kernel's own precision (the tensor cores' FP8 accumulation for the scores, fp32 softmax, P rounded
+// to e4m3 as the kernel rounds it) plus
 // the output's rounding allowance (src/numerics/error_bound.hpp). Out (bf16, fp16) and lse poisoned with NaN first;
 // every mask kind, GQA, sinks, rows that see nothing, lengths that are no multiple of the tiles; a second run must
 // agree bit for bit; the refusals name what is missing. Without a Hopper GPU every test skips, saying why.
@@ -57,9 +58,22 @@ std::int64_t lse_offset(const Fp8Case& c, std::int64_t flat_row, std::int64_t h)
   return (flat_row / c.seqlen_q * c.heads_q + h) * c.seqlen_q + flat_row % c.seqlen_q;
 }
 
-// The naive yardstick: the kernel's arithmetic done plainly, in fp32. S from the dequantized operands, the row max
-// over visible keys, P = exp(S - max) rounded to e4m3 at the kernel's scale for P V, the row sum (and the sink)
-// from P unrounded, as the kernel sums it.
+// Hopper's FP8 wgmma keeps its running sum in fewer bits than fp32 (about 14 significant bits by the DeepSeek-V3
+// report; an fp22 accumulator with 13 mantissa bits by SageAttention2's). With an fp32 yardstick the kernel's LSE
+// came out 30-50x past the bound on an H200 (2026-11-21). The yardstick models the tensor cores as a truncation to
+// 13 mantissa bits after each 32-value k-slice of S = Q K^T.
+constexpr std::int64_t kWgmmaSlice = 32;
+float fp22_toward_zero(float x) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  bits &= ~std::uint32_t(0x3ff);  // keep 13 of fp32's 23 mantissa bits
+  std::memcpy(&x, &bits, 4);
+  return x;
+}
+
+// The naive yardstick: the kernel's arithmetic done plainly, in fp32 with S accumulated as the tensor cores do. S
+// from the dequantized operands, the row max over visible keys, P = exp(S - max) rounded to e4m3 at the kernel's
+// scale for P V, the row sum (and the sink) from P unrounded, as the kernel sums it.
 fp8test::F64Result naive_fp8(const Fp8Case& c, const detail::Problem& p, const std::vector<double>& q,
                              const std::vector<double>& k, const std::vector<double>& v,
                              const std::vector<float>& sinks) {
@@ -83,7 +97,11 @@ fp8test::F64Result naive_fp8(const Fp8Case& c, const detail::Problem& p, const s
         for (std::int64_t j = 0; j < c.seqlen_k; ++j) {
           float dot = 0.0f;
           const double* k_row = kv_row(k, j);
-          for (std::int64_t d = 0; d < c.dim; ++d) dot += float(q_row[d]) * float(k_row[d]);
+          for (std::int64_t d0 = 0; d0 < c.dim; d0 += kWgmmaSlice) {
+            float part = 0.0f;
+            for (std::int64_t d = d0; d < d0 + kWgmmaSlice; ++d) part += float(q_row[d]) * float(k_row[d]);
+            dot = fp22_toward_zero(dot + part);
+          }
           s[j] = rule.visible(i, j) ? dot * p.scale : -INFINITY;
           m = std::max(m, s[j]);
         }

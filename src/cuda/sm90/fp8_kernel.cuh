@@ -70,12 +70,17 @@ __forceinline__ __device__ void p_as_a_operand(const AccS& acc_s, FragA& frag, f
 // Staged V (key, dim) of `stage` -> Vt (dim, logical key), by the transposing threads: blocks of 4 logical keys x
 // 4 dims, read as four 32-bit words (a word is 4 dims of one key; the 64- and 128-byte swizzles move whole 16-byte
 // chunks, so 4-byte words stay whole) and written as four, transposed with byte permutes.
+// Which block each lane takes (fp8_transpose_block) and the row order of the lanes with bit 4 set keep every read
+// and write of a warp on 32 distinct banks.
 template <class Traits, class SV, class SVt>
 __forceinline__ __device__ void transpose_v(SV& sV, SVt& sVt, int stage, int tid) {
-  constexpr int kKeyBlocks = Traits::kBlockN / 4, kDimBlocks = Traits::kDim / 4;
-  for (int blk = tid; blk < kKeyBlocks * kDimBlocks; blk += Traits::kTransposeThreads) {
-    const int l0 = (blk % kKeyBlocks) * 4;  // consecutive threads on consecutive keys: spread over banks
-    const int d0 = (blk / kKeyBlocks) * 4;
+  constexpr int kBlocks = Traits::kBlockN / 4 * (Traits::kDim / 4);
+  static_assert(Traits::kBlockN / 4 % 16 == 0 && Traits::kDim / 4 % 8 == 0 && Traits::kTransposeThreads % 32 == 0);
+  const int swap = (tid >> 4) & 1;  // lane bit 4 (kTransposeThreads is whole warps)
+  for (int blk = tid; blk < kBlocks; blk += Traits::kTransposeThreads) {
+    int key_block, dim_block;
+    fp8_transpose_block(blk, Traits::kBlockN / 4, key_block, dim_block);
+    const int l0 = key_block * 4, d0 = dim_block * 4;
     std::uint32_t w[4];
     CUTE_UNROLL
     for (int i = 0; i < 4; ++i) {
@@ -85,7 +90,8 @@ __forceinline__ __device__ void transpose_v(SV& sV, SVt& sVt, int stage, int tid
     fp8_transpose_4x4(w, out);
     CUTE_UNROLL
     for (int j = 0; j < 4; ++j) {
-      *reinterpret_cast<std::uint32_t*>(raw_pointer_cast(&sVt(d0 + j, l0, stage))) = out[j];
+      const std::uint32_t word = swap ? out[j ^ 1] : out[j];
+      *reinterpret_cast<std::uint32_t*>(raw_pointer_cast(&sVt(d0 + (j ^ swap), l0, stage))) = word;
     }
   }
 }

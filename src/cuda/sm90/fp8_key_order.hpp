@@ -47,4 +47,22 @@ IOATTN_FP8_KEY_ORDER_HD void fp8_transpose_4x4(const std::uint32_t (&in)[4], std
   out[3] = fp8_byte_perm(hi01, hi23, 0x7632);
 }
 
+// The 4 x 4 block (key block, dim block) that transposing thread slot `blk` takes, for a tile of `key_blocks` key
+// blocks (a multiple of 16; the dim blocks a multiple of 8). Chosen for the shared-memory banks, with the lanes that
+// have bit 4 set storing their four rows in the order 1, 0, 3, 2 (fp8_kernel.cuh, transpose_v):
+//  - reading V (128-byte swizzle), a word's bank is (dim block & 3) + 4 chunk with chunk = (dim block >> 2) ^
+//    (row & 7), and row & 7 = 2 (key block & 3) + (key & 1) under fp8_physical_key;
+//  - writing Vt, bank (key block & 3) + 4 ((key block >> 2) ^ (Vt row & 7)) with the 128-byte swizzle, or, for
+//    64-key rows (64-byte swizzle), 16 (row & 1) + 4 ((key block >> 2) ^ ((row >> 1) & 3)) + (key block & 3).
+// Lane bits x0-x4 give key block bits 0-3 = x0-x3 and dim block bits 0-2 = x4, x2, x3: every read and write of a warp
+// then touches 32 distinct banks (tests/cuda/sm90_fp8_layout_test.cpp counts them). Successive 32-slot groups flip
+// dim block bits 1-2, so that over four groups the bits the lanes share cover every pair, then step through the
+// remaining key and dim blocks.
+IOATTN_FP8_KEY_ORDER_HD void fp8_transpose_block(int blk, int key_blocks, int& key_block, int& dim_block) {
+  const int lane = blk & 31, group = blk >> 5, rest = group >> 2;
+  const int x2 = (lane >> 2) & 1, x3 = (lane >> 3) & 1, x4 = lane >> 4;
+  key_block = (lane & 15) + 16 * (rest % (key_blocks / 16));
+  dim_block = x4 + 2 * (x2 ^ (group & 1)) + 4 * (x3 ^ ((group >> 1) & 1)) + 8 * (rest / (key_blocks / 16));
+}
+
 }  // namespace ioattn::detail::sm90
