@@ -73,7 +73,8 @@ TEST(Sm90Fp8KeyOrder, PermutesEachSlice) {
 // The V transpose's block assignment (fp8_transpose_block) on the kernel's shared-memory layouts (as in
 // fp8_traits.cuh: V (key, dim) with the 128-byte swizzle, Vt (dim, key) with the 128-byte swizzle at 128-key tiles
 // and the 64-byte one at 64): every 4 x 4 block is taken exactly once, and each of a warp's four reads and four
-// writes (lanes with bit 4 set writing rows in the order 1, 0, 3, 2) touches 32 distinct banks.
+// writes (lanes with bit 4 set writing rows in the order 1, 0, 3, 2) touches 32 distinct banks; and the offsets the
+// kernel computes directly (fp8_block_read_offsets, fp8_block_write_offsets) are cute's.
 template <int kDim, int kBlockN>
 void expect_conflict_free_transpose() {
   using namespace cute;
@@ -99,6 +100,15 @@ void expect_conflict_free_transpose() {
       ASSERT_TRUE(key_block[lane] >= 0 && key_block[lane] < kKeyBlocks && dim_block[lane] >= 0 &&
                   dim_block[lane] < kDim / 4);
       ++taken[dim_block[lane] * kKeyBlocks + key_block[lane]];
+      // The kernel's per-block offsets: the same words.
+      int read[4], write[4];
+      const int swap = (lane >> 4) & 1;
+      ioattn::detail::sm90::fp8_block_read_offsets(key_block[lane], 4 * dim_block[lane], kBlockN, read);
+      ioattn::detail::sm90::fp8_block_write_offsets(key_block[lane], 4 * dim_block[lane], swap, kBlockN, write);
+      for (int i = 0; i < 4; ++i) {
+        EXPECT_EQ(read[i], int(layout_v(fp8_physical_key(4 * key_block[lane] + i), 4 * dim_block[lane])));
+        EXPECT_EQ(write[i], int(layout_vt(4 * dim_block[lane] + (i ^ swap), 4 * key_block[lane])));
+      }
     }
     for (int i = 0; i < 4; ++i) {
       std::vector<int> reads, writes;

@@ -36,10 +36,14 @@ enum class ForwardSchedule : int { overlapped = 0, serial = 1, overlapped_no_pin
 template <int kRows>
 struct OnlineSoftmax {
   float row_max[kRows];  // raw-product units
-  float row_sum[kRows];  // this thread's part of sum 2^((s - m) * to_log2)
+  float row_sum[kRows];  // this thread's part of sum 2^((s - m) * to_log2 + bias_log2)
   float to_log2;
+  // Every probability comes out times 2^bias_log2, inside the same FFMA (the FP8 forward keeps P at 2^8 so that small
+  // probabilities stay normal e4m3 numbers); the row sums carry the same factor. 0 for the bf16 forward.
+  float bias_log2;
 
-  __forceinline__ __device__ explicit OnlineSoftmax(float scale_log2) : to_log2(scale_log2) {
+  __forceinline__ __device__ explicit OnlineSoftmax(float scale_log2, float exp_bias_log2 = 0.0f)
+      : to_log2(scale_log2), bias_log2(exp_bias_log2) {
     CUTE_UNROLL
     for (int mi = 0; mi < kRows; ++mi) {
       row_max[mi] = -INFINITY;
@@ -61,10 +65,11 @@ struct OnlineSoftmax {
       const float offset = m_new == -INFINITY ? 0.0f : m_new * to_log2;
       alpha[mi] = sm80::fast_exp2(row_max[mi] * to_log2 - offset);
       row_max[mi] = m_new;
+      const float biased_offset = offset - bias_log2;
       float sum = 0.0f;
       CUTE_UNROLL
       for (int ni = 0; ni < size<1>(rS); ++ni) {
-        rS(mi, ni) = sm80::fast_exp2(fmaf(rS(mi, ni), to_log2, -offset));
+        rS(mi, ni) = sm80::fast_exp2(fmaf(rS(mi, ni), to_log2, -biased_offset));
         sum += rS(mi, ni);
       }
       row_sum[mi] = row_sum[mi] * alpha[mi] + sum;

@@ -38,11 +38,11 @@ namespace ioattn::detail::sm90 {
 
 using namespace cute;
 
-// P (the S accumulator after the softmax: probabilities in [0, 1]) times `scale` into the A operand of P V, in the
-// key order of fp8_key_order.hpp: A slot (v0, v1, v2) of k-slice s takes accumulator value (v0 & 1, v1,
+// P (the S accumulator after the softmax: probabilities times kPScale, the softmax's bias) into the A operand of
+// P V, in the key order of fp8_key_order.hpp: A slot (v0, v1, v2) of k-slice s takes accumulator value (v0 & 1, v1,
 // 4 s + 2 v2 + (v0 >> 1)).
 template <class AccS, class FragA>
-__forceinline__ __device__ void p_as_a_operand(const AccS& acc_s, FragA& frag, float scale) {
+__forceinline__ __device__ void p_as_a_operand(const AccS& acc_s, FragA& frag) {
   using Element = typename FragA::value_type;
   cutlass::NumericArrayConverter<Element, float, 2, cutlass::FloatRoundStyle::round_to_nearest> convert;
   constexpr int kSlices = decltype(size<2>(frag))::value;
@@ -56,8 +56,8 @@ __forceinline__ __device__ void p_as_a_operand(const AccS& acc_s, FragA& frag, f
         for (int pair = 0; pair < 2; ++pair) {  // A slots v0 = 2 pair, 2 pair + 1: accumulator columns c0 = 0, 1
           const int c = 4 * s + 2 * v2 + pair;
           cutlass::Array<float, 2> in;
-          in[0] = acc_s(make_coord(0, v1, c), 0, 0) * scale;
-          in[1] = acc_s(make_coord(1, v1, c), 0, 0) * scale;
+          in[0] = acc_s(make_coord(0, v1, c), 0, 0);
+          in[1] = acc_s(make_coord(1, v1, c), 0, 0);
           const cutlass::Array<Element, 2> out = convert(in);
           frag(make_coord(2 * pair, v1, v2), 0, s) = out[0];
           frag(make_coord(2 * pair + 1, v1, v2), 0, s) = out[1];
@@ -72,26 +72,28 @@ __forceinline__ __device__ void p_as_a_operand(const AccS& acc_s, FragA& frag, f
 // chunks, so 4-byte words stay whole) and written as four, transposed with byte permutes.
 // Which block each lane takes (fp8_transpose_block) and the row order of the lanes with bit 4 set keep every read
 // and write of a warp on 32 distinct banks.
-template <class Traits, class SV, class SVt>
-__forceinline__ __device__ void transpose_v(SV& sV, SVt& sVt, int stage, int tid) {
-  constexpr int kBlocks = Traits::kBlockN / 4 * (Traits::kDim / 4);
-  static_assert(Traits::kBlockN / 4 % 16 == 0 && Traits::kDim / 4 % 8 == 0 && Traits::kTransposeThreads % 32 == 0);
+template <class Traits>
+__forceinline__ __device__ void transpose_v(std::uint32_t v_stage, std::uint32_t vt_stage, int tid) {
+  constexpr int kKeys = Traits::kBlockN, kBlocks = kKeys / 4 * (Traits::kDim / 4);
+  static_assert(kKeys / 4 % 16 == 0 && Traits::kDim / 4 % 8 == 0 && Traits::kTransposeThreads % 32 == 0);
   const int swap = (tid >> 4) & 1;  // lane bit 4 (kTransposeThreads is whole warps)
   for (int blk = tid; blk < kBlocks; blk += Traits::kTransposeThreads) {
     int key_block, dim_block;
-    fp8_transpose_block(blk, Traits::kBlockN / 4, key_block, dim_block);
-    const int l0 = key_block * 4, d0 = dim_block * 4;
+    fp8_transpose_block(blk, kKeys / 4, key_block, dim_block);
+    int read[4], write[4];
+    fp8_block_read_offsets(key_block, dim_block * 4, kKeys, read);
+    fp8_block_write_offsets(key_block, dim_block * 4, swap, kKeys, write);
     std::uint32_t w[4];
     CUTE_UNROLL
     for (int i = 0; i < 4; ++i) {
-      w[i] = *reinterpret_cast<const std::uint32_t*>(raw_pointer_cast(&sV(fp8_physical_key(l0 + i), d0, stage)));
+      asm volatile("ld.shared.b32 %0, [%1];" : "=r"(w[i]) : "r"(v_stage + std::uint32_t(read[i])));
     }
     std::uint32_t out[4];
     fp8_transpose_4x4(w, out);
     CUTE_UNROLL
     for (int j = 0; j < 4; ++j) {
       const std::uint32_t word = swap ? out[j ^ 1] : out[j];
-      *reinterpret_cast<std::uint32_t*>(raw_pointer_cast(&sVt(d0 + (j ^ swap), l0, stage))) = word;
+      asm volatile("st.shared.b32 [%0], %1;" ::"r"(vt_stage + std::uint32_t(write[j])), "r"(word) : "memory");
     }
   }
 }
@@ -181,11 +183,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     }
     // ---------------------------------------------------------------- V transposes (warps 1-3)
     const int tid = int(threadIdx.x) - 32;
+    const auto v_smem = static_cast<std::uint32_t>(__cvta_generic_to_shared(storage.v.data()));
+    const auto vt_smem = static_cast<std::uint32_t>(__cvta_generic_to_shared(storage.vt.data()));
     for (int i = 0; i < n_tiles; ++i) {
       const int stage = i % kStages;
       Barrier::wait(&storage.v_full[stage], (i / kStages) & 1);
       if (i >= kStages) PlainBarrier::wait(&storage.vt_empty[stage], ((i / kStages) - 1) & 1);
-      transpose_v<Traits>(sV, sVt, stage, tid);
+      transpose_v<Traits>(v_smem + stage * Traits::kBytesKV, vt_smem + stage * Traits::kBytesKV, tid);
       // Ordinary stores that wgmma (the async proxy) reads next: a proxy fence in every writing thread before its
       // arrive.
       cutlass::arch::fence_view_async_shared();
@@ -218,7 +222,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
   // The dequantized logit of codes q, k is (q qd) (k kd) scale: the descales fold into the softmax scale.
   const float score_scale = p.scale * p.q_descale.at(w.b, w.h) * p.k_descale.at(w.b, h_kv);
-  OnlineSoftmax<kRows> softmax(score_scale * 1.4426950408889634f);
+  OnlineSoftmax<kRows> softmax(score_scale * 1.4426950408889634f, Traits::kPScaleLog2);
   float alpha[kRows];
   clear(acc_o);
   // Key tiles every row of the tile sees whole, inside the sequence, need no mask (as in the bf16 forward).
@@ -245,7 +249,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       mask(w.n_block_max - 1 - i);
       softmax.fold(rS, alpha);
       softmax.rescale(rO, alpha);
-      p_as_a_operand(acc_s, tOrP, Traits::kPScale);
+      p_as_a_operand(acc_s, tOrP);
       issue_pv(i);
       warpgroup_wait<0>();
       release_vt(i);
@@ -260,7 +264,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     ++read;
     mask(w.n_block_max - 1);
     softmax.fold(rS, alpha);
-    p_as_a_operand(acc_s, tOrP, Traits::kPScale);
+    p_as_a_operand(acc_s, tOrP);
     // Steady state: S(i) and P(i - 1) Vt(i - 1) in flight together; the softmax of S(i) runs under the P V. P is in
     // registers apart from S, so S(i) may overwrite the accumulator while P(i - 1) is still being read.
     for (int i = 1; i < n_tiles; ++i) {
@@ -275,7 +279,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       warpgroup_wait<0>();  // P(i - 1) V done: its registers and O may be touched again
       release_vt(i - 1);
       softmax.rescale(rO, alpha);  // O so far, P(i - 1) V included, is relative to the old row max
-      p_as_a_operand(acc_s, tOrP, Traits::kPScale);
+      p_as_a_operand(acc_s, tOrP);
     }
     issue_pv(n_tiles - 1);
     warpgroup_wait<0>();
@@ -291,7 +295,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   for (int mi = 0; mi < kRows; ++mi) {
     core::SoftmaxState<float> state;
     state.m = softmax.row_max[mi] == -INFINITY ? -INFINITY : softmax.row_max[mi] * score_scale;
-    state.l = sm80::quad_sum(softmax.row_sum[mi]);
+    state.l = sm80::quad_sum(softmax.row_sum[mi]) * (1.0f / Traits::kPScale);  // exact: a power of two
     const float keep = p.sinks ? state.add_sink(sink) : 1.0f;
     const float factor = keep * state.inv_sum() * (v_descale / Traits::kPScale);
     row_lse[mi] = state.lse();

@@ -65,4 +65,33 @@ IOATTN_FP8_KEY_ORDER_HD void fp8_transpose_block(int blk, int key_blocks, int& k
   dim_block = x4 + 2 * (x2 ^ (group & 1)) + 4 * (x3 ^ ((group >> 1) & 1)) + 8 * (rest / (key_blocks / 16));
 }
 
+// Byte offsets of the four words of one 4 x 4 block in one stage of V and of Vt, as cute's layouts in fp8_traits.cuh
+// place them (tests/cuda/sm90_fp8_layout_test.cpp compares them), computed directly: cute's general layout
+// arithmetic cost ~180 integer instructions per block, more issue slots than the consumers' softmax (SASS,
+// 2026-11-21). Both buffers are 1024-byte aligned, so the swizzle of address bits is the swizzle of these offsets.
+//  - Reads: V (key, dim), 128-byte swizzle, K-major: 8 x 128-byte atoms, the atom grid column-major over (keys,
+//    dims / 128), the 16-byte chunk index XORed with the row & 7. Logical keys 4 key_block + i sit on physical rows
+//    r0 + {0, 1, 8, 9} (fp8_physical_key).
+//  - Writes: Vt (dim, key), rows of `keys` bytes; 128 keys: the 128-byte swizzle; 64 keys: the 64-byte swizzle
+//    (chunk bits 4-5 XORed with (row >> 1) & 3). Word j goes to row d0 + (j ^ swap).
+IOATTN_FP8_KEY_ORDER_HD void fp8_block_read_offsets(int key_block, int d0, int keys, int (&offset)[4]) {
+  const int r0 = ((key_block >> 2) << 4) | ((key_block & 3) << 1);
+  const int base = (d0 >> 7) * keys * 128 + r0 * 128 + (d0 & 15);
+  const int chunk = (d0 & 127) >> 4;
+  const int even = (chunk ^ (r0 & 7)) << 4, odd = (chunk ^ ((r0 & 7) | 1)) << 4;
+  offset[0] = base + even;
+  offset[1] = base + 128 + odd;
+  offset[2] = base + 1024 + even;
+  offset[3] = base + 1152 + odd;
+}
+IOATTN_FP8_KEY_ORDER_HD void fp8_block_write_offsets(int key_block, int d0, int swap, int keys, int (&offset)[4]) {
+  const int chunk = key_block >> 2;
+  const int base = d0 * keys + ((key_block & 3) << 2);
+  for (int j = 0; j < 4; ++j) {
+    const int jj = j ^ swap;  // row d0 + jj
+    const int swizzled = keys == 128 ? chunk ^ ((d0 & 4) | jj) : chunk ^ (((d0 >> 1) & 2) | (jj >> 1));
+    offset[j] = base + jj * keys + (swizzled << 4);
+  }
+}
+
 }  // namespace ioattn::detail::sm90

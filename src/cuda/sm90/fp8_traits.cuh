@@ -40,6 +40,7 @@ struct Fp8ForwardTraits {
   // P is stored as e4m3 scaled by 2^8 (exact), so that probabilities down to 2^-17 stay normal numbers (e4m3's
   // smallest normal is 2^-6); the epilogue divides it out.
   static constexpr float kPScale = 256.0f;
+  static constexpr float kPScaleLog2 = 8.0f;
 
   static_assert(kDim % 64 == 0 && kBlockN % 32 == 0, "wgmma k-slices of 32 fp8 values, 128-byte rows");
 
