@@ -9,9 +9,10 @@
 // online softmax in base 2 with the descales folded into the exponent's scale, P into the A operand's registers,
 // O += P Vt by wgmma. Epilogue: O divided by the row sum once (core::SoftmaxState: sinks, rows that see nothing),
 // times V's descale, stored in the output type with the LSE.
-// Two schedules (kOverlap): serial (each consumer warpgroup waits for its S before the softmax, and for its P V
-// before the next S), and overlapped as in the bf16 forward (S(n + 1) issued together with P(n) V(n), so the
-// softmax of one tile runs while the tensor cores work on the other); ping-pong between the warpgroups is next.
+// Three schedules (kSchedule, ForwardSchedule of the bf16 forward): serial (each consumer warpgroup waits for its S
+// before the softmax, and for its P V before the next S); overlapped_no_pingpong (S(n + 1) issued together with
+// P(n) V(n), so the softmax of one tile runs while the tensor cores work on the other); overlapped, the same with
+// the two warpgroups taking turns to issue their GEMMs (WarpgroupTurns), so one's softmax runs under the other's.
 #pragma once
 
 #include <climits>
@@ -98,7 +99,7 @@ __forceinline__ __device__ void transpose_v(std::uint32_t v_stage, std::uint32_t
   }
 }
 
-template <class Traits, bool kOverlap>
+template <class Traits, ForwardSchedule kSchedule>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
     fp8_forward_kernel(CUTE_GRID_CONSTANT Fp8ForwardParams<Traits> const p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -108,6 +109,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   using PipelineState = cutlass::PipelineState<Traits::kStages>;
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
   using PlainBarrier = cutlass::arch::ClusterBarrier;
+  constexpr bool kOverlap = kSchedule != ForwardSchedule::serial;
+  constexpr bool kPingPong = kSchedule == ForwardSchedule::overlapped;
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kDim = Traits::kDim;
@@ -256,9 +259,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       ++read;
     }
   } else if (n_tiles > 0) {
+    const WarpgroupTurns turns{warpgroup - 1};
+    if constexpr (kPingPong) turns.start();
     // The first tile: S alone (O is still zero: no rescale).
+    if constexpr (kPingPong) turns.wait_turn();
     pipe_k.consumer_wait(read);
     wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), acc_s);
+    if constexpr (kPingPong) turns.pass_turn();
     warpgroup_wait<0>();
     pipe_k.consumer_release(read);
     ++read;
@@ -268,9 +275,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     // Steady state: S(i) and P(i - 1) Vt(i - 1) in flight together; the softmax of S(i) runs under the P V. P is in
     // registers apart from S, so S(i) may overwrite the accumulator while P(i - 1) is still being read.
     for (int i = 1; i < n_tiles; ++i) {
+      if constexpr (kPingPong) turns.wait_turn();
       pipe_k.consumer_wait(read);
       wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), acc_s);
       issue_pv(i - 1);
+      if constexpr (kPingPong) turns.pass_turn();
       warpgroup_wait<1>();  // batches retire in order: S(i) is done, P V may still run
       pipe_k.consumer_release(read);
       ++read;

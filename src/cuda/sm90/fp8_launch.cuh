@@ -69,21 +69,23 @@ Fp8ForwardParams<Traits> make_fp8_params(const Fp8Problem& fp) {
   return kp;
 }
 
-// IOATTN_SM90_FP8_VARIANT (read once) picks the consumers' schedule: 0 serial (the default until the overlapped one
-// has been measured on a GPU), 1 overlapped.
+// IOATTN_SM90_FP8_VARIANT (read once) picks the consumers' schedule, for side-by-side timing: 0 serial, 1 overlapped
+// without ping-pong, 2 overlapped with ping-pong. Unset: kDefaultFp8Variant.
+constexpr int kDefaultFp8Variant = 0;
 inline int fp8_variant_from_env() {
   static const int variant = [] {
     const char* env = std::getenv("IOATTN_SM90_FP8_VARIANT");
-    return env && *env ? std::atoi(env) : 0;
+    const int v = env && *env ? std::atoi(env) : kDefaultFp8Variant;
+    return v >= 0 && v <= 2 ? v : kDefaultFp8Variant;
   }();
   return variant;
 }
 
-template <class Traits, bool kOverlap>
+template <class Traits, ForwardSchedule kSchedule>
 void launch_fp8_kernel(const Fp8Problem& fp) {
   const Problem& p = fp.attn;
   constexpr int kSmem = Traits::kSmemBytes;
-  auto kernel = &fp8_forward_kernel<Traits, kOverlap>;
+  auto kernel = &fp8_forward_kernel<Traits, kSchedule>;
   sm80::DeviceScope device(p.device_index);
   opt_in_shared_memory(reinterpret_cast<const void*>(kernel), kSmem, p.device_index, "cuda_sm90 fp8 forward");
   const Fp8ForwardParams<Traits> kp = make_fp8_params<Traits>(fp);
@@ -97,8 +99,14 @@ void launch_forward_fp8(const Fp8Problem& fp) {
   using Traits = Fp8ForwardTraits<Fp8OutElementOf<kOut>, kDim, fp8_block_n<kDim>()>;
   const Problem& p = fp.attn;
   if (p.seqlen_q == 0 || p.batch == 0 || p.heads_q == 0) return;
-  if (fp8_variant_from_env() == 1) return launch_fp8_kernel<Traits, true>(fp);
-  launch_fp8_kernel<Traits, false>(fp);
+  switch (fp8_variant_from_env()) {
+    case 1:
+      return launch_fp8_kernel<Traits, ForwardSchedule::overlapped_no_pingpong>(fp);
+    case 2:
+      return launch_fp8_kernel<Traits, ForwardSchedule::overlapped>(fp);
+    default:
+      return launch_fp8_kernel<Traits, ForwardSchedule::serial>(fp);
+  }
 }
 
 }  // namespace ioattn::detail::sm90
