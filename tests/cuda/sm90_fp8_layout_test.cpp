@@ -47,7 +47,8 @@ TEST(Sm90Fp8KeyOrder, AccumulatorValuesLandInTheirASlots) {
   EXPECT_EQ(checked, 128 * 8 * 16);
 }
 
-// The transposing warps' byte shuffle: byte j of word i to byte i of word j, for every byte position.
+// The transposing warps' byte shuffle: byte j of word i to byte i of word j (of word j ^ 1 when swapped), for every
+// byte position.
 TEST(Sm90Fp8KeyOrder, ByteTransposeMovesEveryByte) {
   using ioattn::detail::sm90::fp8_transpose_4x4;
   const std::uint32_t in[4] = {0x03020100u, 0x13121110u, 0x23222120u, 0x33323130u};  // byte j of word i: 0x<i><j>
@@ -55,6 +56,12 @@ TEST(Sm90Fp8KeyOrder, ByteTransposeMovesEveryByte) {
   fp8_transpose_4x4(in, out);
   for (int i = 0; i < 4; ++i) {
     for (int j = 0; j < 4; ++j) EXPECT_EQ((out[j] >> (8 * i)) & 0xff, std::uint32_t(16 * i + j)) << i << ", " << j;
+  }
+  fp8_transpose_4x4(in, out, 1);  // the word pairs exchanged
+  for (int i = 0; i < 4; ++i) {
+    for (int j = 0; j < 4; ++j) {
+      EXPECT_EQ((out[j ^ 1] >> (8 * i)) & 0xff, std::uint32_t(16 * i + j)) << "swapped " << i << ", " << j;
+    }
   }
 }
 
@@ -70,14 +77,16 @@ TEST(Sm90Fp8KeyOrder, PermutesEachSlice) {
   }
 }
 
-// The V transpose's block assignment (fp8_transpose_block) on the kernel's shared-memory layouts (as in
-// fp8_traits.cuh: V (key, dim) with the 128-byte swizzle, Vt (dim, key) with the 128-byte swizzle at 128-key tiles
-// and the 64-byte one at 64): every 4 x 4 block is taken exactly once, and each of a warp's four reads and four
-// writes (lanes with bit 4 set writing rows in the order 1, 0, 3, 2) touches 32 distinct banks; and the offsets the
-// kernel computes directly (fp8_block_read_offsets, fp8_block_write_offsets) are cute's.
+// The V transpose's block assignment (fp8_transpose_quad and its four sub-blocks) on the kernel's shared-memory
+// layouts (as in fp8_traits.cuh: V (key, dim) with the 128-byte swizzle, Vt (dim, key) with the 128-byte swizzle at
+// 128-key tiles and the 64-byte one at 64): every 4 x 4 block is taken exactly once; the offsets the kernel computes
+// directly (fp8_block_read_offsets / fp8_block_write_offsets and the sub-block steps) are cute's; and each of a warp's
+// four reads and four writes per sub-block (lanes with bit 4 set writing rows in the order 1, 0, 3, 2) touches 32
+// distinct banks.
 template <int kDim, int kBlockN>
 void expect_conflict_free_transpose() {
   using namespace cute;
+  using namespace ioattn::detail::sm90;
   using Element = cutlass::float_e4m3_t;
   using Atom = SM90::GMMA::Layout_K_SW128_Atom<Element>;
   using AtomVt = std::conditional_t<kBlockN % 128 == 0, Atom, SM90::GMMA::Layout_K_SW64_Atom<Element>>;
@@ -93,31 +102,34 @@ void expect_conflict_free_transpose() {
     return int(most);
   };
   std::vector<int> taken(kBlocks, 0);
-  for (int group = 0; group < kBlocks / 32; ++group) {
-    int key_block[32], dim_block[32];
+  for (int group = 0; group < kBlocks / 4 / 32; ++group) {
+    int key_block[32], dim_block[32], read[32][4], write[32][4];
     for (int lane = 0; lane < 32; ++lane) {
-      ioattn::detail::sm90::fp8_transpose_block(32 * group + lane, kKeyBlocks, key_block[lane], dim_block[lane]);
-      ASSERT_TRUE(key_block[lane] >= 0 && key_block[lane] < kKeyBlocks && dim_block[lane] >= 0 &&
-                  dim_block[lane] < kDim / 4);
-      ++taken[dim_block[lane] * kKeyBlocks + key_block[lane]];
-      // The kernel's per-block offsets: the same words.
-      int read[4], write[4];
-      const int swap = (lane >> 4) & 1;
-      ioattn::detail::sm90::fp8_block_read_offsets(key_block[lane], 4 * dim_block[lane], kBlockN, read);
-      ioattn::detail::sm90::fp8_block_write_offsets(key_block[lane], 4 * dim_block[lane], swap, kBlockN, write);
-      for (int i = 0; i < 4; ++i) {
-        EXPECT_EQ(read[i], int(layout_v(fp8_physical_key(4 * key_block[lane] + i), 4 * dim_block[lane])));
-        EXPECT_EQ(write[i], int(layout_vt(4 * dim_block[lane] + (i ^ swap), 4 * key_block[lane])));
-      }
+      fp8_transpose_quad(32 * group + lane, kKeyBlocks, key_block[lane], dim_block[lane]);
+      fp8_block_read_offsets(key_block[lane], 4 * dim_block[lane], kBlockN, read[lane]);
+      fp8_block_write_offsets(key_block[lane], 4 * dim_block[lane], (lane >> 4) & 1, kBlockN, write[lane]);
     }
-    for (int i = 0; i < 4; ++i) {
-      std::vector<int> reads, writes;
+    for (int s = 0; s < 4; ++s) {
       for (int lane = 0; lane < 32; ++lane) {
-        reads.push_back(layout_v(fp8_physical_key(4 * key_block[lane] + i), 4 * dim_block[lane]));
-        writes.push_back(layout_vt(4 * dim_block[lane] + (i ^ ((lane >> 4) & 1)), 4 * key_block[lane]));
+        const int kb = key_block[lane], db = dim_block[lane] + 8 * s, swap = (lane >> 4) & 1;
+        ASSERT_TRUE(kb >= 0 && kb < kKeyBlocks && db >= 0 && db < kDim / 4) << kb << ", " << db;
+        ++taken[db * kKeyBlocks + kb];
+        for (int i = 0; i < 4; ++i) {
+          EXPECT_EQ(fp8_sub_block_read(read[lane][i], s), int(layout_v(fp8_physical_key(4 * kb + i), 4 * db)))
+              << "read " << i << " of lane " << lane << ", group " << group << ", sub-block " << s;
+          EXPECT_EQ(fp8_sub_block_write(write[lane][i], s, kBlockN), int(layout_vt(4 * db + (i ^ swap), 4 * kb)))
+              << "write " << i << " of lane " << lane << ", group " << group << ", sub-block " << s;
+        }
       }
-      EXPECT_EQ(ways(reads), 1) << "read " << i << " of group " << group;
-      EXPECT_EQ(ways(writes), 1) << "write " << i << " of group " << group;
+      for (int i = 0; i < 4; ++i) {
+        std::vector<int> reads, writes;
+        for (int lane = 0; lane < 32; ++lane) {
+          reads.push_back(fp8_sub_block_read(read[lane][i], s));
+          writes.push_back(fp8_sub_block_write(write[lane][i], s, kBlockN));
+        }
+        EXPECT_EQ(ways(reads), 1) << "read " << i << " of group " << group << ", sub-block " << s;
+        EXPECT_EQ(ways(writes), 1) << "write " << i << " of group " << group << ", sub-block " << s;
+      }
     }
   }
   for (int blk = 0; blk < kBlocks; ++blk) EXPECT_EQ(taken[blk], 1) << "block " << blk;

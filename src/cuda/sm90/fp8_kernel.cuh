@@ -75,26 +75,36 @@ __forceinline__ __device__ void p_as_a_operand(const AccS& acc_s, FragA& frag) {
 // and write of a warp on 32 distinct banks.
 template <class Traits>
 __forceinline__ __device__ void transpose_v(std::uint32_t v_stage, std::uint32_t vt_stage, int tid) {
-  constexpr int kKeys = Traits::kBlockN, kBlocks = kKeys / 4 * (Traits::kDim / 4);
-  static_assert(kKeys / 4 % 16 == 0 && Traits::kDim / 4 % 8 == 0 && Traits::kTransposeThreads % 32 == 0);
+  constexpr int kKeys = Traits::kBlockN, kQuads = kKeys / 4 * (Traits::kDim / 4) / 4;
+  static_assert(kKeys / 4 % 16 == 0 && Traits::kDim / 4 % 32 == 0 && Traits::kTransposeThreads % 32 == 0);
   const int swap = (tid >> 4) & 1;  // lane bit 4 (kTransposeThreads is whole warps)
-  for (int blk = tid; blk < kBlocks; blk += Traits::kTransposeThreads) {
-    int key_block, dim_block;
-    fp8_transpose_block(blk, kKeys / 4, key_block, dim_block);
-    int read[4], write[4];
+  for (int slot = tid; slot < kQuads; slot += Traits::kTransposeThreads) {
+    int key_block, dim_block, read[4], write[4];
+    fp8_transpose_quad(slot, kKeys / 4, key_block, dim_block);
     fp8_block_read_offsets(key_block, dim_block * 4, kKeys, read);
     fp8_block_write_offsets(key_block, dim_block * 4, swap, kKeys, write);
-    std::uint32_t w[4];
+    // The stage bases are 1024-byte aligned (address bits 5-9 clear): adding them first keeps each sub-block's
+    // address one XOR (reads) or an immediate (writes) away.
+    std::uint32_t read_addr[4], write_addr[4];
     CUTE_UNROLL
     for (int i = 0; i < 4; ++i) {
-      asm volatile("ld.shared.b32 %0, [%1];" : "=r"(w[i]) : "r"(v_stage + std::uint32_t(read[i])));
+      read_addr[i] = v_stage + std::uint32_t(read[i]);
+      write_addr[i] = vt_stage + std::uint32_t(write[i]);
     }
-    std::uint32_t out[4];
-    fp8_transpose_4x4(w, out);
     CUTE_UNROLL
-    for (int j = 0; j < 4; ++j) {
-      const std::uint32_t word = swap ? out[j ^ 1] : out[j];
-      asm volatile("st.shared.b32 [%0], %1;" ::"r"(vt_stage + std::uint32_t(write[j])), "r"(word) : "memory");
+    for (int s = 0; s < 4; ++s) {
+      std::uint32_t w[4], out[4];
+      CUTE_UNROLL
+      for (int i = 0; i < 4; ++i) {
+        const std::uint32_t addr = std::uint32_t(fp8_sub_block_read(int(read_addr[i]), s));
+        asm volatile("ld.shared.b32 %0, [%1];" : "=r"(w[i]) : "r"(addr));
+      }
+      fp8_transpose_4x4(w, out, swap);
+      CUTE_UNROLL
+      for (int j = 0; j < 4; ++j) {
+        const std::uint32_t addr = std::uint32_t(fp8_sub_block_write(int(write_addr[j]), s, kKeys));
+        asm volatile("st.shared.b32 [%0], %1;" ::"r"(addr), "r"(out[j]) : "memory");
+      }
     }
   }
 }
