@@ -96,6 +96,23 @@ std::vector<Case> backward_cases() {
       var_none.varlen_q = {300, 45, 129};
       var_none.varlen_k = {77, 500, 129};
       cases.push_back(var_none);
+      // More items (128-key tile, kv head, sequence) than a Hopper GPU has SMs, so the persistent order gives a CTA
+      // several, its query-tile ring, dS buffers and K/V hand-over running on from one item to the next: GQA under
+      // a causal mask (192 items).
+      Case many = base;
+      many.batch = 8, many.heads_q = 16, many.heads_kv = 8, many.seqlen_q = 300, many.seqlen_k = 300;
+      many.mask = Mask::causal();
+      cases.push_back(many);
+      // Varlen with many items (384): empty sequences, and under a top-left causal mask with more keys than queries,
+      // key tiles that no query sees (their dK and dV must come out zero) between items that do work.
+      Case many_var = base;
+      many_var.heads_q = 8, many_var.heads_kv = 4;
+      many_var.mask = Mask::causal(Alignment::top_left);
+      for (int i = 0; i < 24; ++i) {
+        many_var.varlen_q.push_back(i % 6 == 0 ? 0 : 20 + (i * 37) % 180);
+        many_var.varlen_k.push_back(i % 7 == 3 ? 0 : 150 + (i * 53) % 250);
+      }
+      cases.push_back(many_var);
     }
   }
   return cases;

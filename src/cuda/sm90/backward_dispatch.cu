@@ -2,16 +2,19 @@
 // workspace, and the order of the passes.
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <tuple>
 #include <utility>
 
 #include <cuda_runtime.h>
+#include <cutlass/numeric_types.h>
 
 #include "cuda/scratch.hpp"
 #include "cuda/sm80/backward_launch.hpp"
 #include "cuda/sm80/common/cuda_check.cuh"
 #include "cuda/sm90/backward.hpp"
+#include "cuda/sm90/backward_passes.cuh"
 #include "cuda/sm90/forward.hpp"
 #include "ioattn/error.hpp"
 #include "ioattn_sm90_bwd_config.hpp"  // generated: IOATTN_SM90_BWD_INSTANTIATIONS
@@ -62,6 +65,11 @@ std::string backward_unsupported(const Problem& problem) {
     return "the cuda_sm90 backward takes at most 65535 sequences and 65535 kv heads; got batch " +
            std::to_string(p.batch) + ", kv heads " + std::to_string(p.heads_kv);
   }
+  const std::int64_t key_tiles = (p.seqlen_k + 127) / 128;  // the kernel's items: (key tile, kv head, sequence)
+  if (key_tiles * p.heads_kv * p.batch >= (std::int64_t(1) << 31)) {
+    return "the cuda_sm90 backward takes fewer than 2^31 (128-key tile, kv head, sequence) items; got " +
+           std::to_string(key_tiles * p.heads_kv * p.batch);
+  }
   // The kernel's mask works on key - row distances in 32 bits (backward_kernel.cuh, TileMask).
   const std::int64_t rows_sum = p.is_varlen() ? p.total_q + p.total_k : p.seqlen_q + p.seqlen_k;
   if (rows_sum >= (std::int64_t(1) << 30)) {
@@ -88,6 +96,56 @@ std::size_t backward_workspace_bytes(const BackwardProblem& p) {
   return sm80::bwd::WorkspaceLayout::make(p, 0).total;
 }
 
+namespace {
+
+// IOATTN_SM90_BWD_PASSES=0 (read once) runs the sm80 passes instead of this file's, for side-by-side timing.
+bool own_passes_from_env() {
+  static const bool own = [] {
+    const char* env = std::getenv("IOATTN_SM90_BWD_PASSES");
+    return !(env && *env && std::atoi(env) == 0);
+  }();
+  return own;
+}
+
+// backward_passes.cuh's kernels take the problem when its head dim has one and its thread count fits 31 bits.
+template <class Elem>
+bool launch_own_passes(const BackwardProblem& p, const sm80::bwd::Workspace& ws, cudaStream_t stream, bool pre) {
+  const std::int64_t dim = p.dim_qk;
+  if (!own_passes_from_env() || p.dim_v != dim || (dim != 64 && dim != 128)) return false;
+  const std::int64_t threads = ws.rows * p.heads_q * (dim / 8);
+  if (threads >= (std::int64_t(1) << 31) || (!p.is_varlen() && p.seqlen_q <= 0)) return false;
+  const PassRows map{std::uint32_t(ws.rows), std::uint32_t(p.heads_q), std::uint32_t(p.is_varlen() ? 0 : p.seqlen_q),
+                     p.is_varlen()};
+  const unsigned blocks = unsigned((threads + 255) / 256);
+  if (pre) {
+    const BackwardPrepassArgs a{p.out.ptr,
+                                p.dout.ptr,
+                                static_cast<const float*>(p.lse.ptr),
+                                PassStrides::of(p.out),
+                                PassStrides::of(p.dout),
+                                PassStrides::of(p.lse),
+                                ws.lse2,
+                                ws.dpre,
+                                ws.dq_accum,
+                                map};
+    if (dim == 64) backward_prepass_kernel<Elem, 64><<<blocks, 256, 0, stream>>>(a);
+    else backward_prepass_kernel<Elem, 128><<<blocks, 256, 0, stream>>>(a);
+  } else {
+    const BackwardPostpassArgs a{ws.dq_accum, p.dq.ptr, PassStrides::of(p.dq), p.scale, map};
+    if (dim == 64) backward_postpass_kernel<Elem, 64><<<blocks, 256, 0, stream>>>(a);
+    else backward_postpass_kernel<Elem, 128><<<blocks, 256, 0, stream>>>(a);
+  }
+  sm80::cuda_check(cudaGetLastError(), pre ? "cuda_sm90 backward pre-pass launch" : "cuda_sm90 backward post-pass launch");
+  return true;
+}
+
+bool own_passes(const BackwardProblem& p, const sm80::bwd::Workspace& ws, cudaStream_t stream, bool pre) {
+  return p.dtype == DType::f16 ? launch_own_passes<cutlass::half_t>(p, ws, stream, pre)
+                               : launch_own_passes<cutlass::bfloat16_t>(p, ws, stream, pre);
+}
+
+}  // namespace
+
 void run_backward(const BackwardProblem& p) {
   if (std::string why = backward_unsupported(p); !why.empty()) throw Error(ErrorCode::unsupported, why);
   sm80::DeviceScope device(p.device_index);
@@ -99,13 +157,14 @@ void run_backward(const BackwardProblem& p) {
   unsigned char* base = scratch.data();
 
   const sm80::bwd::Workspace ws = layout.carve(base);
-  if (layout.rows > 0) {
+  // The pre-pass (this file's zeroes the dQ accumulator too), the main kernel, the post-pass.
+  if (layout.rows > 0 && !own_passes(p, ws, stream, true)) {
     sm80::cuda_check(cudaMemsetAsync(ws.dq_accum, 0, layout.lse2 - layout.dq_accum, stream),
                      "zeroing the cuda_sm90 dQ accumulator");
     sm80::bwd::launch_backward_prepass(p, ws, stream);
   }
   find_backward(p.dtype, p.dim_qk, p.dim_v)(p, BackwardBuffers{ws.lse2, ws.dpre, ws.dq_accum, ws.rows});
-  if (layout.rows > 0) sm80::bwd::launch_backward_postpass(p, ws, stream);
+  if (layout.rows > 0 && !own_passes(p, ws, stream, false)) sm80::bwd::launch_backward_postpass(p, ws, stream);
   if (p.sinks != nullptr && p.dsinks != nullptr) sm80::bwd::launch_backward_dsinks(p, ws, stream);
 }
 

@@ -1,18 +1,21 @@
-// ioattn sm90 backward kernel: one CTA per (key tile of 128, kv head, sequence), warp-specialized.
+// ioattn sm90 backward kernel: warp-specialized CTAs, each taking one or more items (key tile of 128, kv head,
+// sequence) in the order of backward_scheduler.cuh.
 //
 // Producer warpgroup (registers given away):
-//  - warp 0 loads: K and V of the CTA's key tile once, by TMA; then, for each query tile that sees a key of the tile
-//    (for every query head of the kv head's GQA group), Q and dO by TMA and the rows' lse2 and delta by plain loads
-//    into a kStages-deep ring. A stage's "full" barrier completes on the arrive of each of the warp's lanes (after
-//    its own lse2 / delta stores, which the arrive releases) and the TMA bytes; its "empty" barrier on the arrive of
-//    every consumer thread.
+//  - warp 0 loads: per item, K and V of its key tile by TMA (once the consumers released the last item's); then, for
+//    each query tile that sees a key of the tile (for every query head of the kv head's GQA group), Q and dO by TMA
+//    and the rows' lse2 and delta by plain loads into a kStages-deep ring that runs on across items. A stage's
+//    "full" barrier completes on the arrive of each of the warp's lanes (after its own lse2 / delta stores, which
+//    the arrive releases) and the TMA bytes; its "empty" barrier on the arrive of every consumer thread.
 //  - warp 1 stores dQ: per query tile, once the consumers put the fp32 dQ tile in shared memory, one TMA reduce-add
 //    into the global accumulator; the buffer is handed back when the TMA unit has read it.
 // Consumers (two warpgroups, 64 keys each), per query tile:
 //   S^T, dP^T by wgmma; P^T = 2^(S^T scale log2(e) - lse2) (masked entries 0); dS^T = P^T (dP^T - delta);
 //   dV += P^T dO and dK += dS^T Q by wgmma with P^T, dS^T from registers; dS^T also to shared memory; after a
 //   named barrier (both halves of dS written), dQ = dS K by wgmma, then to shared memory for warp 1. dK and dV stay
-//   in registers to the end: the CTA owns its keys for every query head of the group, so they need no atomics.
+//   in registers to the item's end: the CTA owns its keys for every query head of the group, so they need no
+//   atomics. After the item's last products retire, K and V are released, and the next item's loads run under
+//   this item's dK, dV stores.
 #pragma once
 
 #include <climits>
@@ -26,6 +29,7 @@
 #include "ioattn/core/mask.hpp"
 #include "ioattn/core/seqlen.hpp"
 #include "cuda/sm80/common/tile_ops.cuh"
+#include "cuda/sm90/backward_scheduler.cuh"
 #include "cuda/sm90/backward_traits.cuh"
 #include "cuda/sm90/wgmma_ops.cuh"
 
@@ -144,13 +148,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   auto& storage = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
 
-  const int n_block = blockIdx.x, h_kv = blockIdx.y, b = blockIdx.z;
-  const KeyTileWork w = resolve_key_tile<Traits>(p, n_block, b);
-  if (w.key0 >= w.span.k_len) return;  // varlen: this sequence has fewer keys than the longest (whole CTA)
-  const int q_len = int(w.span.q_len);
-  const int k_len = int(w.span.k_len);
-  const int total = p.group_size * w.n_m;  // (query head, query tile) items
-
   Tensor sK = make_tensor(make_smem_ptr(storage.k.data()), typename Traits::SmemLayoutK{});
   Tensor sV = make_tensor(make_smem_ptr(storage.v.data()), typename Traits::SmemLayoutK{});
   Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});
@@ -160,6 +157,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   const int warpgroup = warp_idx / 4;
   if (threadIdx.x == 0) {
     Barrier::init(&storage.bar_kv, 1);
+    PlainBarrier::init(&storage.kv_empty, Traits::kConsumerThreads);
     CUTE_UNROLL
     for (int s = 0; s < kStages; ++s) {
       Barrier::init(&storage.full[s], 32);  // every lane of the loader warp
@@ -169,83 +167,124 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   }
   __syncthreads();
 
+  // Every role walks the same items in the same order and skips the same ones; the counters that pace the
+  // barriers (query tiles, K/V loads) run on across items. An item with no query tile loads nothing; its dK and dV
+  // are zeros.
+  const std::int64_t rounds = backward_rounds(p.schedule);
+  const auto item_at = [&](std::int64_t k, BackwardItem& item) {
+    const std::int64_t t = backward_position(p.schedule, k);
+    if (t >= p.schedule.num_items) return false;
+    item = backward_item(p.schedule, t, p.heads_kv);
+    return true;
+  };
+
   if (warpgroup == 0) {
     // ---------------------------------------------------------------- producer
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegisters>();
-    const int bq = p.cu_seqlens_q != nullptr ? 0 : b;
-    if (warp_idx == 1 && total > 0 && kDqMode != kDqRegisters) {
-      // dQ store warp. The buffer starts free: one arrive for the consumers' first wait.
+    if (warp_idx == 1 && kDqMode != kDqRegisters) {
+      // dQ store warp. Before each tile the buffer is free (at first, or once the TMA unit read the last tile):
+      // one arrive for the consumers' wait.
       const int lane = int(threadIdx.x) - 32;
       Tensor sdQ = make_tensor(make_smem_ptr(storage.dq.data()), typename Traits::SmemLayoutdQ{});
-      cutlass::arch::NamedBarrier::arrive(Traits::kConsumerThreads + 32, kDqEmptyBarrier);
-      for (int it = 0; it < total; ++it) {
-        const int h = h_kv * p.group_size + it / w.n_m;
-        const int m_block = w.m_lo + it % w.n_m;
-        cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads + 32, kDqFullBarrier);
-        if (lane == 0) {
-          Tensor mdQ =
-              p.tma_dq.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.map_batch))(_, _, h, bq);
-          Tensor gdQ = local_tile(domain_offset(make_coord(int(w.span.q_offset), _0{}), mdQ),
-                                  Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(m_block, _0{}));
-          auto cta_tma = p.tma_dq.get_slice(_0{});
-          copy(p.tma_dq, cta_tma.partition_S(sdQ), cta_tma.partition_D(gdQ));
-          tma_store_arrive();
-          tma_store_wait<0>();  // the TMA unit has read the buffer
+      for (std::int64_t k = 0; k < rounds; ++k) {
+        BackwardItem item;
+        if (!item_at(k, item)) continue;
+        const KeyTileWork w = resolve_key_tile<Traits>(p, item.n_block, item.b);
+        if (w.key0 >= w.span.k_len) continue;
+        const int bq = p.cu_seqlens_q != nullptr ? 0 : item.b;
+        const int total = p.group_size * w.n_m;
+        for (int it = 0; it < total; ++it) {
+          const int h = item.h_kv * p.group_size + it / w.n_m;
+          const int m_block = w.m_lo + it % w.n_m;
+          cutlass::arch::NamedBarrier::arrive(Traits::kConsumerThreads + 32, kDqEmptyBarrier);
+          cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads + 32, kDqFullBarrier);
+          if (lane == 0) {
+            Tensor mdQ =
+                p.tma_dq.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.map_batch))(_, _, h, bq);
+            Tensor gdQ = local_tile(domain_offset(make_coord(int(w.span.q_offset), _0{}), mdQ),
+                                    Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(m_block, _0{}));
+            auto cta_tma = p.tma_dq.get_slice(_0{});
+            copy(p.tma_dq, cta_tma.partition_S(sdQ), cta_tma.partition_D(gdQ));
+            tma_store_arrive();
+            tma_store_wait<0>();  // the TMA unit has read the buffer
+          }
+          __syncwarp();
         }
-        __syncwarp();
-        if (it + 1 < total) cutlass::arch::NamedBarrier::arrive(Traits::kConsumerThreads + 32, kDqEmptyBarrier);
       }
       // The reductions themselves complete before the warp exits (the post-pass reads the accumulator).
       if (lane == 0) asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
       return;
     }
-    if (warp_idx != 0 || total == 0) return;
+    if (warp_idx != 0) return;
     const int lane = int(threadIdx.x);
     if (lane == 0) {
       cute::prefetch_tma_descriptor(p.tma_q.get_tma_descriptor());
       cute::prefetch_tma_descriptor(p.tma_dout.get_tma_descriptor());
-      Tensor mK = p.tma_k.get_tma_tensor(make_shape(p.map_rows_k, kDim, p.heads_kv, p.map_batch))(_, _, h_kv, bq);
-      Tensor mV = p.tma_v.get_tma_tensor(make_shape(p.map_rows_k, kDim, p.heads_kv, p.map_batch))(_, _, h_kv, bq);
-      Tensor gK = local_tile(domain_offset(make_coord(int(w.span.k_offset), _0{}), mK),
-                             Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(n_block, _0{}));
-      Tensor gV = local_tile(domain_offset(make_coord(int(w.span.k_offset), _0{}), mV),
-                             Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(n_block, _0{}));
-      auto [tKgK, tKsK] = tma_partition(p.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
-      auto [tVgV, tVsV] = tma_partition(p.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
-      Barrier::arrive_and_expect_tx(&storage.bar_kv, 2 * Traits::kBytesK);
-      copy(p.tma_k.with(storage.bar_kv), tKgK, tKsK);
-      copy(p.tma_v.with(storage.bar_kv), tVgV, tVsV);
+      cute::prefetch_tma_descriptor(p.tma_k.get_tma_descriptor());
+      cute::prefetch_tma_descriptor(p.tma_v.get_tma_descriptor());
     }
-    for (int it = 0; it < total; ++it) {
-      const int stage = it % kStages;
-      const int h = h_kv * p.group_size + it / w.n_m;
-      const int m_block = w.m_lo + it % w.n_m;
-      // The stage's previous occupant (item it - kStages) must be released by every consumer thread.
-      if (it >= kStages) PlainBarrier::wait(&storage.empty[stage], ((it / kStages) - 1) & 1);
-      // Rows past the sequence: lse2 = 0 and delta = 0 (their scores are masked, so P = 0 and dS = 0).
-      const std::int64_t lse_base = std::int64_t(h) * p.rows + w.flat_q0;
-      for (int r = lane; r < kBlockM; r += 32) {
-        const int row = m_block * kBlockM + r;
-        const bool inside = row < q_len;
-        storage.lse2[stage][r] = inside ? p.lse2[lse_base + row] : 0.0f;
-        storage.delta[stage][r] = inside ? p.delta[lse_base + row] : 0.0f;
-      }
-      if (lane != 0) Barrier::arrive(&storage.full[stage]);  // releases this lane's stores
+    int tile = 0;      // query tiles loaded so far, over all items: the ring's position
+    int kv_loads = 0;  // items whose K and V were loaded
+    for (std::int64_t k = 0; k < rounds; ++k) {
+      BackwardItem item;
+      if (!item_at(k, item)) continue;
+      const KeyTileWork w = resolve_key_tile<Traits>(p, item.n_block, item.b);
+      const int total = p.group_size * w.n_m;
+      if (w.key0 >= w.span.k_len || total == 0) continue;
+      const int q_len = int(w.span.q_len);
+      const int bq = p.cu_seqlens_q != nullptr ? 0 : item.b;
       if (lane == 0) {
-        Tensor mQ = p.tma_q.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.map_batch))(_, _, h, bq);
-        Tensor mdO =
-            p.tma_dout.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.map_batch))(_, _, h, bq);
-        Tensor gQ = local_tile(domain_offset(make_coord(int(w.span.q_offset), _0{}), mQ),
-                               Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(m_block, _0{}));
-        Tensor gdO = local_tile(domain_offset(make_coord(int(w.span.q_offset), _0{}), mdO),
-                                Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(m_block, _0{}));
-        auto [tQgQ, tQsQ] =
-            tma_partition(p.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
-        auto [tdOgdO, tdOsdO] =
-            tma_partition(p.tma_dout, _0{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
-        Barrier::arrive_and_expect_tx(&storage.full[stage], 2 * Traits::kBytesQ);
-        copy(p.tma_q.with(storage.full[stage]), tQgQ, tQsQ(_, stage));
-        copy(p.tma_dout.with(storage.full[stage]), tdOgdO, tdOsdO(_, stage));
+        // The last item's K and V stay until every consumer thread retired its last product that reads them.
+        if (kv_loads > 0) PlainBarrier::wait(&storage.kv_empty, (kv_loads - 1) & 1);
+        Tensor mK =
+            p.tma_k.get_tma_tensor(make_shape(p.map_rows_k, kDim, p.heads_kv, p.map_batch))(_, _, item.h_kv, bq);
+        Tensor mV =
+            p.tma_v.get_tma_tensor(make_shape(p.map_rows_k, kDim, p.heads_kv, p.map_batch))(_, _, item.h_kv, bq);
+        Tensor gK = local_tile(domain_offset(make_coord(int(w.span.k_offset), _0{}), mK),
+                               Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(item.n_block, _0{}));
+        Tensor gV = local_tile(domain_offset(make_coord(int(w.span.k_offset), _0{}), mV),
+                               Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(item.n_block, _0{}));
+        auto [tKgK, tKsK] =
+            tma_partition(p.tma_k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+        auto [tVgV, tVsV] =
+            tma_partition(p.tma_v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
+        Barrier::arrive_and_expect_tx(&storage.bar_kv, 2 * Traits::kBytesK);
+        copy(p.tma_k.with(storage.bar_kv), tKgK, tKsK);
+        copy(p.tma_v.with(storage.bar_kv), tVgV, tVsV);
+      }
+      ++kv_loads;
+      for (int it = 0; it < total; ++it, ++tile) {
+        const int stage = tile % kStages;
+        const int h = item.h_kv * p.group_size + it / w.n_m;
+        const int m_block = w.m_lo + it % w.n_m;
+        // The stage's previous occupant (tile - kStages) must be released by every consumer thread.
+        if (tile >= kStages) PlainBarrier::wait(&storage.empty[stage], ((tile / kStages) - 1) & 1);
+        // Rows past the sequence: lse2 = 0 and delta = 0 (their scores are masked, so P = 0 and dS = 0).
+        const std::int64_t lse_base = std::int64_t(h) * p.rows + w.flat_q0;
+        for (int r = lane; r < kBlockM; r += 32) {
+          const int row = m_block * kBlockM + r;
+          const bool inside = row < q_len;
+          storage.lse2[stage][r] = inside ? p.lse2[lse_base + row] : 0.0f;
+          storage.delta[stage][r] = inside ? p.delta[lse_base + row] : 0.0f;
+        }
+        if (lane != 0) Barrier::arrive(&storage.full[stage]);  // releases this lane's stores
+        if (lane == 0) {
+          Tensor mQ =
+              p.tma_q.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.map_batch))(_, _, h, bq);
+          Tensor mdO =
+              p.tma_dout.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.map_batch))(_, _, h, bq);
+          Tensor gQ = local_tile(domain_offset(make_coord(int(w.span.q_offset), _0{}), mQ),
+                                 Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(m_block, _0{}));
+          Tensor gdO = local_tile(domain_offset(make_coord(int(w.span.q_offset), _0{}), mdO),
+                                  Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(m_block, _0{}));
+          auto [tQgQ, tQsQ] =
+              tma_partition(p.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+          auto [tdOgdO, tdOsdO] =
+              tma_partition(p.tma_dout, _0{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
+          Barrier::arrive_and_expect_tx(&storage.full[stage], 2 * Traits::kBytesQ);
+          copy(p.tma_q.with(storage.full[stage]), tQgQ, tQsQ(_, stage));
+          copy(p.tma_dout.with(storage.full[stage]), tdOgdO, tdOsdO(_, stage));
+        }
       }
     }
   } else {
@@ -276,8 +315,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
     Tensor acc_dk = partition_fragment_C(mma_kv, Shape<Int<kBlockN>, Int<kDim>>{});
     Tensor acc_dv = partition_fragment_C(mma_kv, Shape<Int<kBlockN>, Int<kDim>>{});
-    clear(acc_dk);
-    clear(acc_dv);
 
     // (key, query) in the tile of each S^T element, rowcol view; keys include the warpgroup's 64-row offset.
     Tensor cS = thr_sdp.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kBlockM>>{}));
@@ -285,121 +322,141 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     Tensor sdQ = make_tensor(make_smem_ptr(storage.dq.data()), typename Traits::SmemLayoutdQ{});
     Tensor tdQsdQ = thr_dq.partition_C(sdQ);
     Tensor cdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDim>>{}));
-    const TileMask tile_mask = TileMask::make(w.rule, q_len, k_len);
+    Tensor cKV = thr_kv.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kDim>>{}));
 
     constexpr int kConsumers = Traits::kConsumerThreads;
-    if (total > 0) Barrier::wait(&storage.bar_kv, 0);
-    if (p.clear_overhang && total > 0 && w.key0 + kBlockN > k_len) {
-      zero_rows_past<kBlockN, kDim, kConsumers>(sK, k_len - w.key0, ctid);
-      zero_rows_past<kBlockN, kDim, kConsumers>(sV, k_len - w.key0, ctid);
-      publish_zeroed_rows<kConsumers>();
-    }
-    for (int it = 0; it < total; ++it) {
-      const int stage = it % kStages;
-      const int buffer = it & 1;
-      const int row0 = (w.m_lo + it % w.n_m) * kBlockM;
-      // Whole tiles inside both sequences that every (query, key) pair sees need no mask.
-      const bool masked = row0 + kBlockM > q_len || w.key0 + kBlockN > k_len ||
-                          w.rule.classify(row0, row0 + kBlockM, w.key0, w.key0 + kBlockN) != core::TileKind::full;
+    int tile = 0;     // query tiles consumed so far, over all items: the ring's position and the dS buffer
+    int kv_uses = 0;  // items whose K and V were waited for
+    for (std::int64_t k = 0; k < rounds; ++k) {
+      BackwardItem item;
+      if (!item_at(k, item)) continue;
+      const KeyTileWork w = resolve_key_tile<Traits>(p, item.n_block, item.b);
+      if (w.key0 >= w.span.k_len) continue;  // varlen: this sequence has fewer keys than the longest
+      const int q_len = int(w.span.q_len);
+      const int k_len = int(w.span.k_len);
+      const int total = p.group_size * w.n_m;  // (query head, query tile) pairs
+      const TileMask tile_mask = TileMask::make(w.rule, q_len, k_len);
+      clear(acc_dk);
+      clear(acc_dv);
 
-      Barrier::wait(&storage.full[stage], (it / kStages) & 1);
-      // The sequence's last query tile, partial: alike in both consumer warpgroups, which both pass the barrier.
-      if (p.clear_overhang && row0 + kBlockM > q_len) {
-        zero_rows_past<kBlockM, kDim, kConsumers>(sQ(_, _, stage), q_len - row0, ctid);
-        zero_rows_past<kBlockM, kDim, kConsumers>(sdO(_, _, stage), q_len - row0, ctid);
-        publish_zeroed_rows<kConsumers>();
-      }
-      Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
-      Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
-      wgmma_gemm<true>(mma_sdp, tSrK, tSrQ(_, _, _, stage), acc_s);
-      wgmma_gemm<true>(mma_sdp, tdPrV, tdPrdO(_, _, _, stage), acc_dp);
-      warpgroup_wait<1>();  // S^T done; dP^T may still run
-
-      Tensor rS = make_tensor(acc_s.data(), gmma_rowcol_layout(acc_s.layout()));
-      const float* lse2 = storage.lse2[stage];
-      const float* delta = storage.delta[stage];
-      if (masked) {
-        // -inf, not 0: an invisible score may be any value (even inf or NaN from a neighbour's rows).
-        CUTE_UNROLL
-        for (int i = 0; i < size(rS); ++i) {
-          if (!tile_mask.visible(row0 + get<1>(rC(i)), w.key0 + get<0>(rC(i)))) rS(i) = -INFINITY;
+      if (total > 0) {
+        Barrier::wait(&storage.bar_kv, kv_uses & 1);
+        if (p.clear_overhang && w.key0 + kBlockN > k_len) {
+          zero_rows_past<kBlockN, kDim, kConsumers>(sK, k_len - w.key0, ctid);
+          zero_rows_past<kBlockN, kDim, kConsumers>(sV, k_len - w.key0, ctid);
+          publish_zeroed_rows<kConsumers>();
         }
       }
-      CUTE_UNROLL
-      for (int i = 0; i < size(rS); ++i) {
-        rS(i) = sm80::fast_exp2(fmaf(rS(i), p.scale_log2, -lse2[get<1>(rC(i))]));
-      }
-      warpgroup_wait<0>();  // dP^T done
-      Tensor rdP = make_tensor(acc_dp.data(), gmma_rowcol_layout(acc_dp.layout()));
-      CUTE_UNROLL
-      for (int i = 0; i < size(rdP); ++i) rdP(i) = rS(i) * (rdP(i) - delta[get<1>(rC(i))]);
-      if (masked) {
-        // A hidden pair's dS is 0 even where dP is not finite (a neighbour's rows in a varlen batch).
-        CUTE_UNROLL
-        for (int i = 0; i < size(rdP); ++i) rdP(i) = rS(i) == 0.0f ? 0.0f : rdP(i);
-      }
+      for (int it = 0; it < total; ++it, ++tile) {
+        const int stage = tile % kStages;
+        const int buffer = tile & 1;
+        const int row0 = (w.m_lo + it % w.n_m) * kBlockM;
+        // Whole tiles inside both sequences that every (query, key) pair sees need no mask.
+        const bool masked = row0 + kBlockM > q_len || w.key0 + kBlockN > k_len ||
+                            w.rule.classify(row0, row0 + kBlockM, w.key0, w.key0 + kBlockN) != core::TileKind::full;
 
-      Tensor rP = sm80::convert_tensor<Element>(acc_s);
-      Tensor tdVrP = make_tensor(rP.data(), gmma_acc_as_a_layout(rP.layout()));
-      wgmma_gemm<false>(mma_kv, tdVrP, tdVrdO(_, _, _, stage), acc_dv);
-      Tensor rdS = sm80::convert_tensor<Element>(acc_dp);
-      Tensor tdKrdS = make_tensor(rdS.data(), gmma_acc_as_a_layout(rdS.layout()));
-      // dS^T to shared memory for the dQ product; ordinary stores read next by wgmma (the async proxy): a proxy
-      // fence in each writing thread, then the barrier the readers pass.
-      copy(rdS, tdSsdS(_, _, _, buffer));
-      cutlass::arch::fence_view_async_shared();
-      wgmma_gemm<false>(mma_kv, tdKrdS, tdKrQ(_, _, _, stage), acc_dk);
-      cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads, kDsReadyBarrier);
-      Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDim>>{});
-      Tensor tdQrdS_now = tdQrdS(_, _, _, buffer);
-      wgmma_gemm<true>(mma_dq, tdQrdS_now, tdQrK, acc_dq);
-      // Every product of this stage retired: Q and dO may be replaced. The other warpgroup cannot write this dS
-      // buffer again before this one has passed the next tile's barrier, after this wait.
-      warpgroup_wait<0>();
-      PlainBarrier::arrive(&storage.empty[stage]);
+        Barrier::wait(&storage.full[stage], (tile / kStages) & 1);
+        // The sequence's last query tile, partial: alike in both consumer warpgroups, which both pass the barrier.
+        if (p.clear_overhang && row0 + kBlockM > q_len) {
+          zero_rows_past<kBlockM, kDim, kConsumers>(sQ(_, _, stage), q_len - row0, ctid);
+          zero_rows_past<kBlockM, kDim, kConsumers>(sdO(_, _, stage), q_len - row0, ctid);
+          publish_zeroed_rows<kConsumers>();
+        }
+        Tensor acc_s = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
+        Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
+        wgmma_gemm<true>(mma_sdp, tSrK, tSrQ(_, _, _, stage), acc_s);
+        wgmma_gemm<true>(mma_sdp, tdPrV, tdPrdO(_, _, _, stage), acc_dp);
+        warpgroup_wait<1>();  // S^T done; dP^T may still run
 
-      if constexpr (kDqMode == kDqRegisters) {
-        const int h = h_kv * p.group_size + it / w.n_m;
-        float* dq_tile = p.dq_accum + ((w.flat_q0 + row0) * p.heads_q + h) * std::int64_t(kDim);
-        CUTE_UNROLL
-        for (int i = 0; i < size(acc_dq) / 2; ++i) {
-          const int row = get<0>(cdQ(2 * i));
-          const int col = get<1>(cdQ(2 * i));
-          if (row0 + row < q_len) {
-            red_add_v2(dq_tile + row * std::int64_t(p.heads_q) * kDim + col, acc_dq(2 * i), acc_dq(2 * i + 1));
+        Tensor rS = make_tensor(acc_s.data(), gmma_rowcol_layout(acc_s.layout()));
+        const float* lse2 = storage.lse2[stage];
+        const float* delta = storage.delta[stage];
+        if (masked) {
+          // -inf, not 0: an invisible score may be any value (even inf or NaN from a neighbour's rows).
+          CUTE_UNROLL
+          for (int i = 0; i < size(rS); ++i) {
+            if (!tile_mask.visible(row0 + get<1>(rC(i)), w.key0 + get<0>(rC(i)))) rS(i) = -INFINITY;
           }
         }
-      } else {
-        // dQ to the store warp. With the TMA reduce-add, rows past the sequence go too: they hold exact zeros
-        // (their dS is 0), which in a varlen batch are added to the next sequence's rows.
-        cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads + 32, kDqEmptyBarrier);
-        copy(acc_dq, tdQsdQ);
-        cutlass::arch::fence_view_async_shared();
-        cutlass::arch::NamedBarrier::arrive(Traits::kConsumerThreads + 32, kDqFullBarrier);
-      }
-    }
+        CUTE_UNROLL
+        for (int i = 0; i < size(rS); ++i) {
+          rS(i) = sm80::fast_exp2(fmaf(rS(i), p.scale_log2, -lse2[get<1>(rC(i))]));
+        }
+        warpgroup_wait<0>();  // dP^T done
+        Tensor rdP = make_tensor(acc_dp.data(), gmma_rowcol_layout(acc_dp.layout()));
+        CUTE_UNROLL
+        for (int i = 0; i < size(rdP); ++i) rdP(i) = rS(i) * (rdP(i) - delta[get<1>(rC(i))]);
+        if (masked) {
+          // A hidden pair's dS is 0 even where dP is not finite (a neighbour's rows in a varlen batch).
+          CUTE_UNROLL
+          for (int i = 0; i < size(rdP); ++i) rdP(i) = rS(i) == 0.0f ? 0.0f : rdP(i);
+        }
 
-    // Epilogue: dK = scale * sum dS^T Q (S = scale Q K^T); dV as accumulated. Rows past the sequence are not
-    // written. Element pairs (2i, 2i+1) of the fragment are adjacent columns of one row: 4-byte stores.
-    CUTE_UNROLL
-    for (int i = 0; i < size(acc_dk); ++i) acc_dk(i) *= p.scale;
-    Tensor rdK = sm80::convert_tensor<Element>(acc_dk);
-    Tensor rdV = sm80::convert_tensor<Element>(acc_dv);
-    Tensor cKV = thr_kv.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kDim>>{}));
-    const std::int64_t key_row0 = w.span.k_offset + w.key0;
-    Element* dk_ptr = static_cast<Element*>(p.dk) + b * p.dk_batch_stride + key_row0 * p.dk_row_stride +
-                      h_kv * p.dk_head_stride;
-    Element* dv_ptr = static_cast<Element*>(p.dv) + b * p.dv_batch_stride + key_row0 * p.dv_row_stride +
-                      h_kv * p.dv_head_stride;
-    CUTE_UNROLL
-    for (int i = 0; i < size(rdK) / 2; ++i) {
-      const int row = get<0>(cKV(2 * i));
-      const int col = get<1>(cKV(2 * i));
-      if (w.key0 + row < k_len) {
-        *reinterpret_cast<std::uint32_t*>(dk_ptr + row * p.dk_row_stride + col) =
-            *reinterpret_cast<const std::uint32_t*>(&rdK(2 * i));
-        *reinterpret_cast<std::uint32_t*>(dv_ptr + row * p.dv_row_stride + col) =
-            *reinterpret_cast<const std::uint32_t*>(&rdV(2 * i));
+        Tensor rP = sm80::convert_tensor<Element>(acc_s);
+        Tensor tdVrP = make_tensor(rP.data(), gmma_acc_as_a_layout(rP.layout()));
+        wgmma_gemm<false>(mma_kv, tdVrP, tdVrdO(_, _, _, stage), acc_dv);
+        Tensor rdS = sm80::convert_tensor<Element>(acc_dp);
+        Tensor tdKrdS = make_tensor(rdS.data(), gmma_acc_as_a_layout(rdS.layout()));
+        // dS^T to shared memory for the dQ product; ordinary stores read next by wgmma (the async proxy): a proxy
+        // fence in each writing thread, then the barrier the readers pass.
+        copy(rdS, tdSsdS(_, _, _, buffer));
+        cutlass::arch::fence_view_async_shared();
+        wgmma_gemm<false>(mma_kv, tdKrdS, tdKrQ(_, _, _, stage), acc_dk);
+        cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads, kDsReadyBarrier);
+        Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDim>>{});
+        Tensor tdQrdS_now = tdQrdS(_, _, _, buffer);
+        wgmma_gemm<true>(mma_dq, tdQrdS_now, tdQrK, acc_dq);
+        // Every product of this stage retired: Q and dO may be replaced, and after the item's last tile K and V
+        // too (the producer loads the next item's under this item's last dQ and the dK, dV epilogue). The other
+        // warpgroup cannot write this dS buffer again before this one has passed the next tile's barrier, after
+        // this wait.
+        warpgroup_wait<0>();
+        PlainBarrier::arrive(&storage.empty[stage]);
+        if (it + 1 == total) PlainBarrier::arrive(&storage.kv_empty);
+
+        if constexpr (kDqMode == kDqRegisters) {
+          const int h = item.h_kv * p.group_size + it / w.n_m;
+          float* dq_tile = p.dq_accum + ((w.flat_q0 + row0) * p.heads_q + h) * std::int64_t(kDim);
+          CUTE_UNROLL
+          for (int i = 0; i < size(acc_dq) / 2; ++i) {
+            const int row = get<0>(cdQ(2 * i));
+            const int col = get<1>(cdQ(2 * i));
+            if (row0 + row < q_len) {
+              red_add_v2(dq_tile + row * std::int64_t(p.heads_q) * kDim + col, acc_dq(2 * i), acc_dq(2 * i + 1));
+            }
+          }
+        } else {
+          // dQ to the store warp. With the TMA reduce-add, rows past the sequence go too: they hold exact zeros
+          // (their dS is 0), which in a varlen batch are added to the next sequence's rows.
+          cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads + 32, kDqEmptyBarrier);
+          copy(acc_dq, tdQsdQ);
+          cutlass::arch::fence_view_async_shared();
+          cutlass::arch::NamedBarrier::arrive(Traits::kConsumerThreads + 32, kDqFullBarrier);
+        }
+      }
+      if (total > 0) ++kv_uses;
+
+      // Epilogue: dK = scale * sum dS^T Q (S = scale Q K^T); dV as accumulated. Rows past the sequence are not
+      // written. Element pairs (2i, 2i+1) of the fragment are adjacent columns of one row: 4-byte stores.
+      CUTE_UNROLL
+      for (int i = 0; i < size(acc_dk); ++i) acc_dk(i) *= p.scale;
+      Tensor rdK = sm80::convert_tensor<Element>(acc_dk);
+      Tensor rdV = sm80::convert_tensor<Element>(acc_dv);
+      const std::int64_t key_row0 = w.span.k_offset + w.key0;
+      Element* dk_ptr = static_cast<Element*>(p.dk) + item.b * p.dk_batch_stride + key_row0 * p.dk_row_stride +
+                        item.h_kv * p.dk_head_stride;
+      Element* dv_ptr = static_cast<Element*>(p.dv) + item.b * p.dv_batch_stride + key_row0 * p.dv_row_stride +
+                        item.h_kv * p.dv_head_stride;
+      CUTE_UNROLL
+      for (int i = 0; i < size(rdK) / 2; ++i) {
+        const int row = get<0>(cKV(2 * i));
+        const int col = get<1>(cKV(2 * i));
+        if (w.key0 + row < k_len) {
+          *reinterpret_cast<std::uint32_t*>(dk_ptr + row * p.dk_row_stride + col) =
+              *reinterpret_cast<const std::uint32_t*>(&rdK(2 * i));
+          *reinterpret_cast<std::uint32_t*>(dv_ptr + row * p.dv_row_stride + col) =
+              *reinterpret_cast<const std::uint32_t*>(&rdV(2 * i));
+        }
       }
     }
   }

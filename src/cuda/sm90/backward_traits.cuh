@@ -1,7 +1,7 @@
 // ioattn sm90 backward: tile shapes, shared-memory layouts, the four wgmma tilings and the TMA copy types of one
 // (element type, head dim, query tile) configuration.
 //
-// One CTA = one producer warpgroup (one warp loads, the rest idle) + two consumer warpgroups; the CTA owns
+// One CTA = one producer warpgroup (one warp loads, one stores dQ) + two consumer warpgroups; per item the CTA owns
 // kBlockN = 128 keys of one (kv head, sequence), 64 per consumer warpgroup, and walks the query tiles that see them.
 // Keys are the M dimension of every product but dQ:
 //   S^T  = K Q^T      (keys x queries)   both operands in shared memory
@@ -19,6 +19,8 @@
 #include <cute/atom/copy_traits_sm90_tma.hpp>
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
 #include <cute/tensor.hpp>
+
+#include "cuda/sm90/backward_scheduler.cuh"
 
 namespace ioattn::detail::sm90 {
 
@@ -103,7 +105,8 @@ struct BackwardTraits {
     alignas(1024) cute::array_aligned<float, cosize_v<SmemLayoutdQ>> dq;
     float lse2[kStages][kBlockM];   // lse * log2(e) of each query row (0 for rows that see nothing)
     float delta[kStages][kBlockM];  // rowsum(dO * O)
-    alignas(8) std::uint64_t bar_kv;           // K and V landed
+    alignas(8) std::uint64_t bar_kv;           // K and V landed (once per item)
+    alignas(8) std::uint64_t kv_empty;         // every consumer thread is done with the item's K and V
     alignas(8) std::uint64_t full[kStages];    // Q and dO landed (bytes), lse2 and delta stored (each loader lane arrives)
     alignas(8) std::uint64_t empty[kStages];   // every consumer thread is done with the stage
   };
@@ -122,6 +125,7 @@ struct BackwardParams {
   int map_rows_q, map_rows_k;  // the tensor maps' row extents
   int map_batch;               // batch (dense) or 1 (varlen)
   int heads_q, heads_kv, group_size;
+  BackwardSchedule schedule;  // which items (key tile, kv head, sequence) each CTA takes
 
   // Workspace of the sm80 passes (sm80/backward_params.hpp): lse2 and delta [heads_q][rows], dq_accum
   // [rows][heads_q][kDim], rows indexed by flat row b * seqlen_q + i (dense) or the packed row (varlen).
