@@ -60,9 +60,10 @@ std::int64_t lse_offset(const Fp8Case& c, std::int64_t flat_row, std::int64_t h)
 
 // Hopper's FP8 wgmma keeps its running sum in fewer bits than fp32 (about 14 significant bits by the DeepSeek-V3
 // report; an fp22 accumulator with 13 mantissa bits by SageAttention2's). With an fp32 yardstick the kernel's LSE
-// came out 30-50x past the bound on an H200 (2026-11-21). The yardstick models the tensor cores as a truncation to
-// 13 mantissa bits after each 32-value k-slice of S = Q K^T.
-constexpr std::int64_t kWgmmaSlice = 32;
+// came out 30-50x past the bound on an H200 (2026-11-21), and up to 2.45x past a yardstick truncating to 13 mantissa
+// bits after each 32-value k-slice. The yardstick truncates to 13 mantissa bits after every 16 products of
+// S = Q K^T.
+constexpr std::int64_t kWgmmaSlice = 16;
 float fp22_toward_zero(float x) {
   std::uint32_t bits;
   std::memcpy(&bits, &x, 4);

@@ -28,7 +28,12 @@ struct Fp8ForwardTraits {
   static constexpr int kDim = kDim_;
   static constexpr int kBlockM = 128;
   static constexpr int kBlockN = kBlockN_;
+  // Stages of K, staged V and Vt each. IOATTN_SM90_FP8_STAGES overrides it at build time, for measuring.
+#ifdef IOATTN_SM90_FP8_STAGES
+  static constexpr int kStages = IOATTN_SM90_FP8_STAGES;
+#else
   static constexpr int kStages = 2;
+#endif
   static constexpr int kConsumerWarpgroups = 2;
   static constexpr int kConsumerThreads = 128 * kConsumerWarpgroups;
   static constexpr int kTransposeThreads = 96;  // warps 1-3 of the producer warpgroup
