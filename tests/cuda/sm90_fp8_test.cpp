@@ -63,7 +63,7 @@ std::int64_t lse_offset(const Fp8Case& c, std::int64_t flat_row, std::int64_t h)
 // came out 30-50x past the bound on an H200 (2026-11-21), and up to 2.45x past a yardstick truncating to 13 mantissa
 // bits after each 32-value k-slice. The yardstick truncates to 13 mantissa bits after every 16 products of
 // S = Q K^T.
-constexpr std::int64_t kWgmmaSlice = 16;
+constexpr std::int64_t kProductsPerTruncation = 16;
 float fp22_toward_zero(float x) {
   std::uint32_t bits;
   std::memcpy(&bits, &x, 4);
@@ -98,9 +98,9 @@ fp8test::F64Result naive_fp8(const Fp8Case& c, const detail::Problem& p, const s
         for (std::int64_t j = 0; j < c.seqlen_k; ++j) {
           float dot = 0.0f;
           const double* k_row = kv_row(k, j);
-          for (std::int64_t d0 = 0; d0 < c.dim; d0 += kWgmmaSlice) {
+          for (std::int64_t d0 = 0; d0 < c.dim; d0 += kProductsPerTruncation) {
             float part = 0.0f;
-            for (std::int64_t d = d0; d < d0 + kWgmmaSlice; ++d) part += float(q_row[d]) * float(k_row[d]);
+            for (std::int64_t d = d0; d < d0 + kProductsPerTruncation; ++d) part += float(q_row[d]) * float(k_row[d]);
             dot = fp22_toward_zero(dot + part);
           }
           s[j] = rule.visible(i, j) ? dot * p.scale : -INFINITY;
