@@ -199,30 +199,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
         }
       }
 
-      const std::int64_t q_row0 = w.span.q_offset + w.row0;
-      if (p.lse != nullptr && get<1>(rC(0, 0)) == 0) {  // one lane of each quad writes its rows
-        float* lse_ptr = p.lse + w.b * p.lse_batch_stride + q_row0 * p.lse_row_stride + w.h * p.lse_head_stride;
-        CUTE_UNROLL
-        for (int mi = 0; mi < kRows; ++mi) {
-          const int row = get<0>(rC(mi, 0));
-          if (row < w.rows_here) lse_ptr[row * p.lse_row_stride] = row_lse[mi];
-        }
-      }
-
-      // O straight from registers: element pairs (2i, 2i+1) of the fragment are adjacent columns of one row, so
-      // each store is 4 bytes at an even column of a 16-byte aligned row.
-      Tensor rOut = sm80::convert_tensor<Element>(acc_o);
-      Element* o_ptr = static_cast<Element*>(p.out) + w.b * p.o_batch_stride + q_row0 * p.o_row_stride +
-                       w.h * p.o_head_stride;
-      CUTE_UNROLL
-      for (int i = 0; i < size(rOut) / 2; ++i) {
-        const int row = get<0>(cO(2 * i));
-        const int col = get<1>(cO(2 * i));
-        if (row < w.rows_here) {
-          *reinterpret_cast<std::uint32_t*>(o_ptr + row * p.o_row_stride + col) =
-              *reinterpret_cast<const std::uint32_t*>(&rOut(2 * i));
-        }
-      }
+      store_lse_and_out<Element>(p, w.b, w.h, w.span.q_offset + w.row0, w.rows_here, row_lse, rC, cO, acc_o);
       ++iter;
     }
   }

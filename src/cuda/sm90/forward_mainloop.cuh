@@ -97,6 +97,36 @@ __forceinline__ __device__ void convert_into(SrcTensor const& src, DstTensor& ds
       convert_op(*reinterpret_cast<const cutlass::Array<From, kNumel>*>(src.data()));
 }
 
+// The epilogue's stores, shared by the bf16 and FP8 forwards: each row's LSE (one lane of each quad writes its
+// rows) and O converted to OutElement straight from registers: element pairs (2i, 2i+1) of the fragment are adjacent
+// columns of one row, so each store is 4 bytes at an even column of a 16-byte aligned row. Rows from rows_here on
+// are past the sequence and not written. `p` has the kernels' out/lse pointers and strides.
+template <class OutElement, int kRows, class Params, class RowColCoords, class OCoords, class AccO>
+__forceinline__ __device__ void store_lse_and_out(const Params& p, int b, int h, std::int64_t q_row0, int rows_here,
+                                                  const float (&row_lse)[kRows], const RowColCoords& rC,
+                                                  const OCoords& cO, const AccO& acc_o) {
+  if (p.lse != nullptr && get<1>(rC(0, 0)) == 0) {
+    float* lse_ptr = p.lse + b * p.lse_batch_stride + q_row0 * p.lse_row_stride + h * p.lse_head_stride;
+    CUTE_UNROLL
+    for (int mi = 0; mi < kRows; ++mi) {
+      const int row = get<0>(rC(mi, 0));
+      if (row < rows_here) lse_ptr[row * p.lse_row_stride] = row_lse[mi];
+    }
+  }
+  Tensor rOut = sm80::convert_tensor<OutElement>(acc_o);
+  OutElement* o_ptr =
+      static_cast<OutElement*>(p.out) + b * p.o_batch_stride + q_row0 * p.o_row_stride + h * p.o_head_stride;
+  CUTE_UNROLL
+  for (int i = 0; i < size(rOut) / 2; ++i) {
+    const int row = get<0>(cO(2 * i));
+    const int col = get<1>(cO(2 * i));
+    if (row < rows_here) {
+      *reinterpret_cast<std::uint32_t*>(o_ptr + row * p.o_row_stride + col) =
+          *reinterpret_cast<const std::uint32_t*>(&rOut(2 * i));
+    }
+  }
+}
+
 // Ping-pong turn-taking between the two consumer warpgroups on named barriers 1 and 2 (after CUTLASS's reserved
 // ones). Each barrier counts both warpgroups: the waiting one's sync and the other's arrive.
 struct WarpgroupTurns {

@@ -321,27 +321,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     CUTE_UNROLL
     for (int ni = 0; ni < size<1>(rO); ++ni) rO(mi, ni) *= factor;
   }
-  const std::int64_t q_row0 = w.row0;
-  if (p.lse != nullptr && get<1>(rC(0, 0)) == 0) {  // one lane of each quad writes its rows
-    float* lse_ptr = p.lse + w.b * p.lse_batch_stride + q_row0 * p.lse_row_stride + w.h * p.lse_head_stride;
-    CUTE_UNROLL
-    for (int mi = 0; mi < kRows; ++mi) {
-      const int row = get<0>(rC(mi, 0));
-      if (row < w.rows_here) lse_ptr[row * p.lse_row_stride] = row_lse[mi];
-    }
-  }
-  Tensor rOut = sm80::convert_tensor<OutElement>(acc_o);
-  OutElement* o_ptr = static_cast<OutElement*>(p.out) + w.b * p.o_batch_stride + q_row0 * p.o_row_stride +
-                      w.h * p.o_head_stride;
-  CUTE_UNROLL
-  for (int i = 0; i < size(rOut) / 2; ++i) {
-    const int row = get<0>(cO(2 * i));
-    const int col = get<1>(cO(2 * i));
-    if (row < w.rows_here) {
-      *reinterpret_cast<std::uint32_t*>(o_ptr + row * p.o_row_stride + col) =
-          *reinterpret_cast<const std::uint32_t*>(&rOut(2 * i));
-    }
-  }
+  store_lse_and_out<OutElement>(p, w.b, w.h, w.row0, w.rows_here, row_lse, rC, cO, acc_o);
 #endif
 }
 
