@@ -100,6 +100,8 @@ IOATTN_FP8_KEY_ORDER_HD void fp8_block_write_offsets(int key_block, int d0, int 
   }
 }
 IOATTN_FP8_KEY_ORDER_HD int fp8_sub_block_read(int first_offset, int s) { return first_offset ^ (s << 5); }
-IOATTN_FP8_KEY_ORDER_HD int fp8_sub_block_write(int first_offset, int s, int keys) { return first_offset + 32 * s * keys; }
+IOATTN_FP8_KEY_ORDER_HD int fp8_sub_block_write(int first_offset, int s, int keys) {
+  return first_offset + 32 * s * keys;
+}
 
 }  // namespace ioattn::detail::sm90
