@@ -2,6 +2,8 @@
 // forward (decode kernel, then the combine when any sequence has several chunks), cache write and page copy.
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
+#include <cstring>
 #include <cmath>
 #include <cstdint>
 #include <mutex>
@@ -93,7 +95,8 @@ std::string cuda_paged_unsupported(const PagedProblem& p) {
 struct DeviceInfo {
   int sms = 0;
   int smem_per_sm = 0;
-  int major = 0;  // compute capability
+  int smem_per_block = 0;  // the opt-in maximum of one CTA
+  int major = 0;           // compute capability
 };
 DeviceInfo device_info(int device) {
   static std::mutex mutex;
@@ -106,6 +109,8 @@ DeviceInfo device_info(int device) {
                    "cudaDeviceGetAttribute(multiprocessor count)");
   sm80::cuda_check(cudaDeviceGetAttribute(&info.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device),
                    "cudaDeviceGetAttribute(shared memory per multiprocessor)");
+  sm80::cuda_check(cudaDeviceGetAttribute(&info.smem_per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+                   "cudaDeviceGetAttribute(shared memory per block, opt-in)");
   sm80::cuda_check(cudaDeviceGetAttribute(&info.major, cudaDevAttrComputeCapabilityMajor, device),
                    "cudaDeviceGetAttribute(compute capability)");
   cache.emplace(device, info);
@@ -113,6 +118,20 @@ DeviceInfo device_info(int device) {
 }
 
 std::int64_t round_up(std::int64_t x, std::int64_t m) { return (x + m - 1) / m * m; }
+
+// The decode's shapes at p's head dims on p's device: one key group in the 16-row variant unless
+// IOATTN_PAGED_KEY_GROUPS=2 asks for two (decode.hpp says why not by default) where the head dim has them and a CTA
+// can hold their shared memory. Read at plan and at run; any chunking suits either kernel, so a plan stays valid.
+paged::DecodeShape decode_shape_for(const PagedProblem& p) {
+  paged::DecodeShape shape = paged::decode_shape(static_cast<int>(p.dim_qk));
+  if (shape.narrow_groups > 1) {
+    const char* env = std::getenv("IOATTN_PAGED_KEY_GROUPS");
+    const bool fits = shape.smem_bytes(static_cast<int>(p.dim_qk), static_cast<int>(p.dim_v), paged::kNarrowRows) <=
+                      device_info(p.device_index).smem_per_block;
+    if (!fits || env == nullptr || std::strcmp(env, "2") != 0) shape.narrow_groups = 1;
+  }
+  return shape;
+}
 
 // Flash-Decoding's rule: when (batch x kv heads x row blocks) CTAs leave the SMs idle, cut each sequence's keys
 // into chunks so the grid fills the machine. Each candidate chunk length (a multiple of the key tile, at least
@@ -127,8 +146,7 @@ std::int64_t automatic_split_tokens(const PagedProblem& p, std::int64_t expected
   const std::int64_t ctas = p.batch * p.heads_kv * ((rows_per_seq + block_m - 1) / block_m);
   if (ctas <= 0) return 0;
   const DeviceInfo info = device_info(p.device_index);
-  const int smem = paged::decode_shape(static_cast<int>(p.dim_qk))
-                       .smem_bytes(static_cast<int>(p.dim_qk), static_cast<int>(p.dim_v), block_m);
+  const int smem = decode_shape_for(p).smem_bytes(static_cast<int>(p.dim_qk), static_cast<int>(p.dim_v), block_m);
   const std::int64_t per_sm = std::clamp<std::int64_t>(info.smem_per_sm / (smem + 1024), 1, 16);
   const std::int64_t slots = std::max<std::int64_t>(info.sms * per_sm, 1);
   const std::int64_t max_chunks = std::clamp<std::int64_t>(expected / kMinChunkKeys, 1, kMaxChunks);
@@ -174,10 +192,11 @@ template <class Element>
 void run_decode(const paged::DecodeParams& dp, const PagedProblem& p) {
   using paged::launch_decode;
   const int device = p.device_index;
-  if (p.dim_qk == 64) launch_decode<Element, 64, 64>(dp, p.stream, device);
-  else if (p.dim_qk == 128) launch_decode<Element, 128, 128>(dp, p.stream, device);
-  else if (p.dim_qk == 192) launch_decode<Element, 192, 128>(dp, p.stream, device);
-  else if (p.dim_qk == 256) launch_decode<Element, 256, 256>(dp, p.stream, device);
+  const int groups = decode_shape_for(p).narrow_groups;
+  if (p.dim_qk == 64) launch_decode<Element, 64, 64>(dp, p.stream, device, groups);
+  else if (p.dim_qk == 128) launch_decode<Element, 128, 128>(dp, p.stream, device, groups);
+  else if (p.dim_qk == 192) launch_decode<Element, 192, 128>(dp, p.stream, device, groups);
+  else if (p.dim_qk == 256) launch_decode<Element, 256, 256>(dp, p.stream, device, groups);
   else throw Error(ErrorCode::unsupported, cuda_paged_unsupported(p));
   if (dp.max_splits > 1) {
     const bool programmatic = device_info(device).major >= 9;  // programmatic dependent launch: sm90 and later

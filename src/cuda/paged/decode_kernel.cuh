@@ -3,10 +3,13 @@
 //
 // Rows: the query heads of a GQA group and the sequence's new tokens are packed into the rows of one tile, row
 // r = i * group + (h % group) for query token i, so each K and V tile is read once per group, not once per head.
-// Warps: 4, as kWarpsM x kWarpsN. Warp (wm, wn) owns rows 16 wm .. 16 wm + 15 and keys kWarpKeys wn .. of every key
-// tile, with an online softmax of its own; the kWarpsN partial results of a row are merged at the end through
-// core::SoftmaxState::add_partial, the same merge the combine kernel applies across chunks. Decoding (a few rows)
-// runs 1 x 4: all four warps split the keys, none idles on empty rows; many rows run 4 x 1, FlashAttention-2 style.
+// Warps: kGroups key groups of 4, each 4 as kWarpsM x kWarpsN. Group g streams tiles g, g + kGroups, ... of the
+// CTA's keys through a ring of its own (with its own copy of the query tile and its own barrier), so the groups never
+// wait for each other until the epilogue. Warp (wm, wn) of a group owns rows 16 wm .. 16 wm + 15 and keys
+// kWarpKeys wn .. of each of its group's tiles, with an online softmax of its own; the kGroups x kWarpsN partial
+// results of a row are merged at the end, in (group, warp) order, through core::SoftmaxState::add_partial, the same
+// merge the combine kernel applies across chunks. Decoding (a few rows) runs 1 x 4: all four warps split the keys,
+// none idles on empty rows; many rows run 4 x 1 in one group, FlashAttention-2 style.
 // Keys: K/V tiles of kBlockN keys stream through a kStages-deep cp.async ring; each key row's page is looked up in
 // the block table, so a tile may span pages of any size.
 // Output: a sequence whose keys form one chunk writes out and lse directly (sink included); otherwise the chunk's
@@ -24,27 +27,43 @@
 
 namespace ioattn::detail::paged {
 
-template <class Element_, int kDimQK_, int kDimV_, int kWarpsM_, int kBlockN_, int kStages_>
+template <class Element_, int kDimQK_, int kDimV_, int kWarpsM_, int kBlockN_, int kStages_, int kGroups_>
 struct DecodeTraits {
   using Element = Element_;
   static constexpr int kDimQK = kDimQK_, kDimV = kDimV_, kWarpsM = kWarpsM_, kBlockN = kBlockN_,
-                       kStages = kStages_;
-  static constexpr int kThreads = 128;
+                       kStages = kStages_, kGroups = kGroups_;
+  static constexpr int kGroupThreads = 128;
+  static constexpr int kThreads = kGroupThreads * kGroups;
+  static_assert(kGroups >= 1 && kGroups <= 4, "named barriers 1 .. kGroups; 1024 threads at most");
   static constexpr int kWarpsN = 4 / kWarpsM;
   static constexpr int kBlockM = 16 * kWarpsM;
   static constexpr int kWarpKeys = kBlockN / kWarpsN;
   static_assert(kWarpKeys % 16 == 0, "a warp's keys feed P.V in k-steps of 16");
   static_assert(kStages >= 2);
-  static_assert(kThreads == 128 && kBlockN % 8 == 0, "loads: 16 lanes per key row, 8 rows per pass");
+  static_assert(kGroupThreads == 128 && kBlockN % 8 == 0, "loads: 16 lanes per key row, 8 rows per pass");
   static constexpr int kChunksQK = kDimQK / 8, kChunksV = kDimV / 8;  // 16-byte chunks per row
   static constexpr int kStageElems = kBlockN * (kDimQK + kDimV);
-  static constexpr int kQBytes = kBlockM * kDimQK * 2;
-  static constexpr int kPipeBytes = kStages * kStageElems * 2;
-  // Epilogue: each warp's normalized O rows (fp32, rows padded by 8 floats against bank conflicts) and lse.
+  static constexpr int kQBytes = kBlockM * kDimQK * 2;          // one query tile per group
+  static constexpr int kPipeBytes = kStages * kStageElems * 2;  // one ring per group
+  // Epilogue: each key-owning warp's normalized O rows (fp32, rows padded by 8 floats against bank conflicts) and
+  // lse, over the rings.
+  static constexpr int kPartials = kGroups * kWarpsN;
   static constexpr int kOStride = kDimV + 8;
-  static constexpr int kEpilogueBytes = kWarpsN * kBlockM * (kOStride + 1) * 4;
-  static constexpr int kSmemBytes = kQBytes + (kPipeBytes > kEpilogueBytes ? kPipeBytes : kEpilogueBytes);
+  static constexpr int kEpilogueBytes = kPartials * kBlockM * (kOStride + 1) * 4;
+  static constexpr int kRingsBytes = kGroups * kPipeBytes;
+  static constexpr int kSmemBytes =
+      kGroups * kQBytes + (kRingsBytes > kEpilogueBytes ? kRingsBytes : kEpilogueBytes);
 };
+
+// Waits for the 128 threads of key group `group` (named barrier 1 + group); one group is the whole CTA.
+template <int kGroups>
+__device__ __forceinline__ void group_sync(int group) {
+  if constexpr (kGroups == 1) {
+    __syncthreads();
+  } else {
+    asm volatile("bar.sync %0, 128;\n" ::"r"(1 + group) : "memory");
+  }
+}
 
 // Sequence b's length in the cache: device-resident lengths are trusted but clamped to the table's capacity.
 __device__ __forceinline__ int sequence_length(const DecodeParams& p, int b) {
@@ -57,16 +76,18 @@ __device__ __forceinline__ int chunk_count(int len, int split_tokens) {
 }
 
 template <class T>
-__global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p) {
+__global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeParams p) {
   using Element = typename T::Element;
   using Mma = MmaOp<Element>;
   using SwzQK = SwizzledRows<T::kDimQK>;
   using SwzV = SwizzledRows<T::kDimV>;
   extern __shared__ __align__(128) unsigned char smem[];
-  Element* s_q = reinterpret_cast<Element*>(smem);                  // [kBlockM, dim_qk] swizzled
-  Element* s_kv = reinterpret_cast<Element*>(smem + T::kQBytes);  // kStages x ([kBlockN, dim_qk], [kBlockN, dim_v])
+  const int group = threadIdx.x / T::kGroupThreads;
+  const int tid = threadIdx.x % T::kGroupThreads, lane = tid % 32, warp = tid / 32;  // within the group
+  // This group's query tile [kBlockM, dim_qk] (swizzled) and ring kStages x ([kBlockN, dim_qk], [kBlockN, dim_v]).
+  Element* s_q = reinterpret_cast<Element*>(smem + group * T::kQBytes);
+  Element* s_kv = reinterpret_cast<Element*>(smem + T::kGroups * T::kQBytes + group * T::kPipeBytes);
 
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int warp_m = warp / T::kWarpsN, warp_n = warp % T::kWarpsN;
   const int b = blockIdx.x / p.heads_kv, hk = blockIdx.x % p.heads_kv;
   const int split = blockIdx.y;
@@ -80,9 +101,9 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
   constexpr int kRowsPerThread = T::kBlockN / 8;
   const int load_row0 = tid / 16, load_lane = tid % 16;
   const std::int32_t* table = p.block_table + b * p.block_table_stride;
-  // The pages of the chunk's first tile are read before the sequence's length is known, saving one round trip in
+  // The pages of the group's first tile are read before the sequence's length is known, saving one round trip in
   // front of the first loads (entries past the sequence's pages are read, inside the table, but never used).
-  const int first_tile = split * (p.split_tokens / T::kBlockN);
+  const int first_tile = split * (p.split_tokens / T::kBlockN) + group;
   int first_tile_page[kRowsPerThread];
 #pragma unroll
   for (int i = 0; i < kRowsPerThread; ++i) {
@@ -117,11 +138,14 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
                                               : key_lo;
   const int n_lo = key_lo / T::kBlockN;
   const int n_tiles = key_hi > key_lo ? (key_hi + T::kBlockN - 1) / T::kBlockN - n_lo : 0;
+  // This group's tiles: n_lo + group + kGroups t for t < group_tiles.
+  const int group_tiles = n_tiles > group ? (n_tiles - group + T::kGroups - 1) / T::kGroups : 0;
+  auto tile_index = [&](int t) { return n_lo + group + T::kGroups * t; };
 
   // Query tile: rows past the sequence's are zero-filled (their scores are never stored, but must not be NaN).
   {
     const Element* q = static_cast<const Element*>(p.q);
-    for (int idx = tid; idx < T::kBlockM * T::kChunksQK; idx += T::kThreads) {
+    for (int idx = tid; idx < T::kBlockM * T::kChunksQK; idx += T::kGroupThreads) {
       const int r = idx / T::kChunksQK, c = idx % T::kChunksQK;
       const Element* src = q;
       int bytes = 0;
@@ -185,16 +209,16 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
     }
   };
 
-  // Prologue: the query tile rides in the first group; then the pages of the first tile the loop issues.
+  // Prologue: the query tile rides in the first commit group; then the pages of the first tile the loop issues.
 #pragma unroll
   for (int s = 0; s < T::kStages - 1; ++s) {
-    if (s < n_tiles) {
-      look_up_pages(n_lo + s, true);
+    if (s < group_tiles) {
+      look_up_pages(tile_index(s), true);
       load_tile(s);
     }
     cp_async_commit();
   }
-  if (T::kStages - 1 < n_tiles) look_up_pages(n_lo + T::kStages - 1, false);
+  if (T::kStages - 1 < group_tiles) look_up_pages(tile_index(T::kStages - 1), false);
 
   // This thread's two accumulator rows (g and g + 8 of its warp's 16), their query token and visible keys.
   const int g = lane / 4, t4 = lane % 4;
@@ -228,18 +252,18 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
   const std::uint32_t q_base = smem_addr(s_q);
   const int warp_key0 = warp_n * T::kWarpKeys;
 
-  for (int t = 0; t < n_tiles; ++t) {
+  for (int t = 0; t < group_tiles; ++t) {
     cp_async_wait<T::kStages - 2>();
-    __syncthreads();  // tile t is in; every warp is done with the slot refilled next
-    if (t + T::kStages - 1 < n_tiles) load_tile((t + T::kStages - 1) % T::kStages);
+    group_sync<T::kGroups>(group);  // tile t is in; every warp of the group is done with the slot refilled next
+    if (t + T::kStages - 1 < group_tiles) load_tile((t + T::kStages - 1) % T::kStages);
     cp_async_commit();
-    if (t + T::kStages < n_tiles) look_up_pages(n_lo + t + T::kStages, false);  // lands while this tile computes
+    if (t + T::kStages < group_tiles) look_up_pages(tile_index(t + T::kStages), false);  // lands while t computes
 
     const int slot = t % T::kStages;
     const Element* s_k = s_kv + slot * T::kStageElems;
     const Element* s_v = s_k + T::kBlockN * T::kDimQK;
     const std::uint32_t k_base = smem_addr(s_k), v_base = smem_addr(s_v);
-    const int tile_key0 = (n_lo + t) * T::kBlockN;
+    const int tile_key0 = tile_index(t) * T::kBlockN;
 
     // S = Q K^T over this warp's keys: [16 rows, kWarpKeys keys], fp32.
     float acc_s[kSTiles][4];
@@ -328,35 +352,36 @@ __global__ void __launch_bounds__(128) paged_decode_kernel(const DecodeParams p)
     }
   }
   cp_async_wait<0>();
-  __syncthreads();  // the ring (and the query tile, when no tile ran) is free for the epilogue
+  __syncthreads();  // every group's ring is free for the epilogue
 
   // Each warp's rows, normalized by the warp's own sum, with their lse, to shared memory.
-  float* s_o = reinterpret_cast<float*>(smem + T::kQBytes);  // [kWarpsN][kBlockM][kOStride]
-  float* s_lse = s_o + T::kWarpsN * T::kBlockM * T::kOStride;  // [kWarpsN][kBlockM]
+  const int partial = group * T::kWarpsN + warp_n;
+  float* s_o = reinterpret_cast<float*>(smem + T::kGroups * T::kQBytes);  // [kPartials][kBlockM][kOStride]
+  float* s_lse = s_o + T::kPartials * T::kBlockM * T::kOStride;            // [kPartials][kBlockM]
 #pragma unroll
   for (int q = 0; q < 2; ++q) {
     state[q].l = quad_sum(state[q].l);
     const float inv = state[q].inv_sum();
     const int row = warp_m * 16 + g + 8 * q;
-    float* dst = s_o + (warp_n * T::kBlockM + row) * T::kOStride + 2 * t4;
+    float* dst = s_o + (partial * T::kBlockM + row) * T::kOStride + 2 * t4;
 #pragma unroll
     for (int nt = 0; nt < kOTiles; ++nt) {
       *reinterpret_cast<float2*>(dst + nt * 8) = make_float2(acc_o[nt][2 * q] * inv, acc_o[nt][2 * q + 1] * inv);
     }
-    if (t4 == 0) s_lse[warp_n * T::kBlockM + row] = state[q].lse();
+    if (t4 == 0) s_lse[partial * T::kBlockM + row] = state[q].lse();
   }
   __syncthreads();
 
-  // Merge the warps' partial rows (in warp order, as the combine merges chunks), then write out + lse directly, or
-  // the chunk's partial result.
+  // Merge the warps' partial rows (in (group, warp) order, as the combine merges chunks), then write out + lse
+  // directly, or the chunk's partial result.
   constexpr int kVec = T::kDimV / 4;
-  for (int idx = tid; idx < T::kBlockM * kVec; idx += T::kThreads) {
+  for (int idx = threadIdx.x; idx < T::kBlockM * kVec; idx += T::kThreads) {
     const int row = idx / kVec, c = (idx % kVec) * 4;
     if (row >= valid_rows) continue;
     core::SoftmaxState<float> merged;
     float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
-    for (int w = 0; w < T::kWarpsN; ++w) {
+    for (int w = 0; w < T::kPartials; ++w) {
       float weight;
       const float keep = merged.add_partial(s_lse[w * T::kBlockM + row], weight);
       const float4 part = *reinterpret_cast<const float4*>(s_o + (w * T::kBlockM + row) * T::kOStride + c);

@@ -14,11 +14,11 @@ namespace ioattn::detail::paged {
 
 template <class T>
 void launch_decode_traits(const DecodeParams& p, void* stream, int device, int row_blocks) {
-  static_assert(T::kSmemBytes == DecodeShape{T::kStages}.smem_bytes(T::kDimQK, T::kDimV, T::kBlockM),
+  static_assert(T::kSmemBytes == DecodeShape{T::kStages, T::kGroups}.smem_bytes(T::kDimQK, T::kDimV, T::kBlockM),
                 "decode.hpp's shape arithmetic (used by the planner) must match the kernel's");
   auto kernel = &paged_decode_kernel<T>;
-  // All of L1 as shared memory: the occupancy the planner assumes (2 CTAs per SM at dim 128) needs it, and the K/V
-  // stream bypasses L1 anyway.
+  // All of L1 as shared memory: the occupancy the planner assumes (2 one-group CTAs per SM at dim 128) needs it,
+  // and the K/V stream bypasses L1 anyway.
   opt_in_shared_memory(reinterpret_cast<const void*>(kernel), T::kSmemBytes, device, "cuda paged decode",
                        /*max_carveout=*/true);
   const dim3 grid(static_cast<unsigned>(p.batch * p.heads_kv), static_cast<unsigned>(p.max_splits),
@@ -29,26 +29,32 @@ void launch_decode_traits(const DecodeParams& p, void* stream, int device, int r
 
 // The 16-row variant serves sequences with at most 16 packed rows, the 64-row one the others (each CTA checks);
 // dense q has one row count for all, so one launch suffices; packed q with long and short sequences takes both.
-template <class Element, int kDimQK, int kDimV, int kStages>
-void launch_variants(const DecodeParams& p, void* stream, int device) {
+template <class Element, int kDimQK, int kDimV>
+void launch_decode(const DecodeParams& p, void* stream, int device, int narrow_groups) {
+  constexpr DecodeShape kShape = decode_shape(kDimQK);
   const bool any_wide = p.seqlen_q * p.group > kNarrowRows;
   const bool any_narrow = !any_wide || p.cu_seqlens_q != nullptr;
   if (any_narrow) {  // a sequence it serves has at most 16 rows: one row block
-    launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kStages>>(p, stream, device, 1);
+    bool grouped = false;
+    if constexpr (kShape.narrow_groups > 1) {
+      if (narrow_groups == kShape.narrow_groups) {
+        launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages,
+                                          kShape.narrow_groups>>(p, stream, device, 1);
+        grouped = true;
+      }
+    }
+    if (!grouped) {
+      launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages, 1>>(p, stream, device,
+                                                                                                 1);
+    }
   }
   if (any_wide) {
-    launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 4, kBlockKeys, kStages>>(
+    launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 4, kBlockKeys, kShape.stages, 1>>(
         p, stream, device, (p.seqlen_q * p.group + kWideRows - 1) / kWideRows);
   }
-}
-
-template <class Element, int kDimQK, int kDimV>
-void launch_decode(const DecodeParams& p, void* stream, int device) {
-  constexpr int kStages = decode_shape(kDimQK).stages;
-  launch_variants<Element, kDimQK, kDimV, kStages>(p, stream, device);
 }
 
 }  // namespace ioattn::detail::paged
 
 #define IOATTN_PAGED_INSTANTIATE(ELEMENT, DQK, DV) \
-  template void launch_decode<ELEMENT, DQK, DV>(const DecodeParams&, void*, int);
+  template void launch_decode<ELEMENT, DQK, DV>(const DecodeParams&, void*, int, int);
