@@ -1,9 +1,10 @@
 // ioattn sm90 backward: what the backend record sees. No CuTe or CUDA headers here.
 //
-// The backward runs three passes on the problem's stream: the sm80 backward's pre-pass (lse2 = lse log2(e) and
-// delta = rowsum(dO * O), into the workspace), the Hopper main kernel (backward_kernel.cuh: dK and dV, and dQ
-// accumulated in fp32), and the sm80 post-pass (dQ = scale * accumulator in the output dtype); with sinks, the sm80
-// dsinks pass too.
+// The backward runs three passes on the problem's stream: a pre-pass (lse2 = lse log2(e) and delta = rowsum(dO * O)
+// into the workspace, the fp32 dQ accumulator zeroed; backward_passes.cuh, or at other head dims the sm80 backward's
+// pre-pass and a memset), the Hopper main kernel (backward_kernel.cuh: dK and dV, and dQ accumulated in fp32), and a
+// post-pass (dQ = scale * accumulator in the output dtype; backward_passes.cuh or the sm80 one); with sinks, the
+// sm80 dsinks pass too.
 #pragma once
 
 #include <cstddef>

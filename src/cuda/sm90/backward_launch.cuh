@@ -47,7 +47,10 @@ inline int dq_mode_from_env() {
 // IOATTN_SM90_BWD_ORDER (read once) picks the item order (backward_scheduler.cuh), for side-by-side timing: 0, a CTA
 // per item (the default); 2, heavy-first persistent. Measured on an H200 (2026-11-21, bf16, D 64 and 128, 512-16k
 // tokens, causal and not): heavy-first was no faster anywhere (D 64 within 2%, D 128 1-7% slower from 512 to 4k,
-// and 30% slower at 16k causal, where a section of one pair leaves the heavy items unsorted across CTAs).
+// and 30% slower at 16k causal, where a section of one pair leaves the heavy items unsorted across CTAs). Two more
+// tries, same day, not kept: a zigzag persistent order over this order's items (no faster at D 128 from 512 to 8k,
+// 30% slower at 16k causal), and at D 64 two K and V buffers, so that the next item's loads run under the whole of
+// this one (the kernel's spills went from 200 to 344 bytes and D 64 lost 5-12% in both orders).
 constexpr BackwardOrder kDefaultBackwardOrder = BackwardOrder::one_per_cta;
 inline BackwardOrder backward_order_from_env() {
   static const BackwardOrder order = [] {
