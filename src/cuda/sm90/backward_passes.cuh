@@ -6,10 +6,10 @@
 // tokens and hidden 2048 the pre-pass moves 256 MB, the post-pass 192 MB (measured on an H200, 2026-11-21, by ncu:
 // 70 us at D 128 and 76 us at D 64 for the pre-pass, 45 us for the post-pass, where the sm80 pre-pass took 85 and
 // 164 us plus the memset, its post-pass 58 us), a fifth of the whole backward at 512 tokens a sequence under a causal
-// mask. So every thread moves 16 bytes of each
-// operand (a group of kDim / 8 threads per (row, head), reduced by shuffles; every lane busy at head dim 64 too)
-// and the index arithmetic is 32-bit (64-bit division costs more than the loads it feeds); problems whose thread
-// count does not fit 31 bits run the sm80 passes instead.
+// mask. So every thread moves 16 bytes of each operand (a group of kDim / 8 threads per (row, head), reduced by
+// shuffles; every lane busy at head dim 64 too) and the index arithmetic is 32-bit (the sm80 pre-pass, compute-bound
+// at 72% of the SMs' throughput, spends it on 64-bit division); problems whose thread count does not fit 31 bits run
+// the sm80 passes instead.
 #pragma once
 
 #include <cmath>
