@@ -135,7 +135,8 @@ bool launch_own_passes(const BackwardProblem& p, const sm80::bwd::Workspace& ws,
     if (dim == 64) backward_postpass_kernel<Elem, 64><<<blocks, 256, 0, stream>>>(a);
     else backward_postpass_kernel<Elem, 128><<<blocks, 256, 0, stream>>>(a);
   }
-  sm80::cuda_check(cudaGetLastError(), pre ? "cuda_sm90 backward pre-pass launch" : "cuda_sm90 backward post-pass launch");
+  sm80::cuda_check(cudaGetLastError(),
+                   pre ? "cuda_sm90 backward pre-pass launch" : "cuda_sm90 backward post-pass launch");
   return true;
 }
 

@@ -7,9 +7,9 @@
 // 70 us at D 128 and 76 us at D 64 for the pre-pass, 45 us for the post-pass, where the sm80 pre-pass took 85 and
 // 164 us plus the memset, its post-pass 58 us), a fifth of the whole backward at 512 tokens a sequence under a causal
 // mask. So every thread moves 16 bytes of each operand (a group of kDim / 8 threads per (row, head), reduced by
-// shuffles; every lane busy at head dim 64 too) and the index arithmetic is 32-bit (the sm80 pre-pass ran at 72% of the
-// SMs' throughput and 34% of DRAM's, with 64-bit divisions per row); problems whose thread count does not fit 31 bits run
-// the sm80 passes instead.
+// shuffles; every lane busy at head dim 64 too) and the index arithmetic is 32-bit (the sm80 pre-pass ran at 72% of
+// the SMs' throughput and 34% of DRAM's, with 64-bit divisions per row); problems whose thread count does not fit
+// 31 bits run the sm80 passes instead.
 #pragma once
 
 #include <cmath>
