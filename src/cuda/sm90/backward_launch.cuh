@@ -12,6 +12,7 @@
 #include <cutlass/numeric_types.h>
 
 #include "api/problem.hpp"
+#include "cuda/device_attribute.hpp"
 #include "cuda/shared_memory.hpp"
 #include "cuda/sm80/common/cuda_check.cuh"
 #include "cuda/sm90/backward.hpp"
@@ -62,19 +63,6 @@ inline BackwardOrder backward_order_from_env() {
   return order;
 }
 
-// A device attribute, read once per device (0: not read yet); `fallback` for device indices past 63.
-template <cudaDeviceAttr kAttribute>
-int backward_device_attribute(int device, int fallback, const char* what) {
-  static std::atomic<int> values[64];
-  if (device < 0 || device >= 64) return fallback;
-  int n = values[device].load(std::memory_order_relaxed);
-  if (n == 0) {
-    sm80::cuda_check(cudaDeviceGetAttribute(&n, kAttribute, device), what);
-    values[device].store(n, std::memory_order_relaxed);
-  }
-  return n;
-}
-
 // The items and their order; CTAs: one per item, or (heavy-first) one per SM, at most one per item.
 template <class Traits>
 BackwardSchedule make_backward_schedule(const BackwardProblem& p, BackwardOrder order, int& ctas) {
@@ -85,15 +73,15 @@ BackwardSchedule make_backward_schedule(const BackwardProblem& p, BackwardOrder 
   s.num_items = std::int64_t(s.num_n_blocks) * s.pairs;
   // heavy-first sorts the items of as many (kv head, sequence) pairs together as have their Q and dO (all heads of
   // the group) and K and V in half the L2, at least one.
-  const std::int64_t l2 = backward_device_attribute<cudaDevAttrL2CacheSize>(p.device_index, 50 << 20,
-                                                                            "cudaDeviceGetAttribute(L2 cache size)");
+  const std::int64_t l2 = device_attribute<cudaDevAttrL2CacheSize>(p.device_index, 50 << 20,
+                                                                   "cudaDeviceGetAttribute(L2 cache size)");
   const std::int64_t pair_bytes = 2 * (p.group_size() * p.seqlen_q + p.seqlen_k) * std::int64_t(Traits::kDim) *
                                   std::int64_t(sizeof(typename Traits::Element));
   s.section_pairs = int(std::clamp<std::int64_t>(l2 / 2 / std::max<std::int64_t>(pair_bytes, 1), 1, s.pairs));
   if (order == BackwardOrder::one_per_cta) {
     ctas = int(s.num_items);
   } else {
-    const int sms = backward_device_attribute<cudaDevAttrMultiProcessorCount>(
+    const int sms = device_attribute<cudaDevAttrMultiProcessorCount>(
         p.device_index, 132, "cudaDeviceGetAttribute(multiprocessor count)");
     ctas = int(std::min<std::int64_t>(s.num_items, sms));
   }

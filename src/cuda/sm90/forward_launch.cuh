@@ -12,6 +12,7 @@
 #include <cutlass/numeric_types.h>
 
 #include "api/problem.hpp"
+#include "cuda/device_attribute.hpp"
 #include "cuda/shared_memory.hpp"
 #include "cuda/sm80/common/cuda_check.cuh"
 #include "cuda/sm90/forward.hpp"
@@ -48,18 +49,6 @@ struct ForwardConfig<kDtype, 256, 256> {
   using Traits = ForwardTraits<ElementOf<kDtype>, 256, 64>;
 };
 
-// A device attribute, read once per device (0: not read yet); `fallback` for device indices past 63.
-template <cudaDeviceAttr kAttribute>
-int device_attribute(int device, int fallback, const char* what) {
-  static std::atomic<int> values[64];
-  if (device < 0 || device >= 64) return fallback;
-  int n = values[device].load(std::memory_order_relaxed);
-  if (n == 0) {
-    sm80::cuda_check(cudaDeviceGetAttribute(&n, kAttribute, device), what);
-    values[device].store(n, std::memory_order_relaxed);
-  }
-  return n;
-}
 
 inline int multiprocessor_count(int device) {
   return device_attribute<cudaDevAttrMultiProcessorCount>(device, 132, "cudaDeviceGetAttribute(multiprocessor count)");

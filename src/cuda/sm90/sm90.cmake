@@ -70,7 +70,8 @@ target_sources(ioattn PRIVATE
   "${_ioattn_sm90_dir}/fp8_dispatch.cu")
 
 # The Hopper backward (backward_*.cu/.cuh): one main-kernel instantiation per (dtype, head dim 64 or 128) of this
-# build, listed for backward_dispatch.cu in ioattn_sm90_bwd_config.hpp. The passes around it are the sm80 backward's.
+# build, listed for backward_dispatch.cu in ioattn_sm90_bwd_config.hpp. The passes around it are its own
+# (backward_passes.cuh) at D 64 and 128.
 set(_ioattn_sm90_bwd_list "")
 if("90a" IN_LIST IOATTN_CUDA_ARCHS)
   foreach(dtype IN LISTS IOATTN_CUDA_DTYPES)
