@@ -104,9 +104,8 @@ def main():
         with open(args.json, "w") as f:
             json.dump({"env": env, "rows": rows}, f, indent=1)
     variant = os.environ.get("IOATTN_SM90_FP8_VARIANT", "0")
-    stages = os.environ.get("IOATTN_SM90_FP8_STAGES", "2")
-    print(f"\nFP8 (IOATTN_SM90_FP8_VARIANT={variant}, {stages} stages) vs bf16 forward (cuda_sm90), {env['gpu']}, "
-          f"driver {env['driver']}, torch {env['torch']}, {env['date']}: TFLOP/s")
+    print(f"\nFP8 (IOATTN_SM90_FP8_VARIANT={variant}) vs bf16 forward (cuda_sm90), {env['gpu']}, driver "
+          f"{env['driver']}, torch {env['torch']}, {env['date']}: TFLOP/s")
     print("| D | seqlen | causal | bf16 | fp8 | fp8 / bf16 | rel rms diff | max abs diff |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -94,18 +94,11 @@ void launch_fp8_kernel(const Fp8Problem& fp) {
   sm80::cuda_check(cudaGetLastError(), "cuda_sm90 fp8 forward kernel launch");
 }
 
-// IOATTN_SM90_FP8_STAGES (read once): 2 or 4 stages of K, V and Vt, for side-by-side timing; unset: 2.
-inline int fp8_stages_from_env() {
-  static const int stages = [] {
-    const char* env = std::getenv("IOATTN_SM90_FP8_STAGES");
-    return env && std::atoi(env) == 4 ? 4 : 2;
-  }();
-  return stages;
-}
-
-template <DType kOut, int kDim, int kStages>
-void launch_forward_fp8_staged(const Fp8Problem& fp) {
-  using Traits = Fp8ForwardTraits<Fp8OutElementOf<kOut>, kDim, fp8_block_n<kDim>(), kStages>;
+template <DType kOut, int kDim>
+void launch_forward_fp8(const Fp8Problem& fp) {
+  using Traits = Fp8ForwardTraits<Fp8OutElementOf<kOut>, kDim, fp8_block_n<kDim>()>;
+  const Problem& p = fp.attn;
+  if (p.seqlen_q == 0 || p.batch == 0 || p.heads_q == 0) return;
   switch (fp8_variant_from_env()) {
     case 1:
       return launch_fp8_kernel<Traits, ForwardSchedule::overlapped_no_pingpong>(fp);
@@ -114,14 +107,6 @@ void launch_forward_fp8_staged(const Fp8Problem& fp) {
     default:
       return launch_fp8_kernel<Traits, ForwardSchedule::serial>(fp);
   }
-}
-
-template <DType kOut, int kDim>
-void launch_forward_fp8(const Fp8Problem& fp) {
-  const Problem& p = fp.attn;
-  if (p.seqlen_q == 0 || p.batch == 0 || p.heads_q == 0) return;
-  if (fp8_stages_from_env() == 4) return launch_forward_fp8_staged<kOut, kDim, 4>(fp);
-  launch_forward_fp8_staged<kOut, kDim, 2>(fp);
 }
 
 }  // namespace ioattn::detail::sm90
