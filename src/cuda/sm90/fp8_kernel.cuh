@@ -71,8 +71,9 @@ __forceinline__ __device__ void p_as_a_operand(const AccS& acc_s, FragA& frag) {
 // Staged V (key, dim) of `stage` -> Vt (dim, logical key), by the transposing threads: blocks of 4 logical keys x
 // 4 dims, read as four 32-bit words (a word is 4 dims of one key; the 64- and 128-byte swizzles move whole 16-byte
 // chunks, so 4-byte words stay whole) and written as four, transposed with byte permutes.
-// Which block each lane takes (fp8_transpose_block) and the row order of the lanes with bit 4 set keep every read
-// and write of a warp on 32 distinct banks.
+// Each thread slot takes four such blocks, 32 dims apart (fp8_transpose_quad); which blocks a lane takes and the row
+// order of the lanes with lane bit 4 set keep every read and write of a warp on 32 distinct banks
+// (fp8_key_order.hpp).
 template <class Traits>
 __forceinline__ __device__ void transpose_v(std::uint32_t v_stage, std::uint32_t vt_stage, int tid) {
   constexpr int kKeys = Traits::kBlockN, kQuads = kKeys / 4 * (Traits::kDim / 4) / 4;
