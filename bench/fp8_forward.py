@@ -14,27 +14,14 @@ import argparse
 import ctypes
 import json
 import os
-import statistics
 import sys
 
 import torch
 
+from cuda_timing import time_ms
 from ioattn_abi import Fp8ForwardArgs, Fp8Scales, ForwardArgs, Tensor, check, environment, load, params, view
 
 E4M3_MAX = 448.0
-
-
-def time_ms(fn, warmup, repeat):
-    for _ in range(warmup):
-        fn()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeat)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeat)]
-    for s, e in zip(starts, ends):
-        s.record()
-        fn()
-        e.record()
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
 
 
 def quantize(x):

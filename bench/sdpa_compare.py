@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from cuda_timing import time_ms
 from ioattn_abi import BackwardArgs, ForwardArgs, Tensor, check, environment, load, params, view
 
 class IoAttn:
@@ -57,20 +58,6 @@ class IoAttn:
         params = self.params(causal, self.backward_impl)
         bwd, a, p = self.lib.ioattn_backward, ctypes.byref(args), ctypes.byref(params)
         return lambda: self.check(bwd(a, p), "backward")
-
-
-def time_ms(fn, warmup, repeat):
-    """Median of `repeat` CUDA-event timings, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeat)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeat)]
-    for s, e in zip(starts, ends):
-        s.record()
-        fn()
-        e.record()
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
 
 
 def sdpa(backend, q, k, v, causal):
