@@ -15,8 +15,8 @@
 //   v [batch, seqlen_k, heads_kv, head_dim_v]  (fp8 e4m3)
 //   out [batch, seqlen_q, heads_q, head_dim_v] (fp32, fp16 or bf16), lse [batch, heads_q, seqlen_q] (fp32, optional)
 // Varlen layouts are not supported yet (ErrorCode::unsupported). Backends: "reference" (fp64 on the CPU) and
-// "cuda_sm90" (Hopper GPUs: head dims 128 and 256, bf16 or fp16 out, one descale per (batch, head), no softcap or
-// ALiBi yet; what it refuses gets ErrorCode::unsupported naming why). P goes through P V as e4m3 too, so the GPU
+// "cuda_sm90" (Hopper GPUs: head dims 128 and 256, bf16 or fp16 out, one descale per (batch, head) or per block of
+// a power of two of rows, no softcap or ALiBi yet; what it refuses gets ErrorCode::unsupported naming why). P goes through P V as e4m3 too, so the GPU
 // result carries that rounding on top of the operands' (docs/NUMERICS.md).
 //
 // Incoherent processing: quantize_fp8(..., rotate = true) multiplies each head's row by the normalized

@@ -1,10 +1,11 @@
 // GPU-only checks of the Hopper FP8 forward ("cuda_sm90", src/cuda/sm90/fp8_*): e4m3 q, k, v made by quantize_fp8
-// from N(0, 1) values, against the fp64 oracle on the dequantized operands, within twice the error of a naive
-// program in the kernel's own precision (the tensor cores' FP8 accumulation for the scores, fp32 softmax, P rounded
-// to e4m3 as the kernel rounds it) plus
-// the output's rounding allowance (src/numerics/error_bound.hpp). Out (bf16, fp16) and lse poisoned with NaN first;
-// every mask kind, GQA, sinks, rows that see nothing, lengths that are no multiple of the tiles; a second run must
-// agree bit for bit; the refusals name what is missing. Without a Hopper GPU every test skips, saying why.
+// from N(0, 1) values (one descale per (batch, head), or per block of rows, with and without the Hadamard rotation
+// of q and k), against the fp64 oracle on the dequantized operands, within twice the error of a naive program in
+// the kernel's own precision (the tensor cores' FP8 accumulation for the scores, fp32 softmax, P rounded to e4m3 as
+// the kernel rounds it) plus the output's rounding allowance (src/numerics/error_bound.hpp). Out (bf16, fp16) and
+// lse poisoned with NaN first; every mask kind, GQA, sinks, rows that see nothing, lengths that are no multiple of
+// the tiles; a second run must agree bit for bit; the refusals name what is missing and write nothing. Without a
+// Hopper GPU every test skips, saying why.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -42,13 +43,16 @@ struct Fp8Case {
   Mask mask;
   DType out_dtype;
   bool sinks;
+  std::int64_t block_rows = 0;  // 0: one descale per (batch, head)
+  bool rotate = false;          // Hadamard rotation of q and k before quantizing
 
   std::string name() const {
     return "b" + std::to_string(batch) + "_q" + std::to_string(seqlen_q) + "_k" + std::to_string(seqlen_k) + "_h" +
            std::to_string(heads_q) + "x" + std::to_string(heads_kv) + "_d" + std::to_string(dim) + "_" +
            (mask.is_none() ? "none" : mask.window_right == 0 && mask.window_left < 0 ? "causal" : "window") +
            (mask.alignment == Alignment::top_left ? "_tl" : "") + (out_dtype == DType::bf16 ? "_bf16" : "_fp16") +
-           (sinks ? "_sinks" : "");
+           (sinks ? "_sinks" : "") + (block_rows > 0 ? "_blk" + std::to_string(block_rows) : "") +
+           (rotate ? "_rot" : "");
   }
 };
 
@@ -75,9 +79,11 @@ float fp22_toward_zero(float x) {
 
 // The naive yardstick: the kernel's arithmetic done plainly, in fp32 with S accumulated as the tensor cores do. S
 // from the dequantized operands, the row max over visible keys, P = exp(S - max) rounded to e4m3 at the kernel's
-// scale for P V, the row sum (and the sink) from P unrounded, as the kernel sums it.
+// scale for P V, the row sum (and the sink) from P unrounded, as the kernel sums it. With block descales the kernel
+// rounds P times key j's v descale over the sequence's largest (r_j), in V's codes: the yardstick rounds P 2^8 r_j
+// and divides r_j back out before multiplying the dequantized v.
 fp8test::F64Result naive_fp8(const Fp8Case& c, const detail::Problem& p, const std::vector<double>& q,
-                             const std::vector<double>& k, const std::vector<double>& v,
+                             const std::vector<double>& k, const Fp8Operand& v_fp8, const std::vector<double>& v,
                              const std::vector<float>& sinks) {
   constexpr float kPScale = 256.0f;  // as Fp8ForwardTraits::kPScale
   fp8test::F64Result r;
@@ -109,12 +115,18 @@ fp8test::F64Result naive_fp8(const Fp8Case& c, const detail::Problem& p, const s
         }
         float l = 0.0f;
         std::vector<float> o(std::size_t(c.dim), 0.0f);
+        float v_max = 0.0f;
+        for (std::int64_t blk = 0; blk < v_fp8.blocks(); ++blk) {
+          v_max = std::max(v_max, v_fp8.descale[std::size_t((b * c.heads_kv + hk) * v_fp8.blocks() + blk)]);
+        }
+        if (!(v_max > 0.0f)) v_max = 1.0f;
         if (m != -INFINITY) {
           for (std::int64_t j = 0; j < c.seqlen_k; ++j) {
             if (s[j] == -INFINITY) continue;
             const float pj = std::exp(s[j] - m);
             l += pj;
-            const float pq = core::fp8e4m3_to_float(core::float_to_fp8e4m3(pj * kPScale)) / kPScale;
+            const float r = c.block_rows > 0 ? v_fp8.descale_at(b, hk, j) * (1.0f / v_max) : 1.0f;
+            const float pq = core::fp8e4m3_to_float(core::float_to_fp8e4m3(pj * kPScale * r)) / (kPScale * r);
             const double* v_row = kv_row(v, j);
             for (std::int64_t d = 0; d < c.dim; ++d) o[d] += pq * float(v_row[d]);
           }
@@ -156,6 +168,11 @@ std::vector<Fp8Case> fp8_cases() {
       }
       cases.push_back({1, 517, 300, 3, 1, dim, Mask::causal(), out, true});  // the first rows see nothing
       cases.push_back({1, 256, 256, 2, 2, dim, Mask::causal(), out, false});  // whole tiles
+      // Block descales (blocks smaller than, equal to and straddling the tiles), with and without the rotation.
+      cases.push_back({2, 333, 1029, 4, 2, dim, Mask::none(), out, false, 64, false});
+      cases.push_back({2, 333, 1029, 4, 2, dim, Mask::causal(), out, false, 16, true});
+      cases.push_back({1, 517, 300, 3, 1, dim, Mask::window(100, 50), out, true, 128, false});
+      cases.push_back({1, 256, 700, 2, 1, dim, Mask::none(), out, false, 0, true});
     }
   }
   return cases;
@@ -168,12 +185,13 @@ TEST_P(Sm90Fp8, WithinTwiceTheNaiveFp8Error) {
   const Fp8Case& c = GetParam();
   Rng rng("Sm90Fp8." + c.name());
   SCOPED_TRACE(c.name() + ", " + seed_text() + " reproduces these inputs");
-  auto draw = [&](std::int64_t rows, std::int64_t heads) {
+  auto draw = [&](std::int64_t rows, std::int64_t heads, bool rotate) {
     std::vector<float> x(std::size_t(c.batch * rows * heads * c.dim));
     for (float& e : x) e = float(rng.normal());
-    return fp8test::quantize(x, c.batch, rows, heads, c.dim, 0, false);
+    return fp8test::quantize(x, c.batch, rows, heads, c.dim, c.block_rows, rotate);
   };
-  Fp8Operand q = draw(c.seqlen_q, c.heads_q), k = draw(c.seqlen_k, c.heads_kv), v = draw(c.seqlen_k, c.heads_kv);
+  Fp8Operand q = draw(c.seqlen_q, c.heads_q, c.rotate), k = draw(c.seqlen_k, c.heads_kv, c.rotate);
+  Fp8Operand v = draw(c.seqlen_k, c.heads_kv, false);
   std::vector<float> sinks(std::size_t(c.heads_q));
   for (float& x : sinks) x = float(rng.normal());
 
@@ -206,9 +224,15 @@ TEST_P(Sm90Fp8, WithinTwiceTheNaiveFp8Error) {
   args.q = on_device(dev[0].rebase(hosts[0].view({c.batch, c.seqlen_q, c.heads_q, c.dim}), hosts[0]));
   args.k = on_device(dev[1].rebase(hosts[1].view({c.batch, c.seqlen_k, c.heads_kv, c.dim}), hosts[1]));
   args.v = on_device(dev[2].rebase(hosts[2].view({c.batch, c.seqlen_k, c.heads_kv, c.dim}), hosts[2]));
-  args.scales.q_descale = on_device(dev[3].rebase(hosts[3].view({c.batch, c.heads_q}), hosts[3]));
-  args.scales.k_descale = on_device(dev[4].rebase(hosts[4].view({c.batch, c.heads_kv}), hosts[4]));
-  args.scales.v_descale = on_device(dev[5].rebase(hosts[5].view({c.batch, c.heads_kv}), hosts[5]));
+  auto descale_view = [&](std::size_t i, const Fp8Operand& x) {
+    const TensorView t = c.block_rows > 0 ? hosts[i].view({c.batch, x.heads, x.blocks()})
+                                          : hosts[i].view({c.batch, x.heads});
+    return on_device(dev[i].rebase(t, hosts[i]));
+  };
+  args.scales.q_descale = descale_view(3, q);
+  args.scales.k_descale = descale_view(4, k);
+  args.scales.v_descale = descale_view(5, v);
+  args.scales.block_rows = c.block_rows;
   args.out = on_device(dout.rebase(out.view({c.batch, c.seqlen_q, c.heads_q, c.dim}), out));
   args.lse = on_device(dlse.rebase(lse.view({c.batch, c.heads_q, c.seqlen_q}), lse));
   AttentionParams params;
@@ -228,7 +252,7 @@ TEST_P(Sm90Fp8, WithinTwiceTheNaiveFp8Error) {
       fp8test::dense_problem(c.batch, c.seqlen_q, c.seqlen_k, c.heads_q, c.heads_kv, c.dim, c.dim, host_params);
   const std::vector<double> q64 = q.dequantize(), k64 = k.dequantize(), v64 = v.dequantize();
   const fp8test::F64Result ref = fp8test::forward_f64(p, q64, k64, v64);
-  const fp8test::F64Result naive = naive_fp8(c, p, q64, k64, v64, sinks);
+  const fp8test::F64Result naive = naive_fp8(c, p, q64, k64, v, v64, sinks);
   std::vector<double> got_out(ref.out.size()), got_lse(ref.lse.size()), ref_lse(ref.lse.size());
   for (std::size_t e = 0; e < got_out.size(); ++e) got_out[e] = out.get(std::int64_t(e));
   for (std::int64_t row = 0; row < c.batch * c.seqlen_q; ++row) {
@@ -252,6 +276,54 @@ TEST_P(Sm90Fp8, WithinTwiceTheNaiveFp8Error) {
   attention_forward_fp8(args, params);
   dout.download(again);
   EXPECT_EQ(std::memcmp(again.data(), out.data(), out.bytes()), 0) << "a second run differs";
+}
+
+// What the kernel lacks is refused with ErrorCode::unsupported naming it, and nothing is written.
+TEST(Sm90Fp8Refusals, NameWhatIsMissing) {
+  if (std::string why = why_no_fp8_kernel(); !why.empty()) GTEST_SKIP() << "cuda_sm90 FP8 not exercised: " << why;
+  struct Refused {
+    std::int64_t dim, block_rows;
+    float softcap;
+    const char* named;
+  };
+  for (const Refused& r : {Refused{128, 48, 0.0f, "block_rows"}, Refused{128, 0, 30.0f, "softcap"},
+                           Refused{64, 0, 0.0f, "head dims"}}) {
+    SCOPED_TRACE(r.named);
+    const std::int64_t rows = 32, blocks = r.block_rows > 0 ? (rows + r.block_rows - 1) / r.block_rows : 1;
+    HostBuffer codes(DType::f8e4m3, rows * r.dim), scales(DType::f32, 3 * blocks), out(DType::bf16, rows * r.dim);
+    std::memset(codes.data(), 0x38, std::size_t(codes.bytes()));  // e4m3 1.0
+    for (std::int64_t e = 0; e < 3 * blocks; ++e) static_cast<float*>(scales.data())[e] = 1.0f;
+    out.poison();
+    DeviceBuffer dcodes(codes), dscales(scales), dout(out);
+    auto on_device = [](TensorView t) {
+      t.device = Device::cuda;
+      return t;
+    };
+    Fp8ForwardArgs args;
+    args.q = args.k = args.v = on_device(dcodes.rebase(codes.view({1, rows, 1, r.dim}), codes));
+    auto descale = [&](std::int64_t i) {
+      const TensorView t = r.block_rows > 0 ? scales.view({1, 1, blocks}, {}, i * blocks) : scales.view({1, 1}, {}, i);
+      return on_device(dscales.rebase(t, scales));
+    };
+    args.scales.q_descale = descale(0);
+    args.scales.k_descale = descale(1);
+    args.scales.v_descale = descale(2);
+    args.scales.block_rows = r.block_rows;
+    args.out = on_device(dout.rebase(out.view({1, rows, 1, r.dim}), out));
+    AttentionParams params;
+    params.impl = "cuda_sm90";
+    params.softcap = r.softcap;
+    try {
+      attention_forward_fp8(args, params);
+      ADD_FAILURE() << "not refused";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::unsupported) << e.what();
+      EXPECT_NE(std::string(e.what()).find(r.named), std::string::npos) << e.what();
+    }
+    HostBuffer after(DType::bf16, out.elements());
+    dout.download(after);
+    EXPECT_EQ(std::memcmp(after.data(), out.data(), std::size_t(out.bytes())), 0) << "out was written";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, Sm90Fp8, ::testing::ValuesIn(fp8_cases()),

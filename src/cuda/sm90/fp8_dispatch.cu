@@ -58,9 +58,9 @@ std::string fp8_forward_unsupported(const Fp8Problem& fp) {
            " output is not compiled into this build's FP8 forward (built with IOATTN_CUDA_HEAD_DIMS=\""
            IOATTN_SM90_BUILD_HEAD_DIMS "\" IOATTN_CUDA_DTYPES=\"" IOATTN_SM90_BUILD_DTYPES "\")";
   }
-  if (fp.block_rows != 0) {
-    return "the cuda_sm90 FP8 forward takes one descale per (batch, head) for now; got block_rows " +
-           std::to_string(fp.block_rows);
+  if (fp.block_rows != 0 && (fp.block_rows & (fp.block_rows - 1)) != 0) {
+    return "the cuda_sm90 FP8 forward takes block descales over a power of two of rows (16, 32, 64, ...); got "
+           "block_rows " + std::to_string(fp.block_rows);
   }
   if (p.softcap > 0.0f || p.alibi_slopes != nullptr) {
     return "the cuda_sm90 FP8 forward has no softcap or ALiBi yet";

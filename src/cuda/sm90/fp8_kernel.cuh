@@ -110,7 +110,28 @@ __forceinline__ __device__ void transpose_v(std::uint32_t v_stage, std::uint32_t
   }
 }
 
-template <class Traits, ForwardSchedule kSchedule>
+// Block descales: the largest v descale of (sequence b, kv head h), reduced by all consumer threads together over
+// the sequence's blocks (through `partial`, one slot per consumer warp, and a consumer-wide named barrier). 1 when
+// there is no positive one (no keys, or zero descales).
+constexpr std::uint32_t kFp8DescaleBarrier = 4;  // after WarpgroupTurns' 1 and 2 (3: the bf16 forward's zeroing)
+template <class Params>
+__forceinline__ __device__ float largest_v_descale(const Params& p, float* partial, int b, int h, int ctid) {
+  constexpr int kThreads = 256;  // the two consumer warpgroups
+  float m = 0.0f;
+  for (int blk = ctid; blk < p.descale_blocks_k; blk += kThreads) {
+    m = fmaxf(m, p.v_descale.at(b, h, blk << p.v_descale.block_shift));
+  }
+  CUTE_UNROLL
+  for (int offset = 16; offset > 0; offset >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+  if (ctid % 32 == 0) partial[ctid / 32] = m;
+  cutlass::arch::NamedBarrier::sync(kThreads, kFp8DescaleBarrier);
+  m = 0.0f;
+  CUTE_UNROLL
+  for (int wi = 0; wi < kThreads / 32; ++wi) m = fmaxf(m, partial[wi]);
+  return m > 0.0f ? m : 1.0f;
+}
+
+template <class Traits, ForwardSchedule kSchedule, bool kBlockScales>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
     fp8_forward_kernel(CUTE_GRID_CONSTANT Fp8ForwardParams<Traits> const p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -122,6 +143,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   using PlainBarrier = cutlass::arch::ClusterBarrier;
   constexpr bool kOverlap = kSchedule != ForwardSchedule::serial;
   constexpr bool kPingPong = kSchedule == ForwardSchedule::overlapped;
+  static_assert(!kBlockScales || !kOverlap, "block descales: the serial schedule only");
+  static_assert(!kBlockScales || Traits::kConsumerThreads == 256, "largest_v_descale reduces over 256 threads");
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kDim = Traits::kDim;
@@ -234,9 +257,50 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   Tensor rO = make_tensor(acc_o.data(), gmma_rowcol_layout(acc_o.layout()));
   if (!w.valid) return;
 
-  // The dequantized logit of codes q, k is (q qd) (k kd) scale: the descales fold into the softmax scale.
-  const float score_scale = p.scale * p.q_descale.at(w.b, w.h) * p.k_descale.at(w.b, h_kv);
+  // The dequantized logit of codes q, k is (q qd) (k kd) scale. One descale per (batch, head): they fold into the
+  // softmax scale. Block descales: each thread's rows take their q descale (row_qd) and each tile's columns their
+  // k descale (scale_by_block_descales), on S before the mask and the softmax.
+  float row_qd[kRows];
+  float v_max = 1.0f;  // block descales: the largest v descale of the sequence's kv head (see below)
+  if constexpr (kBlockScales) {
+    CUTE_UNROLL
+    for (int mi = 0; mi < kRows; ++mi) {
+      const int row = get<0>(rC(mi, 0));
+      row_qd[mi] = row < w.rows_here ? p.q_descale.at(w.b, w.h, int(w.row0) + row) : 1.0f;
+    }
+    v_max = largest_v_descale(p, storage.v_descale_max, w.b, h_kv, ctid);
+  }
+  const float score_scale =
+      kBlockScales ? p.scale : p.scale * p.q_descale.at(w.b, w.h) * p.k_descale.at(w.b, h_kv);
   OnlineSoftmax<kRows> softmax(score_scale * 1.4426950408889634f, Traits::kPScaleLog2);
+  // Block descales. Before the softmax: S (mi, ni) times row_qd[mi] and the k descale of its key. After it: P's key
+  // column times v descale / v_max, so that P V, accumulated in V's codes, carries each key's v descale relative
+  // to the largest (P stays within e4m3's range: the factors are at most 1); the epilogue multiplies v_max back.
+  // Keys past the sequence take factor 1 (their S is masked, their P is 0).
+  auto key_of = [&](int n_block, int ni) { return n_block * kBlockN + get<1>(rC(0, ni)); };
+  auto scale_scores = [&](int n_block) {
+    if constexpr (kBlockScales) {
+      CUTE_UNROLL
+      for (int ni = 0; ni < size<1>(rS); ++ni) {
+        const int key = key_of(n_block, ni);
+        const float kd = key < p.seqlen_k ? p.k_descale.at(w.b, h_kv, key) : 1.0f;
+        CUTE_UNROLL
+        for (int mi = 0; mi < kRows; ++mi) rS(mi, ni) *= row_qd[mi] * kd;
+      }
+    }
+  };
+  auto scale_probabilities = [&](int n_block) {
+    if constexpr (kBlockScales) {
+      const float inv_v_max = 1.0f / v_max;
+      CUTE_UNROLL
+      for (int ni = 0; ni < size<1>(rS); ++ni) {
+        const int key = key_of(n_block, ni);
+        const float vd = key < p.seqlen_k ? p.v_descale.at(w.b, h_kv, key) * inv_v_max : 1.0f;
+        CUTE_UNROLL
+        for (int mi = 0; mi < kRows; ++mi) rS(mi, ni) *= vd;
+      }
+    }
+  };
   float alpha[kRows];
   clear(acc_o);
   // Key tiles every row of the tile sees whole, inside the sequence, need no mask (as in the bf16 forward).
@@ -260,9 +324,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), acc_s);
       warpgroup_wait<0>();
       pipe_k.consumer_release(read);
+      scale_scores(w.n_block_max - 1 - i);
       mask(w.n_block_max - 1 - i);
       softmax.fold(rS, alpha);
       softmax.rescale(rO, alpha);
+      scale_probabilities(w.n_block_max - 1 - i);
       p_as_a_operand(acc_s, tOrP);
       issue_pv(i);
       warpgroup_wait<0>();
@@ -308,7 +374,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
 
   // Epilogue: each row through core::SoftmaxState (sink, rows that saw nothing); O / (row sum x kPScale) x V's
   // descale, stored with the LSE.
-  const float v_descale = p.v_descale.at(w.b, h_kv);
+  const float v_descale = kBlockScales ? v_max : p.v_descale.at(w.b, h_kv);
   const float sink = p.sinks ? p.sinks[w.h] : 0.0f;
   float row_lse[kRows];
   CUTE_UNROLL

@@ -53,9 +53,16 @@ Fp8ForwardParams<Traits> make_fp8_params(const Fp8Problem& fp) {
   kp.seqlen_k = int(p.seqlen_k);
   kp.group_size = int(p.group_size());
   kp.num_m_blocks = int((p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM);
-  kp.q_descale = {fp.q_descale.ptr, fp.q_descale.batch_stride, fp.q_descale.head_stride};
-  kp.k_descale = {fp.k_descale.ptr, fp.k_descale.batch_stride, fp.k_descale.head_stride};
-  kp.v_descale = {fp.v_descale.ptr, fp.v_descale.batch_stride, fp.v_descale.head_stride};
+  // Block descales come in powers of two of rows (fp8_forward_unsupported), so a row's block is a shift away.
+  int shift = 0;
+  while (fp.block_rows > 0 && (std::int64_t(1) << shift) < fp.block_rows) ++shift;
+  const auto descale = [&](const Descale& d) {
+    return Fp8DescaleView{d.ptr, d.batch_stride, d.head_stride, fp.block_rows > 0 ? d.block_stride : 0, shift};
+  };
+  kp.q_descale = descale(fp.q_descale);
+  kp.k_descale = descale(fp.k_descale);
+  kp.v_descale = descale(fp.v_descale);
+  kp.descale_blocks_k = fp.block_rows > 0 ? int((p.seqlen_k + fp.block_rows - 1) / fp.block_rows) : 1;
   kp.out = p.out.ptr;
   kp.o_batch_stride = p.out.batch_stride, kp.o_row_stride = p.out.seq_stride, kp.o_head_stride = p.out.head_stride;
   kp.lse = static_cast<float*>(p.lse.ptr);
@@ -81,11 +88,11 @@ inline int fp8_variant_from_env() {
   return variant;
 }
 
-template <class Traits, ForwardSchedule kSchedule>
+template <class Traits, ForwardSchedule kSchedule, bool kBlockScales = false>
 void launch_fp8_kernel(const Fp8Problem& fp) {
   const Problem& p = fp.attn;
   constexpr int kSmem = Traits::kSmemBytes;
-  auto kernel = &fp8_forward_kernel<Traits, kSchedule>;
+  auto kernel = &fp8_forward_kernel<Traits, kSchedule, kBlockScales>;
   sm80::DeviceScope device(p.device_index);
   opt_in_shared_memory(reinterpret_cast<const void*>(kernel), kSmem, p.device_index, "cuda_sm90 fp8 forward");
   const Fp8ForwardParams<Traits> kp = make_fp8_params<Traits>(fp);
@@ -99,6 +106,8 @@ void launch_forward_fp8(const Fp8Problem& fp) {
   using Traits = Fp8ForwardTraits<Fp8OutElementOf<kOut>, kDim, fp8_block_n<kDim>()>;
   const Problem& p = fp.attn;
   if (p.seqlen_q == 0 || p.batch == 0 || p.heads_q == 0) return;
+  // Block descales: the serial schedule only (one more kernel, not three).
+  if (fp.block_rows > 0) return launch_fp8_kernel<Traits, ForwardSchedule::serial, true>(fp);
   switch (fp8_variant_from_env()) {
     case 1:
       return launch_fp8_kernel<Traits, ForwardSchedule::overlapped_no_pingpong>(fp);

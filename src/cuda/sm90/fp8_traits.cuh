@@ -90,16 +90,22 @@ struct Fp8ForwardTraits {
     alignas(8) std::uint64_t v_empty[kStages];    // the transposing warps are done with the staged V
     alignas(8) std::uint64_t vt_full[kStages];    // Vt written (every transposing thread)
     alignas(8) std::uint64_t vt_empty[kStages];   // every consumer thread is done with Vt
+    float v_descale_max[kConsumerThreads / 32];   // block descales: each consumer warp's largest V descale
   };
   static constexpr int kSmemBytes = int(sizeof(SharedStorage));
   static_assert(kSmemBytes <= 227 * 1024);
 };
 
-// A descale tensor on the device: the factor of (batch b, head h) at ptr[b * batch_stride + h * head_stride].
+// A descale tensor on the device: the factor of (batch b, head h, sequence row i) at ptr[b * batch_stride +
+// h * head_stride + (i >> block_shift) * block_stride]; block_stride 0 when there is one factor per (b, h).
 struct Fp8DescaleView {
   const float* ptr;
-  std::int64_t batch_stride, head_stride;
+  std::int64_t batch_stride, head_stride, block_stride;
+  int block_shift;
   __forceinline__ __device__ float at(int b, int h) const { return ptr[b * batch_stride + h * head_stride]; }
+  __forceinline__ __device__ float at(int b, int h, int row) const {
+    return ptr[b * batch_stride + h * head_stride + (row >> block_shift) * block_stride];
+  }
 };
 
 // The kernel's parameter block (a __grid_constant__: the tensor maps stay in parameter memory for the TMA unit).
@@ -115,6 +121,7 @@ struct Fp8ForwardParams {
   int group_size;  // query heads per kv head
   int num_m_blocks;
   Fp8DescaleView q_descale, k_descale, v_descale;
+  int descale_blocks_k;  // block descales: the blocks of keys of a sequence (ceil(seqlen_k / block_rows))
 
   void* out;
   std::int64_t o_batch_stride, o_row_stride, o_head_stride;
