@@ -28,8 +28,8 @@ struct Fp8ForwardTraits {
   static constexpr int kDim = kDim_;
   static constexpr int kBlockM = 128;
   static constexpr int kBlockN = kBlockN_;
-  // Stages of K, staged V and Vt each. Four measured no faster on an H200 (2026-11-21: within -3..+4% of two at
-  // D 128 and 256, 4k and 16k tokens, serial and ping-pong schedules).
+  // Stages of K, staged V and Vt each. Four measured no faster on an H200 (2026-11-21: -4..+6% against two at
+  // D 128 and 256, 4k and 16k tokens, within the run's spread).
   static constexpr int kStages = 2;
   static constexpr int kConsumerWarpgroups = 2;
   static constexpr int kConsumerThreads = 128 * kConsumerWarpgroups;
