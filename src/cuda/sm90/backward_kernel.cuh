@@ -14,8 +14,9 @@
 //   dV += P^T dO and dK += dS^T Q by wgmma with P^T, dS^T from registers; dS^T also to shared memory; after a
 //   named barrier (both halves of dS written), dQ = dS K by wgmma, then to shared memory for warp 1. dK and dV stay
 //   in registers to the item's end: the CTA owns its keys for every query head of the group, so they need no
-//   atomics. After the item's last products retire, K and V are released, and the next item's loads run under
-//   this item's dK, dV stores.
+//   atomics. A whole key tile's dK and dV then go by stmatrix into K's and V's shared memory and out by one TMA
+//   store each, after which K and V are released for the next item; a partial tile's (or where dk, dv allow no
+//   tensor map) go straight from registers, K and V released before, so the next item's loads run under them.
 #pragma once
 
 #include <climits>
@@ -39,11 +40,13 @@ using namespace cute;
 
 // Named barriers (after CUTLASS's reserved ones). kDsReady: the consumer warpgroups, once both wrote their dS.
 // kDqEmpty / kDqFull: the consumers and the dQ warp, handing the shared dQ tile back and forth. kZeroRows: the
-// consumer warpgroups, once both zeroed the rows past a varlen sequence (zero_rows_past).
+// consumer warpgroups, once both zeroed the rows past a varlen sequence (zero_rows_past). kEpilogue: the consumer
+// warpgroups around writing dK and dV into K's and V's shared memory.
 constexpr std::uint32_t kDsReadyBarrier = 1;
 constexpr std::uint32_t kDqEmptyBarrier = 2;
 constexpr std::uint32_t kDqFullBarrier = 3;
 constexpr std::uint32_t kZeroRowsBarrier = 4;
+constexpr std::uint32_t kEpilogueBarrier = 5;
 
 // How dQ reaches the global fp32 accumulator (the kernel's kDqMode: one kernel each, so that each carries only its
 // own path's registers). Measured on an H200 at d 128 (2026-11-21): the TMA reduce-add is 5-17% faster than the
@@ -74,10 +77,27 @@ struct TileMask {
     m.window_right = m.has_right ? int(rule.window_right) : 0;
     return m;
   }
-  __forceinline__ __device__ bool visible(int row, int key) const {
-    const int distance = key - row - diag_offset;
-    return row < q_len && key < k_len && (!has_left || distance >= -window_left) &&
-           (!has_right || distance <= window_right);
+  // Sets the hidden scores of a tile to -inf (rowcol view rS: keys down, queries across; rC the same view of its
+  // (key, query) coordinates in the tile). A query row sees one interval of keys, [row + diag_offset - window_left,
+  // row + diag_offset + window_right] cut to k_len, so each of the thread's query columns gets its bounds once and
+  // each element costs two compares: the rule per element compiled to about 1000 branchy instructions a tile (by
+  // ncu, 17% of the kernel's warp samples at head dim 64, 512 causal). |row + diag_offset| < 2^30 and a bounding
+  // window is narrower than 2^30, so the bounds fit in 32 bits.
+  template <class RegS, class Coords>
+  __forceinline__ __device__ void hide(RegS& rS, const Coords& rC, int row0, int key0) const {
+    CUTE_UNROLL
+    for (int ni = 0; ni < size<1>(rS); ++ni) {
+      const int row = row0 + get<1>(rC(0, ni));
+      const int base = row + diag_offset;
+      const int lo = has_left ? base - window_left : 0;
+      int hi = has_right ? min(base + window_right, k_len - 1) : k_len - 1;
+      if (row >= q_len) hi = -1;
+      CUTE_UNROLL
+      for (int mi = 0; mi < size<0>(rS); ++mi) {
+        const int key = key0 + get<0>(rC(mi, 0));
+        if (key < lo || key > hi) rS(mi, ni) = -INFINITY;
+      }
+    }
   }
 };
 
@@ -259,15 +279,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         const int m_block = w.m_lo + it % w.n_m;
         // The stage's previous occupant (tile - kStages) must be released by every consumer thread.
         if (tile >= kStages) PlainBarrier::wait(&storage.empty[stage], ((tile / kStages) - 1) & 1);
-        // Rows past the sequence: lse2 = 0 and delta = 0 (their scores are masked, so P = 0 and dS = 0).
-        const std::int64_t lse_base = std::int64_t(h) * p.rows + w.flat_q0;
-        for (int r = lane; r < kBlockM; r += 32) {
-          const int row = m_block * kBlockM + r;
-          const bool inside = row < q_len;
-          storage.lse2[stage][r] = inside ? p.lse2[lse_base + row] : 0.0f;
-          storage.delta[stage][r] = inside ? p.delta[lse_base + row] : 0.0f;
-        }
-        if (lane != 0) Barrier::arrive(&storage.full[stage]);  // releases this lane's stores
+        // Q and dO first, then the rows' lse2 and delta under them: the copies need not wait for those loads
+        // (ncu at head dim 64, 512 causal: the consumers' waits for K, V and the first Q, dO were 8% of the warp
+        // samples). The byte count goes in before the copies; each lane arrives after its own stores.
         if (lane == 0) {
           Tensor mQ =
               p.tma_q.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.map_batch))(_, _, h, bq);
@@ -281,10 +295,19 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
               tma_partition(p.tma_q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
           auto [tdOgdO, tdOsdO] =
               tma_partition(p.tma_dout, _0{}, Layout<_1>{}, group_modes<0, 2>(sdO), group_modes<0, 2>(gdO));
-          Barrier::arrive_and_expect_tx(&storage.full[stage], 2 * Traits::kBytesQ);
+          Barrier::expect_transaction(&storage.full[stage], 2 * Traits::kBytesQ);
           copy(p.tma_q.with(storage.full[stage]), tQgQ, tQsQ(_, stage));
           copy(p.tma_dout.with(storage.full[stage]), tdOgdO, tdOsdO(_, stage));
         }
+        // Rows past the sequence: lse2 = 0 and delta = 0 (their scores are masked, so P = 0 and dS = 0).
+        const std::int64_t lse_base = std::int64_t(h) * p.rows + w.flat_q0;
+        for (int r = lane; r < kBlockM; r += 32) {
+          const int row = m_block * kBlockM + r;
+          const bool inside = row < q_len;
+          storage.lse2[stage][r] = inside ? p.lse2[lse_base + row] : 0.0f;
+          storage.delta[stage][r] = inside ? p.delta[lse_base + row] : 0.0f;
+        }
+        Barrier::arrive(&storage.full[stage]);  // releases this lane's stores
       }
     }
   } else {
@@ -311,7 +334,17 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     Tensor tdKrQ = thr_kv.partition_fragment_B(sQt);
     Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);   // (MMA, MMA_M, MMA_K, buffer)
     Tensor tdQrK = thr_dq.partition_fragment_B(sKt);    // (MMA, MMA_N, MMA_K)
-    Tensor tdSsdS = thr_sdp.partition_C(sdSt);          // (MMA, MMA_M, MMA_N, buffer): dS^T as this thread holds it
+    // 16-bit accumulators (dS^T; dK, dV) go to shared memory by stmatrix, four 8 x 8 blocks a warp instruction,
+    // where plain copies compiled to one 4-byte generic store per element pair (by ncu, the dS and dQ stores were
+    // 11% of the warp samples at head dim 64, 512 causal).
+    using StoreAtom = Copy_Atom<SM90_U32x4_STSM_N, Element>;
+    auto store_ds = make_tiled_copy_C(StoreAtom{}, mma_sdp);
+    auto thr_store_ds = store_ds.get_thread_slice(ctid);
+    Tensor tdSsdS = thr_store_ds.partition_D(sdSt);  // (CPY, CPY_M, CPY_N, buffer): dS^T as this thread holds it
+    auto store_kv = make_tiled_copy_C(StoreAtom{}, mma_kv);
+    auto thr_store_kv = store_kv.get_thread_slice(ctid);
+    Tensor tKsK = thr_store_kv.partition_D(sK);
+    Tensor tVsV = thr_store_kv.partition_D(sV);
 
     Tensor acc_dk = partition_fragment_C(mma_kv, Shape<Int<kBlockN>, Int<kDim>>{});
     Tensor acc_dv = partition_fragment_C(mma_kv, Shape<Int<kBlockN>, Int<kDim>>{});
@@ -336,6 +369,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
       const int k_len = int(w.span.k_len);
       const int total = p.group_size * w.n_m;  // (query head, query tile) pairs
       const TileMask tile_mask = TileMask::make(w.rule, q_len, k_len);
+      // dK and dV of a whole tile with query tiles to see (the same for both warpgroups) leave by TMA store through
+      // K's and V's shared memory, which the producer may then refill; otherwise straight from registers (a partial
+      // tile: a tensor map would write past a varlen sequence into the next), and K and V are released earlier,
+      // after the item's last products.
+      const bool tma_epilogue = p.dkv_tma && total > 0 && w.key0 + kBlockN <= k_len;
       clear(acc_dk);
       clear(acc_dv);
 
@@ -371,13 +409,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         Tensor rS = make_tensor(acc_s.data(), gmma_rowcol_layout(acc_s.layout()));
         const float* lse2 = storage.lse2[stage];
         const float* delta = storage.delta[stage];
-        if (masked) {
-          // -inf, not 0: an invisible score may be any value (even inf or NaN from a neighbour's rows).
-          CUTE_UNROLL
-          for (int i = 0; i < size(rS); ++i) {
-            if (!tile_mask.visible(row0 + get<1>(rC(i)), w.key0 + get<0>(rC(i)))) rS(i) = -INFINITY;
-          }
-        }
+        // -inf, not 0: an invisible score may be any value (even inf or NaN from a neighbour's rows).
+        if (masked) tile_mask.hide(rS, rC, row0, w.key0);
         CUTE_UNROLL
         for (int i = 0; i < size(rS); ++i) {
           rS(i) = sm80::fast_exp2(fmaf(rS(i), p.scale_log2, -lse2[get<1>(rC(i))]));
@@ -399,7 +432,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         Tensor tdKrdS = make_tensor(rdS.data(), gmma_acc_as_a_layout(rdS.layout()));
         // dS^T to shared memory for the dQ product; ordinary stores read next by wgmma (the async proxy): a proxy
         // fence in each writing thread, then the barrier the readers pass.
-        copy(rdS, tdSsdS(_, _, _, buffer));
+        copy(store_ds, thr_store_ds.retile_S(rdS), tdSsdS(_, _, _, buffer));
         cutlass::arch::fence_view_async_shared();
         wgmma_gemm<false>(mma_kv, tdKrdS, tdKrQ(_, _, _, stage), acc_dk);
         cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads, kDsReadyBarrier);
@@ -412,7 +445,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         // this wait.
         warpgroup_wait<0>();
         PlainBarrier::arrive(&storage.empty[stage]);
-        if (it + 1 == total) PlainBarrier::arrive(&storage.kv_empty);
+        if (it + 1 == total && !tma_epilogue) PlainBarrier::arrive(&storage.kv_empty);
 
         if constexpr (kDqMode == kDqRegisters) {
           const int h = item.h_kv * p.group_size + it / w.n_m;
@@ -428,20 +461,55 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         } else {
           // dQ to the store warp. With the TMA reduce-add, rows past the sequence go too: they hold exact zeros
           // (their dS is 0), which in a varlen batch are added to the next sequence's rows.
+          // Element pairs (2i, 2i+1) are adjacent columns of one row: 8-byte shared stores (a plain copy compiled
+          // to 4-byte generic ones).
           cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads + 32, kDqEmptyBarrier);
-          copy(acc_dq, tdQsdQ);
+          CUTE_UNROLL
+          for (int i = 0; i < size(acc_dq) / 2; ++i) {
+            const std::uint32_t addr = cute::cast_smem_ptr_to_uint(raw_pointer_cast(&tdQsdQ(2 * i)));
+            asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(acc_dq(2 * i)), "f"(acc_dq(2 * i + 1))
+                         : "memory");
+          }
           cutlass::arch::fence_view_async_shared();
           cutlass::arch::NamedBarrier::arrive(Traits::kConsumerThreads + 32, kDqFullBarrier);
         }
       }
       if (total > 0) ++kv_uses;
 
-      // Epilogue: dK = scale * sum dS^T Q (S = scale Q K^T); dV as accumulated. Rows past the sequence are not
-      // written. Element pairs (2i, 2i+1) of the fragment are adjacent columns of one row: 4-byte stores.
+      // Epilogue: dK = scale * sum dS^T Q (S = scale Q K^T); dV as accumulated.
       CUTE_UNROLL
       for (int i = 0; i < size(acc_dk); ++i) acc_dk(i) *= p.scale;
       Tensor rdK = sm80::convert_tensor<Element>(acc_dk);
       Tensor rdV = sm80::convert_tensor<Element>(acc_dv);
+      if (tma_epilogue) {
+        // Both warpgroups' last dQ products (which read all of K) retired; then the tiles in, visible to the TMA
+        // unit (the async proxy) before one thread stores them. K and V are released once it has read them.
+        cutlass::arch::NamedBarrier::sync(kConsumers, kEpilogueBarrier);
+        copy(store_kv, thr_store_kv.retile_S(rdK), tKsK);
+        copy(store_kv, thr_store_kv.retile_S(rdV), tVsV);
+        cutlass::arch::fence_view_async_shared();
+        cutlass::arch::NamedBarrier::sync(kConsumers, kEpilogueBarrier);
+        if (ctid == 0) {
+          const int bk = p.cu_seqlens_q != nullptr ? 0 : item.b;
+          const auto shape = make_shape(p.map_rows_k, kDim, p.heads_kv, p.map_batch);
+          const auto at_tile = [&](auto m) {
+            return local_tile(domain_offset(make_coord(int(w.span.k_offset), _0{}), m(_, _, item.h_kv, bk)),
+                              Shape<Int<kBlockN>, Int<kDim>>{}, make_coord(item.n_block, _0{}));
+          };
+          Tensor gdK = at_tile(p.tma_dk.get_tma_tensor(shape));
+          Tensor gdV = at_tile(p.tma_dv.get_tma_tensor(shape));
+          auto cta_dk = p.tma_dk.get_slice(_0{});
+          auto cta_dv = p.tma_dv.get_slice(_0{});
+          copy(p.tma_dk, cta_dk.partition_S(sK), cta_dk.partition_D(gdK));
+          copy(p.tma_dv, cta_dv.partition_S(sV), cta_dv.partition_D(gdV));
+          tma_store_arrive();
+          tma_store_wait<0>();  // the TMA unit has read K's and V's shared memory
+        }
+        PlainBarrier::arrive(&storage.kv_empty);
+        continue;
+      }
+      // Rows past the sequence are not written. Element pairs (2i, 2i+1) of the fragment are adjacent columns of
+      // one row: 4-byte stores.
       const std::int64_t key_row0 = w.span.k_offset + w.key0;
       Element* dk_ptr = static_cast<Element*>(p.dk) + item.b * p.dk_batch_stride + key_row0 * p.dk_row_stride +
                         item.h_kv * p.dk_head_stride;

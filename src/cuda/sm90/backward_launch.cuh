@@ -88,6 +88,27 @@ BackwardSchedule make_backward_schedule(const BackwardProblem& p, BackwardOrder 
   return s;
 }
 
+// IOATTN_SM90_BWD_DKV_STORE (read once) picks how dK and dV leave, for side-by-side timing: 0 (the default), by
+// TMA store from shared memory where the tensors allow a tensor map; 1, always straight from registers.
+inline bool dkv_tma_from_env() {
+  static const bool tma = [] {
+    const char* env = std::getenv("IOATTN_SM90_BWD_DKV_STORE");
+    return !(env && *env && std::atoi(env) == 1);
+  }();
+  return tma;
+}
+
+// A tensor map can describe x as (rows, dim, heads, batch): a 16-byte aligned base, and 16-byte multiples for the
+// strides of every extent above 1 (the others are replaced by make_gmem_view).
+inline bool tma_describable(const Operand& x, std::int64_t rows, std::int64_t heads, std::int64_t batches,
+                            std::int64_t element_bytes) {
+  const auto fits = [&](std::int64_t extent, std::int64_t stride) {
+    return extent <= 1 || (stride > 0 && stride * element_bytes % 16 == 0);
+  };
+  return reinterpret_cast<std::uintptr_t>(x.ptr) % 16 == 0 && fits(rows, x.seq_stride) &&
+         fits(heads, x.head_stride) && fits(batches, x.batch_stride);
+}
+
 template <class Traits>
 BackwardParams<Traits> make_backward_params(const BackwardProblem& p, const BackwardBuffers& buffers) {
   const bool varlen = p.is_varlen();
@@ -115,6 +136,13 @@ BackwardParams<Traits> make_backward_params(const BackwardProblem& p, const Back
                              make_stride(accum_row_stride, _1{}, std::int64_t(Traits::kDim),
                                          batches > 1 ? rows_q * accum_row_stride : std::int64_t(Traits::kDim)));
   bp.tma_dq = make_tma_copy(SM90_TMA_REDUCE_ADD{}, accum, typename Traits::SmemLayoutdQ{}, TileQ{}, _1{});
+  constexpr std::int64_t kElementBytes = sizeof(typename Traits::Element);
+  bp.dkv_tma = dkv_tma_from_env() && tma_describable(p.dk, rows_k, p.heads_kv, batches, kElementBytes) &&
+               tma_describable(p.dv, rows_k, p.heads_kv, batches, kElementBytes);
+  if (bp.dkv_tma) {
+    bp.tma_dk = make_tma_copy(SM90_TMA_STORE{}, view(p.dk, rows_k, p.heads_kv), smem_kv, TileK{}, _1{});
+    bp.tma_dv = make_tma_copy(SM90_TMA_STORE{}, view(p.dv, rows_k, p.heads_kv), smem_kv, TileK{}, _1{});
+  }
   bp.map_rows_q = int(rows_q);
   bp.map_rows_k = int(rows_k);
   bp.map_batch = int(batches);

@@ -88,6 +88,11 @@ struct BackwardTraits {
   using TmaK = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, SmemLayoutK{},
                                       Shape<Int<kBlockN>, Int<kDim>>{}, _1{}));
 
+  // dK and dV of a whole key tile leave through K's and V's shared memory (the item's products are done with them)
+  // by one TMA store each.
+  using TmaDkv = decltype(make_tma_copy(SM90_TMA_STORE{}, GmemTensor{}, SmemLayoutK{},
+                                        Shape<Int<kBlockN>, Int<kDim>>{}, _1{}));
+
   using GmemTensorAccum =
       decltype(make_tensor(make_gmem_ptr(static_cast<float*>(nullptr)), GmemShape{}, GmemStride{}));
   using TmaDq = decltype(make_tma_copy(SM90_TMA_REDUCE_ADD{}, GmemTensorAccum{}, SmemLayoutdQ{},
@@ -122,6 +127,8 @@ struct BackwardParams {
   typename Traits::TmaK tma_k;
   typename Traits::TmaK tma_v;
   typename Traits::TmaDq tma_dq;  // over dq_accum as (rows, dim, heads, batch)
+  typename Traits::TmaDkv tma_dk;  // valid when dkv_tma
+  typename Traits::TmaDkv tma_dv;
   int map_rows_q, map_rows_k;  // the tensor maps' row extents
   int map_batch;               // batch (dense) or 1 (varlen)
   int heads_q, heads_kv, group_size;
@@ -148,6 +155,7 @@ struct BackwardParams {
   float scale_log2;
   std::int64_t window_left, window_right;
   bool top_left;
+  bool dkv_tma;  // dK and dV by TMA store (whole tiles) where dk's and dv's strides allow a tensor map
   bool clear_overhang;  // varlen: zero the rows a partial last tile reads past the sequence (zero_rows_past)
 };
 
