@@ -16,6 +16,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 #include <cute/tensor.hpp>
 #include <cutlass/arch/barrier.h>
@@ -76,8 +77,18 @@ struct OnlineSoftmax {
     }
   }
 
-  template <class RegO>
+  // O *= alpha row by row. kSkipUnchanged: not when no row of the warp changed its max (every alpha exactly 1), as
+  // for most tiles once the maxima settle; a vote and a branch instead of a multiply per accumulator element.
+  // Measured on an H200 (2026-11-21, bf16, 512-16k): 3-9% faster at head dim 256, -2..+2% at 128, 3-8% slower at
+  // 64, so the bf16 forward skips from 128 accumulators a thread (rescale_skips) and the FP8 one always.
+  template <bool kSkipUnchanged, class RegO>
   __forceinline__ __device__ static void rescale(RegO& rO, const float (&alpha)[kRows]) {
+    if constexpr (kSkipUnchanged) {
+      bool changed = false;
+      CUTE_UNROLL
+      for (int mi = 0; mi < kRows; ++mi) changed |= alpha[mi] != 1.0f;
+      if (!__any_sync(0xffffffffu, changed)) return;
+    }
     CUTE_UNROLL
     for (int mi = 0; mi < kRows; ++mi) {
       CUTE_UNROLL
@@ -85,6 +96,12 @@ struct OnlineSoftmax {
     }
   }
 };
+
+// Whether the bf16 forward skips O's rescale for tiles that moved no row max (OnlineSoftmax::rescale).
+template <class RegO>
+constexpr bool rescale_skips() {
+  return decltype(size(std::declval<RegO>()))::value >= 128;
+}
 
 // dst = src converted (cvt in pairs), same layout.
 template <class SrcTensor, class DstTensor>
@@ -240,7 +257,7 @@ __forceinline__ __device__ void consumer_mainloop(Args& a, OnlineSoftmax<kRows>&
       modify(n_block);
       if (needs_mask(n_block)) mask(n_block);
       softmax.fold(rS, alpha);
-      softmax.rescale(rO, alpha);
+      softmax.template rescale<rescale_skips<decltype(rO)>()>(rO, alpha);
       convert_into(acc_s, rP);
       a.pipe_v.consumer_wait(read);
       if (clear_v_first && n_block == a.n_block_max - 1) {
@@ -289,7 +306,7 @@ __forceinline__ __device__ void consumer_mainloop(Args& a, OnlineSoftmax<kRows>&
       softmax.fold(rS, alpha);
       warpgroup_wait<0>();  // P V done: its P registers and O may be touched again
       a.pipe_v.consumer_release(v_read);
-      softmax.rescale(rO, alpha);
+      softmax.template rescale<rescale_skips<decltype(rO)>()>(rO, alpha);
       convert_into(acc_s, rP);
       v_read = read;
       ++read;
