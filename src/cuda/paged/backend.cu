@@ -6,11 +6,13 @@
 #include <cstring>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <mutex>
 #include <string>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -20,6 +22,7 @@
 #include "cuda/paged/cache_ops.hpp"
 #include "cuda/paged/decode.hpp"
 #include "cuda/paged/params.cuh"
+#include "cuda/paged/trace.cuh"
 #include "cuda/scratch.hpp"
 #include "cuda/sm80/common/cuda_check.cuh"
 #include "ioattn/error.hpp"
@@ -216,15 +219,67 @@ void check_partials_alignment(const PagedProblem& p) {
   }
 }
 
+#if defined(IOATTN_PAGED_TRACE)
+// trace.cuh: with IOATTN_PAGED_TRACE_FILE set, the kernels record their CTAs' event times in two device buffers
+// (allocated once, never freed: a developer build's tool) and each call rewrites the file from them.
+struct TraceBuffers {
+  std::uint64_t* decode = nullptr;
+  std::uint64_t* combine = nullptr;
+};
+constexpr std::size_t kTraceBytes = sizeof(std::uint64_t) * paged::trace::kMaxCtas * paged::trace::kEvents;
+
+TraceBuffers begin_trace(cudaStream_t stream) {
+  if (std::getenv("IOATTN_PAGED_TRACE_FILE") == nullptr) return {};
+  static TraceBuffers buffers = [] {
+    TraceBuffers b;
+    sm80::cuda_check(cudaMalloc(&b.decode, 2 * kTraceBytes), "paged trace buffers");
+    b.combine = b.decode + paged::trace::kMaxCtas * paged::trace::kEvents;
+    return b;
+  }();
+  sm80::cuda_check(cudaMemsetAsync(buffers.decode, 0, 2 * kTraceBytes, stream), "paged trace reset");
+  return buffers;
+}
+
+void end_trace(const TraceBuffers& buffers, cudaStream_t stream) {
+  if (buffers.decode == nullptr) return;
+  std::vector<std::uint64_t> host(2 * kTraceBytes / sizeof(std::uint64_t));
+  sm80::cuda_check(cudaMemcpyAsync(host.data(), buffers.decode, 2 * kTraceBytes, cudaMemcpyDeviceToHost, stream),
+                   "paged trace copy");
+  sm80::cuda_check(cudaStreamSynchronize(stream), "paged trace copy");
+  std::FILE* f = std::fopen(std::getenv("IOATTN_PAGED_TRACE_FILE"), "w");
+  if (f == nullptr) return;
+  std::fprintf(f, "kernel cta sm start first loop_end end\n");
+  constexpr int kE = paged::trace::kEvents;
+  for (int kernel = 0; kernel < 2; ++kernel) {
+    for (int cta = 0; cta < paged::trace::kMaxCtas; ++cta) {
+      const std::uint64_t* e = host.data() + (static_cast<std::size_t>(kernel) * paged::trace::kMaxCtas + cta) * kE;
+      if (e[paged::trace::kStart] == 0) continue;
+      std::fprintf(f, "%s %d %llu %llu %llu %llu %llu\n", kernel == 0 ? "decode" : "combine", cta,
+                   static_cast<unsigned long long>(e[0]), static_cast<unsigned long long>(e[1]),
+                   static_cast<unsigned long long>(e[2]), static_cast<unsigned long long>(e[3]),
+                   static_cast<unsigned long long>(e[4]));
+    }
+  }
+  std::fclose(f);
+}
+#endif
+
 void cuda_paged_forward(const PagedProblem& p) {
   sm80::DeviceScope device(p.device_index);
   check_partials_alignment(p);
   const StreamScratch partials(p.workspace, p.partial_bytes(), static_cast<cudaStream_t>(p.stream),
                                "cuda paged attention");
-  const paged::DecodeParams dp = paged::make_decode_params(p, reinterpret_cast<float*>(partials.data()));
-  if (p.dtype == DType::bf16) return run_decode<__nv_bfloat16>(dp, p);
-  if (p.dtype == DType::f16) return run_decode<__half>(dp, p);
-  throw Error(ErrorCode::unsupported, cuda_paged_unsupported(p));
+  paged::DecodeParams dp = paged::make_decode_params(p, reinterpret_cast<float*>(partials.data()));
+#if defined(IOATTN_PAGED_TRACE)
+  const TraceBuffers trace = begin_trace(static_cast<cudaStream_t>(p.stream));
+  dp.trace_decode = trace.decode, dp.trace_combine = trace.combine;
+#endif
+  if (p.dtype == DType::bf16) run_decode<__nv_bfloat16>(dp, p);
+  else if (p.dtype == DType::f16) run_decode<__half>(dp, p);
+  else throw Error(ErrorCode::unsupported, cuda_paged_unsupported(p));
+#if defined(IOATTN_PAGED_TRACE)
+  end_trace(trace, static_cast<cudaStream_t>(p.stream));
+#endif
 }
 
 }  // namespace

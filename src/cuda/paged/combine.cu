@@ -8,6 +8,7 @@
 
 #include "cuda/paged/decode.hpp"
 #include "cuda/paged/decode_kernel.cuh"
+#include "cuda/paged/trace.cuh"
 #include "cuda/sm80/common/cuda_check.cuh"
 
 namespace ioattn::detail::paged {
@@ -21,6 +22,7 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
   using Mma = MmaOp<Element>;
   const int lane = threadIdx.x % 32;
   const int b = blockIdx.y;
+  IOATTN_PAGED_MARK(p.trace_combine, trace::kStart);
   const int item = blockIdx.x * kCombineWarps + threadIdx.x / 32;
   const int i = item / p.heads_q, h = item % p.heads_q;
   const int q_offset = p.cu_seqlens_q ? p.cu_seqlens_q[b] : 0;
@@ -34,6 +36,7 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
   // visible) before reading the partial results. A no-op when launched without the dependency.
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+  IOATTN_PAGED_MARK(p.trace_combine, trace::kFirst);
   const std::int64_t prow = (p.cu_seqlens_q ? 0 : static_cast<std::int64_t>(b) * p.seqlen_q) + q_offset + i;
   const std::int64_t split_stride = static_cast<std::int64_t>(p.rows) * p.heads_q;  // slots per chunk
   const std::int64_t slot0 = prow * p.heads_q + h;
@@ -103,6 +106,7 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
   if (p.lse && lane == 0) {
     p.lse[b * p.lse_batch_stride + (q_offset + i) * p.lse_row_stride + h * p.lse_head_stride] = state.lse();
   }
+  IOATTN_PAGED_MARK(p.trace_combine, trace::kEnd);
 }
 
 }  // namespace

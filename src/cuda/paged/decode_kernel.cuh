@@ -21,6 +21,7 @@
 #include "cuda/paged/decode.hpp"
 #include "cuda/paged/params.cuh"
 #include "cuda/paged/ptx.cuh"
+#include "cuda/paged/trace.cuh"
 #include "ioattn/core/mask.hpp"
 #include "ioattn/core/score_mod.hpp"
 #include "ioattn/core/softmax_state.hpp"
@@ -92,6 +93,7 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
   const int b = blockIdx.x / p.heads_kv, hk = blockIdx.x % p.heads_kv;
   const int split = blockIdx.y;
   const int r0 = blockIdx.z * T::kBlockM;
+  IOATTN_PAGED_MARK(p.trace_decode, trace::kStart);
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // The combine kernel may be scheduled now (it waits for this grid's completion before reading anything).
@@ -255,6 +257,7 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
   for (int t = 0; t < group_tiles; ++t) {
     cp_async_wait<T::kStages - 2>();
     group_sync<T::kGroups>(group);  // tile t is in; every warp of the group is done with the slot refilled next
+    if (t == 0) IOATTN_PAGED_MARK(p.trace_decode, trace::kFirst);
     if (t + T::kStages - 1 < group_tiles) load_tile((t + T::kStages - 1) % T::kStages);
     cp_async_commit();
     if (t + T::kStages < group_tiles) look_up_pages(tile_index(t + T::kStages), false);  // lands while t computes
@@ -353,6 +356,7 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
   }
   cp_async_wait<0>();
   __syncthreads();  // every group's ring is free for the epilogue
+  IOATTN_PAGED_MARK(p.trace_decode, trace::kLoopEnd);
 
   // Each warp's rows, normalized by the warp's own sum, with their lse, to shared memory.
   const int partial = group * T::kWarpsN + warp_n;
@@ -411,6 +415,10 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
       if (c == 0) p.partial_lse[slot] = merged.lse();
     }
   }
+#if defined(IOATTN_PAGED_TRACE)
+  __syncthreads();
+  IOATTN_PAGED_MARK(p.trace_decode, trace::kEnd);
+#endif
 }
 
 }  // namespace ioattn::detail::paged

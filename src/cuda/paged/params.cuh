@@ -64,6 +64,10 @@ struct DecodeParams {
   const float* sinks;
   std::int64_t window_left, window_right;
   bool top_left;
+
+  // Trace builds only (trace.cuh): per-CTA event times of the decode and the combine kernels; null otherwise.
+  std::uint64_t* trace_decode = nullptr;
+  std::uint64_t* trace_combine = nullptr;
 };
 
 DecodeParams make_decode_params(const PagedProblem& p, float* workspace);
