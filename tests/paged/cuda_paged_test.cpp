@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -180,6 +181,45 @@ TEST(CudaPagedSplit, PackedRowsAreBatchInvariant) {
     const RunResult alone = data.run(*one, "cuda", Device::cuda, opt);
     EXPECT_TRUE(same_bits(alone.out[0], batched.out[b])) << "out of sequence " << b << " alone";
     EXPECT_TRUE(same_bits(alone.lse[0], batched.lse[b])) << "lse of sequence " << b << " alone";
+  }
+}
+
+// The 16-row decode at head dim 128 runs as two key groups (one CTA per SM) on small grids and as one group with two
+// states per warp on larger ones (src/cuda/paged/decode.hpp): both must give the same bits, or a fixed split would
+// stop being batch invariant. Each kernel is forced in turn (IOATTN_PAGED_KEY_GROUPS) on mixed lengths (an odd count
+// of key tiles, a partial tile, an empty part), masks, sinks and ALiBi, with every split; both are judged too.
+TEST(CudaPagedSplit, KeyGroupsGiveTheSameBits) {
+  if (!gpu_available()) GTEST_SKIP() << kNoGpu;
+  SCOPED_TRACE(seed_text());
+  const std::vector<PagedCase> cases = {
+      {.name = "groups_decode", .heads_q = 32, .heads_kv = 8, .q_lens = repeat(1, 5),
+       .k_lens = {5000, 1, 64, 700, 2049}, .sinks = true},
+      {.name = "groups_packed_window_alibi", .q_lens = {2, 4, 1}, .k_lens = {1500, 130, 999}, .packed = true,
+       .mask = Mask::window(200, 0), .alibi = Alibi::per_head},
+  };
+  for (const PagedCase& c : cases) {
+    PagedData data(c);
+    auto batch = data.make_batch();
+    for (const SplitKV split : {SplitKV::none(), SplitKV::fixed(256), SplitKV::fixed(192), SplitKV::automatic()}) {
+      RunOptions opt;
+      opt.split = split;
+      std::vector<RunResult> results;
+      for (const char* groups : {"1", "2"}) {
+        setenv("IOATTN_PAGED_KEY_GROUPS", groups, 1);
+        results.push_back(data.run(*batch, "cuda", Device::cuda, opt));
+        unsetenv("IOATTN_PAGED_KEY_GROUPS");
+        expect_ok(data.judge(*batch, results.back()), c.name + " with " + groups + " key group(s)");
+      }
+      // An automatic split plans for the kernel it expects, so forcing one may change the chunks (and the bits).
+      if (results[0].plan.split_tokens != results[1].plan.split_tokens) continue;
+      for (std::size_t j = 0; j < results[0].out.size(); ++j) {
+        EXPECT_TRUE(same_bits(results[0].out[j], results[1].out[j]))
+            << c.name << ": out of sequence " << j << " differs between 1 and 2 key groups (split_tokens "
+            << results[0].plan.split_tokens << " and " << results[1].plan.split_tokens << ")";
+        EXPECT_TRUE(same_bits(results[0].lse[j], results[1].lse[j]))
+            << c.name << ": lse of sequence " << j << " differs between 1 and 2 key groups";
+      }
+    }
   }
 }
 

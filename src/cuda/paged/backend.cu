@@ -122,18 +122,23 @@ DeviceInfo device_info(int device) {
 
 std::int64_t round_up(std::int64_t x, std::int64_t m) { return (x + m - 1) / m * m; }
 
-// The decode's shapes at p's head dims on p's device: one key group in the 16-row variant unless
-// IOATTN_PAGED_KEY_GROUPS=2 asks for two (decode.hpp says why not by default) where the head dim has them and a CTA
-// can hold their shared memory. Read at plan and at run; any chunking suits either kernel, so a plan stays valid.
-paged::DecodeShape decode_shape_for(const PagedProblem& p) {
-  paged::DecodeShape shape = paged::decode_shape(static_cast<int>(p.dim_qk));
-  if (shape.narrow_groups > 1) {
-    const char* env = std::getenv("IOATTN_PAGED_KEY_GROUPS");
-    const bool fits = shape.smem_bytes(static_cast<int>(p.dim_qk), static_cast<int>(p.dim_v), paged::kNarrowRows) <=
-                      device_info(p.device_index).smem_per_block;
-    if (!fits || env == nullptr || std::strcmp(env, "2") != 0) shape.narrow_groups = 1;
+// Key groups of the 16-row decode (decode.hpp) for a grid of `grid_ctas` CTAs (batch x kv heads x chunks): as many
+// as it has key parts (one CTA per SM) when the grid fits in one wave of the SMs, else one (two CTAs per SM, whose
+// starts and ends overlap); one where a CTA cannot hold the grouped shared memory (sm80). Either gives the same bits,
+// so the choice may follow the grid. IOATTN_PAGED_KEY_GROUPS=1 or 2 forces it (tuning runs: the benchmark times
+// the variants in one process). Plan and run both call this; any chunking suits either kernel.
+int narrow_groups(const PagedProblem& p, std::int64_t grid_ctas) {
+  const paged::DecodeShape shape = paged::decode_shape(static_cast<int>(p.dim_qk));
+  const int parts = shape.narrow_parts;
+  if (parts == 1) return 1;
+  const DeviceInfo info = device_info(p.device_index);
+  const int smem = shape.smem_bytes(static_cast<int>(p.dim_qk), static_cast<int>(p.dim_v), paged::kNarrowRows, parts);
+  if (smem > info.smem_per_block) return 1;
+  if (const char* env = std::getenv("IOATTN_PAGED_KEY_GROUPS")) {
+    if (std::strcmp(env, "1") == 0) return 1;
+    if (std::strcmp(env, "2") == 0) return parts;
   }
-  return shape;
+  return grid_ctas <= info.sms ? parts : 1;
 }
 
 // Flash-Decoding's rule: when (batch x kv heads x row blocks) CTAs leave the SMs idle, cut each sequence's keys
@@ -149,16 +154,23 @@ std::int64_t automatic_split_tokens(const PagedProblem& p, std::int64_t expected
   const std::int64_t ctas = p.batch * p.heads_kv * ((rows_per_seq + block_m - 1) / block_m);
   if (ctas <= 0) return 0;
   const DeviceInfo info = device_info(p.device_index);
-  const int smem = decode_shape_for(p).smem_bytes(static_cast<int>(p.dim_qk), static_cast<int>(p.dim_v), block_m);
-  const std::int64_t per_sm = std::clamp<std::int64_t>(info.smem_per_sm / (smem + 1024), 1, 16);
-  const std::int64_t slots = std::max<std::int64_t>(info.sms * per_sm, 1);
+  const paged::DecodeShape shape = paged::decode_shape(static_cast<int>(p.dim_qk));
   const std::int64_t max_chunks = std::clamp<std::int64_t>(expected / kMinChunkKeys, 1, kMaxChunks);
   auto tokens_for = [&](std::int64_t n) {
     return std::max(kMinChunkKeys, round_up((expected + n - 1) / n, kBlockKeys));
   };
+  // CTA slots of the kernel the run will pick for chunks of `tokens` (its grid counts the capacity's chunks; no
+  // split is one chunk).
+  auto slots_for = [&](std::int64_t tokens) {
+    const std::int64_t grid = ctas * (tokens >= expected ? 1 : (p.capacity() + tokens - 1) / tokens);
+    const int groups = block_m == paged::kNarrowRows ? narrow_groups(p, grid) : 1;
+    const int smem = shape.smem_bytes(static_cast<int>(p.dim_qk), static_cast<int>(p.dim_v), block_m, groups);
+    const std::int64_t per_sm = std::clamp<std::int64_t>(info.smem_per_sm / (smem + 1024), 1, 16);
+    return std::max<std::int64_t>(info.sms * per_sm, 1);
+  };
   auto efficiency = [&](std::int64_t tokens) {
     const std::int64_t chunks = (expected + tokens - 1) / tokens;
-    const double waves = static_cast<double>(ctas * chunks) / static_cast<double>(slots);
+    const double waves = static_cast<double>(ctas * chunks) / static_cast<double>(slots_for(tokens));
     return waves / std::ceil(waves);
   };
   double best = efficiency(expected);  // one chunk
@@ -195,7 +207,7 @@ template <class Element>
 void run_decode(const paged::DecodeParams& dp, const PagedProblem& p) {
   using paged::launch_decode;
   const int device = p.device_index;
-  const int groups = decode_shape_for(p).narrow_groups;
+  const int groups = narrow_groups(p, p.batch * p.heads_kv * p.max_splits);
   if (p.dim_qk == 64) launch_decode<Element, 64, 64>(dp, p.stream, device, groups);
   else if (p.dim_qk == 128) launch_decode<Element, 128, 128>(dp, p.stream, device, groups);
   else if (p.dim_qk == 192) launch_decode<Element, 192, 128>(dp, p.stream, device, groups);

@@ -3,13 +3,18 @@
 //
 // Rows: the query heads of a GQA group and the sequence's new tokens are packed into the rows of one tile, row
 // r = i * group + (h % group) for query token i, so each K and V tile is read once per group, not once per head.
-// Warps: kGroups key groups of 4, each 4 as kWarpsM x kWarpsN. Group g streams tiles g, g + kGroups, ... of the
-// CTA's keys through a ring of its own (with its own copy of the query tile and its own barrier), so the groups never
-// wait for each other until the epilogue. Warp (wm, wn) of a group owns rows 16 wm .. 16 wm + 15 and keys
-// kWarpKeys wn .. of each of its group's tiles, with an online softmax of its own; the kGroups x kWarpsN partial
-// results of a row are merged at the end, in (group, warp) order, through core::SoftmaxState::add_partial, the same
-// merge the combine kernel applies across chunks. Decoding (a few rows) runs 1 x 4: all four warps split the keys,
-// none idles on empty rows; many rows run 4 x 1 in one group, FlashAttention-2 style.
+// Key parts: the CTA's key tiles are dealt round-robin to kKeyParts parts (tile n_lo + i goes to part i % kKeyParts);
+// each warp keeps one online softmax per part it serves, over kWarpKeys keys (wn ..) of each of the part's tiles, and
+// the kKeyParts x kWarpsN partial results of a row are merged at the end, in (part, warp) order, through
+// core::SoftmaxState::add_partial, the same merge the combine kernel applies across chunks. The arithmetic is fixed
+// by kKeyParts alone, whatever runs it:
+// Warps: kGroups key groups of 4 (each 4 as kWarpsM x kWarpsN); group g serves parts g, g + kGroups, ..., streaming
+// their tiles through a ring of its own (with its own copy of the query tile and its own barrier), so the groups
+// never wait for each other until the epilogue. Two groups serve two parts with 8 warps (one CTA per SM, no second
+// CTA's start-up to hide); one group serves both with 4 warps and two states per warp (two CTAs per SM): bit for bit
+// the same result, so the backend may pick either by the grid without breaking a fixed split's batch invariance.
+// Decoding (a few rows) runs 1 x 4: all four warps split the keys, none idles on empty rows; many rows run 4 x 1 in
+// one group and one part, FlashAttention-2 style.
 // Keys: K/V tiles of kBlockN keys stream through a kStages-deep cp.async ring; each key row's page is looked up in
 // the block table, so a tile may span pages of any size.
 // Output: a sequence whose keys form one chunk writes out and lse directly (sink included); otherwise the chunk's
@@ -28,14 +33,17 @@
 
 namespace ioattn::detail::paged {
 
-template <class Element_, int kDimQK_, int kDimV_, int kWarpsM_, int kBlockN_, int kStages_, int kGroups_>
+template <class Element_, int kDimQK_, int kDimV_, int kWarpsM_, int kBlockN_, int kStages_, int kKeyParts_,
+          int kGroups_>
 struct DecodeTraits {
   using Element = Element_;
   static constexpr int kDimQK = kDimQK_, kDimV = kDimV_, kWarpsM = kWarpsM_, kBlockN = kBlockN_,
-                       kStages = kStages_, kGroups = kGroups_;
+                       kStages = kStages_, kKeyParts = kKeyParts_, kGroups = kGroups_;
   static constexpr int kGroupThreads = 128;
   static constexpr int kThreads = kGroupThreads * kGroups;
+  static constexpr int kPartsPerGroup = kKeyParts / kGroups;  // online-softmax states per warp
   static_assert(kGroups >= 1 && kGroups <= 4, "named barriers 1 .. kGroups; 1024 threads at most");
+  static_assert(kKeyParts % kGroups == 0, "each group serves the same number of key parts");
   static constexpr int kWarpsN = 4 / kWarpsM;
   static constexpr int kBlockM = 16 * kWarpsM;
   static constexpr int kWarpKeys = kBlockN / kWarpsN;
@@ -48,7 +56,7 @@ struct DecodeTraits {
   static constexpr int kPipeBytes = kStages * kStageElems * 2;  // one ring per group
   // Epilogue: each key-owning warp's normalized O rows (fp32, rows padded by 8 floats against bank conflicts) and
   // lse, over the rings.
-  static constexpr int kPartials = kGroups * kWarpsN;
+  static constexpr int kPartials = kKeyParts * kWarpsN;
   static constexpr int kOStride = kDimV + 8;
   static constexpr int kEpilogueBytes = kPartials * kBlockM * (kOStride + 1) * 4;
   static constexpr int kRingsBytes = kGroups * kPipeBytes;
@@ -140,7 +148,8 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
                                               : key_lo;
   const int n_lo = key_lo / T::kBlockN;
   const int n_tiles = key_hi > key_lo ? (key_hi + T::kBlockN - 1) / T::kBlockN - n_lo : 0;
-  // This group's tiles: n_lo + group + kGroups t for t < group_tiles.
+  // This group's tiles: n_lo + group + kGroups t for t < group_tiles; its t-th tile belongs to key part
+  // group + kGroups (t % kPartsPerGroup).
   const int group_tiles = n_tiles > group ? (n_tiles - group + T::kGroups - 1) / T::kGroups : 0;
   auto tile_index = [&](int t) { return n_lo + group + T::kGroups * t; };
 
@@ -246,15 +255,21 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
 
   constexpr int kSTiles = T::kWarpKeys / 8;  // m16n8 score tiles per warp
   constexpr int kOTiles = T::kDimV / 8;
-  float acc_o[kOTiles][4];
+  // Per key part this warp serves: O [16 rows, dim_v] fp32 and the two rows' states (natural-log units; l holds
+  // this thread's columns until the epilogue).
+  float acc_o[T::kPartsPerGroup][kOTiles][4];
+  core::SoftmaxState<float> state[T::kPartsPerGroup][2];
 #pragma unroll
-  for (int nt = 0; nt < kOTiles; ++nt) acc_o[nt][0] = acc_o[nt][1] = acc_o[nt][2] = acc_o[nt][3] = 0.0f;
-  core::SoftmaxState<float> state[2];  // natural-log units; l holds this thread's columns until the epilogue
+  for (int k = 0; k < T::kPartsPerGroup; ++k) {
+#pragma unroll
+    for (int nt = 0; nt < kOTiles; ++nt) acc_o[k][nt][0] = acc_o[k][nt][1] = acc_o[k][nt][2] = acc_o[k][nt][3] = 0.0f;
+  }
 
   const std::uint32_t q_base = smem_addr(s_q);
   const int warp_key0 = warp_n * T::kWarpKeys;
 
-  for (int t = 0; t < group_tiles; ++t) {
+  // The group's t-th tile, folded into one part's accumulator and states.
+  auto process_tile = [&](int t, float (&acc_o)[kOTiles][4], core::SoftmaxState<float> (&state)[2]) {
     cp_async_wait<T::kStages - 2>();
     group_sync<T::kGroups>(group);  // tile t is in; every warp of the group is done with the slot refilled next
     if (t == 0) IOATTN_PAGED_MARK(p.trace_decode, trace::kFirst);
@@ -353,31 +368,43 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
         Mma::run(acc_o[2 * dp + 1], a, bv[2], bv[3]);
       }
     }
+  };
+  // Parts by compile-time index (dynamic indexing would put the accumulators in local memory).
+  for (int t0 = 0; t0 < group_tiles; t0 += T::kPartsPerGroup) {
+#pragma unroll
+    for (int k = 0; k < T::kPartsPerGroup; ++k) {
+      if (t0 + k < group_tiles) process_tile(t0 + k, acc_o[k], state[k]);
+    }
   }
   cp_async_wait<0>();
   __syncthreads();  // every group's ring is free for the epilogue
   IOATTN_PAGED_MARK(p.trace_decode, trace::kLoopEnd);
 
-  // Each warp's rows, normalized by the warp's own sum, with their lse, to shared memory.
-  const int partial = group * T::kWarpsN + warp_n;
+  // Each warp's rows per part, normalized by the part's own sum, with their lse, to shared memory; partial
+  // (part, warp) at index part * kWarpsN + warp.
   float* s_o = reinterpret_cast<float*>(smem + T::kGroups * T::kQBytes);  // [kPartials][kBlockM][kOStride]
   float* s_lse = s_o + T::kPartials * T::kBlockM * T::kOStride;            // [kPartials][kBlockM]
 #pragma unroll
-  for (int q = 0; q < 2; ++q) {
-    state[q].l = quad_sum(state[q].l);
-    const float inv = state[q].inv_sum();
-    const int row = warp_m * 16 + g + 8 * q;
-    float* dst = s_o + (partial * T::kBlockM + row) * T::kOStride + 2 * t4;
+  for (int k = 0; k < T::kPartsPerGroup; ++k) {
+    const int partial = (group + T::kGroups * k) * T::kWarpsN + warp_n;
 #pragma unroll
-    for (int nt = 0; nt < kOTiles; ++nt) {
-      *reinterpret_cast<float2*>(dst + nt * 8) = make_float2(acc_o[nt][2 * q] * inv, acc_o[nt][2 * q + 1] * inv);
+    for (int q = 0; q < 2; ++q) {
+      state[k][q].l = quad_sum(state[k][q].l);
+      const float inv = state[k][q].inv_sum();
+      const int row = warp_m * 16 + g + 8 * q;
+      float* dst = s_o + (partial * T::kBlockM + row) * T::kOStride + 2 * t4;
+#pragma unroll
+      for (int nt = 0; nt < kOTiles; ++nt) {
+        *reinterpret_cast<float2*>(dst + nt * 8) =
+            make_float2(acc_o[k][nt][2 * q] * inv, acc_o[k][nt][2 * q + 1] * inv);
+      }
+      if (t4 == 0) s_lse[partial * T::kBlockM + row] = state[k][q].lse();
     }
-    if (t4 == 0) s_lse[partial * T::kBlockM + row] = state[q].lse();
   }
   __syncthreads();
 
-  // Merge the warps' partial rows (in (group, warp) order, as the combine merges chunks), then write out + lse
-  // directly, or the chunk's partial result.
+  // Merge the partial rows (in (part, warp) order, as the combine merges chunks), then write out + lse directly, or
+  // the chunk's partial result.
   constexpr int kVec = T::kDimV / 4;
   for (int idx = threadIdx.x; idx < T::kBlockM * kVec; idx += T::kThreads) {
     const int row = idx / kVec, c = (idx % kVec) * 4;

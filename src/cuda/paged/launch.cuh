@@ -14,7 +14,8 @@ namespace ioattn::detail::paged {
 
 template <class T>
 void launch_decode_traits(const DecodeParams& p, void* stream, int device, int row_blocks) {
-  static_assert(T::kSmemBytes == DecodeShape{T::kStages, T::kGroups}.smem_bytes(T::kDimQK, T::kDimV, T::kBlockM),
+  static_assert(T::kSmemBytes ==
+                    DecodeShape{T::kStages, T::kKeyParts}.smem_bytes(T::kDimQK, T::kDimV, T::kBlockM, T::kGroups),
                 "decode.hpp's shape arithmetic (used by the planner) must match the kernel's");
   auto kernel = &paged_decode_kernel<T>;
   // All of L1 as shared memory: the occupancy the planner assumes (2 one-group CTAs per SM at dim 128) needs it,
@@ -35,21 +36,22 @@ void launch_decode(const DecodeParams& p, void* stream, int device, int narrow_g
   const bool any_wide = p.seqlen_q * p.group > kNarrowRows;
   const bool any_narrow = !any_wide || p.cu_seqlens_q != nullptr;
   if (any_narrow) {  // a sequence it serves has at most 16 rows: one row block
+    constexpr int kParts = kShape.narrow_parts;
     bool grouped = false;
-    if constexpr (kShape.narrow_groups > 1) {
-      if (narrow_groups == kShape.narrow_groups) {
-        launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages,
-                                          kShape.narrow_groups>>(p, stream, device, 1);
+    if constexpr (kParts > 1) {
+      if (narrow_groups == kParts) {
+        launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages, kParts, kParts>>(
+            p, stream, device, 1);
         grouped = true;
       }
     }
     if (!grouped) {
-      launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages, 1>>(p, stream, device,
-                                                                                                 1);
+      launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages, kParts, 1>>(
+          p, stream, device, 1);
     }
   }
   if (any_wide) {
-    launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 4, kBlockKeys, kShape.stages, 1>>(
+    launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 4, kBlockKeys, kShape.stages, 1, 1>>(
         p, stream, device, (p.seqlen_q * p.group + kWideRows - 1) / kWideRows);
   }
 }
