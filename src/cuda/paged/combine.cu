@@ -1,7 +1,8 @@
-// ioattn cuda paged: the combine of split-KV chunks. One warp per (query row, head) of a sequence with more than one
-// chunk: the chunks' partial results (each normalized by its own sum, lse without the sink) are merged through
-// core::SoftmaxState::add_partial in chunk order, the sink is added once, and out and lse are written. Every order
-// is fixed, so the result depends only on the chunks, never on timing (no atomics).
+// ioattn cuda paged: the combine of split-KV chunks. One CTA of four warps per (query row, head) of a sequence with
+// more than one chunk: the chunks' partial results (each normalized by its own sum, lse without the sink) are merged
+// as core::SoftmaxState::add_partial merges them in chunk order, the sink is added once, and out and lse are written.
+// Every order is fixed by the chunk count alone, so the result depends only on the chunks, never on timing or on the
+// batch (no atomics).
 #include <cstdint>
 
 #include <cuda_runtime.h>
@@ -14,17 +15,21 @@
 namespace ioattn::detail::paged {
 namespace {
 
+// Warps per (row, head): each sums a quarter of the chunks, so a row's partial results are read in one round trip
+// for up to 4 x kBatch chunks (one warp reading 16-32 chunks 8 at a time took 3-4 us at 1 x 32k, H200, by the
+// trace of trace.cuh, against about 1 us for the rest of the combine).
 constexpr int kCombineWarps = 4;
 constexpr int kMaxVecPerLane = 2;  // float4s per lane: dim_v up to 256
+constexpr int kBatch = 8;          // a warp's partial rows in flight at once
 
 template <class Element>
 __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const DecodeParams p, int dim_v) {
   using Mma = MmaOp<Element>;
-  const int lane = threadIdx.x % 32;
+  __shared__ float4 s_sums[kCombineWarps][kMaxVecPerLane][32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int b = blockIdx.y;
   IOATTN_PAGED_MARK(p.trace_combine, trace::kStart);
-  const int item = blockIdx.x * kCombineWarps + threadIdx.x / 32;
-  const int i = item / p.heads_q, h = item % p.heads_q;
+  const int i = blockIdx.x / p.heads_q, h = blockIdx.x % p.heads_q;
   const int q_offset = p.cu_seqlens_q ? p.cu_seqlens_q[b] : 0;
   const int q_len = p.cu_seqlens_q ? p.cu_seqlens_q[b + 1] - q_offset : p.seqlen_q;
   if (i >= q_len) return;
@@ -41,8 +46,8 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
   const std::int64_t split_stride = static_cast<std::int64_t>(p.rows) * p.heads_q;  // slots per chunk
   const std::int64_t slot0 = prow * p.heads_q + h;
 
-  // Pass 1, scalars only: fold the chunks' lse in chunk order (32 at a time, one per lane, read in parallel and
-  // handed round by shuffles), then the sink. That fixes the row's final max and sum.
+  // Pass 1, scalars only (every warp alike): fold the chunks' lse in chunk order (32 at a time, one per lane, read
+  // in parallel and handed round by shuffles), then the sink. That fixes the row's final max and sum.
   core::SoftmaxState<float> state;
   for (int s0 = 0; s0 < chunks; s0 += 32) {
     const float lse_lane = s0 + lane < chunks ? p.partial_lse[(s0 + lane) * split_stride + slot0] : -INFINITY;
@@ -55,40 +60,50 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
   if (p.sinks) state.add_sink(p.sinks[h]);
   const float offset = state.offset(), inv_sum = state.inv_sum();
 
-  // Pass 2: out = sum over chunks, in chunk order, of exp(lse_s - max) / sum * o_s (what the sequential merge
-  // computes, with every chunk's final weight known up front), so the chunks' rows are read kBatch at a time
-  // instead of one dependent load per chunk.
-  constexpr int kBatch = 8;
+  // Pass 2: out = sum over chunks of exp(lse_s - max) / sum * o_s (what the sequential merge computes, with every
+  // chunk's final weight known up front). Warp w sums chunks [chunks w / 4, chunks (w + 1) / 4) in chunk order,
+  // kBatch rows at a time; the four sums are then added in warp order.
+  const int own_begin = chunks * warp / kCombineWarps, own_end = chunks * (warp + 1) / kCombineWarps;
   float4 o[kMaxVecPerLane];
 #pragma unroll
   for (int v = 0; v < kMaxVecPerLane; ++v) o[v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  for (int s0 = 0; s0 < chunks; s0 += 32) {
-    const float lse_lane = s0 + lane < chunks ? p.partial_lse[(s0 + lane) * split_stride + slot0] : -INFINITY;
-    const float coef_lane = __expf(lse_lane - offset) * inv_sum;  // an empty chunk (lse -inf) weighs 0
-    const int n = min(32, chunks - s0);
-    for (int k0 = 0; k0 < n; k0 += kBatch) {
-      float4 part[kBatch][kMaxVecPerLane];
-      float coef[kBatch];
+  for (int k0 = own_begin; k0 < own_end; k0 += kBatch) {
+    const int n = min(kBatch, own_end - k0);
+    float4 part[kBatch][kMaxVecPerLane];
 #pragma unroll
-      for (int k = 0; k < kBatch; ++k) {
-        coef[k] = __shfl_sync(0xffffffffu, coef_lane, (k0 + k) % 32);
-        const float* row = p.partial_out + ((s0 + k0 + k) * split_stride + slot0) * dim_v;
+    for (int k = 0; k < kBatch; ++k) {
+      const float* row = p.partial_out + ((k0 + k) * split_stride + slot0) * dim_v;
 #pragma unroll
-        for (int v = 0; v < kMaxVecPerLane; ++v) {
-          const int c = (lane + 32 * v) * 4;
-          part[k][v] = k0 + k < n && c < dim_v ? *reinterpret_cast<const float4*>(row + c)
-                                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
+      for (int v = 0; v < kMaxVecPerLane; ++v) {
+        const int c = (lane + 32 * v) * 4;
+        part[k][v] = k < n && c < dim_v ? *reinterpret_cast<const float4*>(row + c)
+                                        : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       }
+    }
+    // The batch's weights, one chunk per lane (pass 1 read these lse; an empty chunk, lse -inf, weighs 0).
+    const float lse_lane = lane < n ? p.partial_lse[(k0 + lane) * split_stride + slot0] : -INFINITY;
+    const float coef_lane = __expf(lse_lane - offset) * inv_sum;
 #pragma unroll
-      for (int k = 0; k < kBatch; ++k) {
-        if (k0 + k >= n) break;
+    for (int k = 0; k < kBatch; ++k) {
+      const float coef = __shfl_sync(0xffffffffu, coef_lane, k);
+      if (k >= n) break;
 #pragma unroll
-        for (int v = 0; v < kMaxVecPerLane; ++v) {
-          o[v].x += coef[k] * part[k][v].x, o[v].y += coef[k] * part[k][v].y;
-          o[v].z += coef[k] * part[k][v].z, o[v].w += coef[k] * part[k][v].w;
-        }
+      for (int v = 0; v < kMaxVecPerLane; ++v) {
+        o[v].x += coef * part[k][v].x, o[v].y += coef * part[k][v].y;
+        o[v].z += coef * part[k][v].z, o[v].w += coef * part[k][v].w;
       }
+    }
+  }
+#pragma unroll
+  for (int v = 0; v < kMaxVecPerLane; ++v) s_sums[warp][v][lane] = o[v];
+  __syncthreads();
+  if (warp != 0) return;
+#pragma unroll
+  for (int w = 1; w < kCombineWarps; ++w) {
+#pragma unroll
+    for (int v = 0; v < kMaxVecPerLane; ++v) {
+      const float4 x = s_sums[w][v][lane];
+      o[v].x += x.x, o[v].y += x.y, o[v].z += x.z, o[v].w += x.w;
     }
   }
   Element* out = static_cast<Element*>(p.out) + b * p.o_batch_stride + (q_offset + i) * p.o_row_stride +
@@ -116,10 +131,9 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
 // leaves the critical path.
 template <class Element>
 void launch_combine(const DecodeParams& p, int dim_v, void* stream, bool programmatic) {
-  const std::int64_t items = static_cast<std::int64_t>(p.seqlen_q) * p.heads_q;
+  const std::int64_t items = static_cast<std::int64_t>(p.seqlen_q) * p.heads_q;  // (row, head) of a sequence
   cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>((items + kCombineWarps - 1) / kCombineWarps),
-                        static_cast<unsigned>(p.batch));
+  config.gridDim = dim3(static_cast<unsigned>(items), static_cast<unsigned>(p.batch));
   config.blockDim = dim3(kCombineWarps * 32);
   config.stream = static_cast<cudaStream_t>(stream);
   cudaLaunchAttribute attribute{};
