@@ -117,6 +117,13 @@ def copy_bandwidth():
     return 2 * (1 << 31) / (ms * 1e-3) / 1e12
 
 
+def harness_floor_us(warmup, repeat):
+    """What the timing itself costs: a one-element kernel timed exactly as the decodes are (flush, event, launch,
+    event). Every row's time includes about this much that no kernel can remove."""
+    x = torch.zeros(1, device="cuda")
+    return time_ms(lambda: x.add_(1.0), warmup, repeat) * 1e3
+
+
 def sdpa_fn(backend, q, k, v, gqa):
     """q [B, Hq, 1, D]; k, v [B, Hkv or Hq, L, D] views."""
     def run():
@@ -230,11 +237,12 @@ def fmt(x, spec):
     return "-" if x is None else format(x, spec)
 
 
-def print_table(rows, env, copy_tbs):
+def print_table(rows, env, copy_tbs, floor_us):
     print(f"\n{env['date']}  {env['gpu']}  driver {env['driver']}  torch {env['torch']}  CUDA {env['cuda']}  "
           f"cuDNN {env['cudnn']}")
     print(f"decode, GQA {HEADS_Q}/{HEADS_KV}, D {DIM}, bf16; copy bandwidth {copy_tbs:.2f} TB/s (read + write); "
-          f"TB/s = K+V bytes read / time; L2 flushed by a {FLUSH_MODE} before each call\n")
+          f"TB/s = K+V bytes read / time; L2 flushed by a {FLUSH_MODE} before each call; a one-element kernel timed "
+          f"the same way: {floor_us:.1f} us\n")
     print("| batch x ctx | page | split (tokens x max) | ioattn us | ioattn TB/s | % copy | cuDNN us | cuDNN TB/s "
           "| flash us | flash TB/s | SDPA K/V | max diff vs cuDNN / flash (cuDNN-flash) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -281,6 +289,7 @@ def main():
     args.variant = [(name, env, path and IoAttn(path)) for name, env, path in args.variant]
     env = environment()
     copy_tbs = copy_bandwidth()
+    floor_us = harness_floor_us(args.warmup, args.repeat)
     rows = []
     grid = GRID
     if args.rows:
@@ -290,10 +299,10 @@ def main():
         rows.append(row)
         print(json.dumps(row), flush=True)
         torch.cuda.empty_cache()
-    print_table(rows, env, copy_tbs)
+    print_table(rows, env, copy_tbs, floor_us)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"env": env, "copy_tbs": copy_tbs, "rows": rows}, f, indent=1)
+            json.dump({"env": env, "copy_tbs": copy_tbs, "harness_floor_us": floor_us, "rows": rows}, f, indent=1)
     # Outputs must agree with SDPA (bf16 outputs of unit-scale data: a few bf16 ulps) and be finite.
     bad = [r for r in rows if not r["finite"] or any(r.get(f"diff_{n}", 0) > 2e-2 for n in ("cudnn", "flash"))
            or any(not v["finite"] or v["diff_default"] > 2e-2 for v in r["variants"].values())]

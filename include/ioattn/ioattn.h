@@ -193,7 +193,7 @@ typedef struct ioattn_paged_plan_info {
   int64_t split_tokens;     /* keys per split-KV chunk */
   int64_t max_splits;       /* chunks of the longest possible sequence */
   size_t workspace_bytes;   /* pass at least this much as params->workspace to keep allocation out of the run */
-  int64_t planned[12];      /* the shapes planned for (checked by the run); not to be edited */
+  int64_t planned[12];      /* the shapes planned for (checked by the run) and the split mode; not to be edited */
 } ioattn_paged_plan_info;
 
 /* Plans a batch (reads shapes only). split_mode IOATTN_SPLIT_*; split_tokens: keys per chunk with

@@ -73,6 +73,7 @@ struct PagedPlan {
   std::int64_t split_tokens = 0;  // keys per chunk
   std::int64_t max_splits = 1;    // chunks of the longest possible sequence: ceil(capacity / split_tokens)
   std::size_t workspace_bytes = 0;  // pass at least this much as params.workspace to keep allocation out of the run
+  SplitKV::Mode split_mode = SplitKV::Mode::automatic;  // as asked: fixed and none give batch-invariant results
 
   // The shapes planned for.
   DType dtype = DType::f32;

@@ -140,7 +140,8 @@ void plan_to_c(const ioattn::PagedPlan& p, ioattn_paged_plan_info* c) {
   c->workspace_bytes = p.workspace_bytes;
   const std::int64_t fields[12] = {static_cast<std::int64_t>(p.dtype), static_cast<std::int64_t>(p.device),
                                    p.batch, p.rows_q, p.heads_q, p.heads_kv, p.dim_qk, p.dim_v, p.page_size,
-                                   p.max_pages_per_seq, p.packed_q ? 1 : 0, 0};
+                                   p.max_pages_per_seq, p.packed_q ? 1 : 0,
+                                   static_cast<std::int64_t>(p.split_mode)};
   for (int i = 0; i < 12; ++i) c->planned[i] = fields[i];
 }
 
@@ -152,7 +153,8 @@ ioattn::PagedPlan plan_from_c(const ioattn_paged_plan_info* c) {
   p.max_splits = c->max_splits;
   p.workspace_bytes = c->workspace_bytes;
   const std::int64_t* f = c->planned;
-  if (f[0] < 0 || f[0] > static_cast<std::int64_t>(ioattn::DType::bf16) || f[1] < 0 || f[1] > 1) {
+  if (f[0] < 0 || f[0] > static_cast<std::int64_t>(ioattn::DType::bf16) || f[1] < 0 || f[1] > 1 || f[11] < 0 ||
+      f[11] > static_cast<std::int64_t>(ioattn::SplitKV::Mode::fixed)) {
     bad_field("plan", "a plan from ioattn_paged_plan()", "an altered plan");
   }
   p.dtype = static_cast<ioattn::DType>(f[0]);
@@ -166,6 +168,7 @@ ioattn::PagedPlan plan_from_c(const ioattn_paged_plan_info* c) {
   p.page_size = f[8];
   p.max_pages_per_seq = f[9];
   p.packed_q = f[10] != 0;
+  p.split_mode = static_cast<ioattn::SplitKV::Mode>(f[11]);
   return p;
 }
 

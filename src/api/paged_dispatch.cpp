@@ -92,6 +92,7 @@ PagedPlan paged_attention_plan(const PagedForwardArgs& args, const AttentionPara
   plan.split_tokens = chosen.split_tokens;
   plan.max_splits = chosen.max_splits;
   plan.workspace_bytes = chosen.workspace_bytes;
+  plan.split_mode = split.mode;
   plan.dtype = problem.dtype;
   plan.device = problem.device;
   plan.batch = problem.batch;
@@ -112,6 +113,7 @@ void paged_attention_forward(const PagedForwardArgs& args, const PagedPlan& plan
   const detail::PagedBackend& backend = detail::select_paged(problem.device, plan.impl, &problem);
   problem.split_tokens = plan.split_tokens;
   problem.max_splits = plan.max_splits;
+  problem.batch_invariant = plan.split_mode != SplitKV::Mode::automatic;
   if (problem.rows() == 0) return;
   detail::check_workspace(problem.workspace, plan.workspace_bytes);
   detail::call_backend(backend.name, "paged forward", [&] { backend.forward(problem); });

@@ -122,23 +122,27 @@ DeviceInfo device_info(int device) {
 
 std::int64_t round_up(std::int64_t x, std::int64_t m) { return (x + m - 1) / m * m; }
 
-// Key groups of the 16-row decode (decode.hpp) for a grid of `grid_ctas` CTAs (batch x kv heads x chunks): as many
-// as it has key parts (one CTA per SM) when the grid fits in one wave of the SMs, else one (two CTAs per SM, whose
-// starts and ends overlap); one where a CTA cannot hold the grouped shared memory (sm80). Either gives the same bits,
-// so the choice may follow the grid. IOATTN_PAGED_KEY_GROUPS=1 or 2 forces it (tuning runs: the benchmark times
-// the variants in one process). Plan and run both call this; any chunking suits either kernel.
-int narrow_groups(const PagedProblem& p, std::int64_t grid_ctas) {
+// The 16-row decode kernel (decode.hpp) for a grid of `grid_ctas` CTAs (batch x kv heads x chunks):
+// - a grid that fits in one wave of the SMs: the key parts as key groups (one CTA per SM, 8 warps streaming);
+// - a larger grid: one group of 4 warps (two CTAs per SM, whose starts and ends overlap), with one part when the
+//   caller asked for an automatic split, whose bits already follow the batch; with the parts as two states per warp
+//   when the split is fixed or none, so a sequence's bits stay those of the one-wave kernel, whatever its batch.
+// Where a CTA cannot hold two groups' shared memory (sm80) the parts run in one group. IOATTN_PAGED_KEY_GROUPS=1 or 2
+// forces the parts' one- or two-group kernel (tuning runs: the benchmark times variants in one process). Plan and run
+// both call this; any chunking suits each kernel.
+paged::NarrowKernel narrow_kernel(const PagedProblem& p, std::int64_t grid_ctas) {
   const paged::DecodeShape shape = paged::decode_shape(static_cast<int>(p.dim_qk));
   const int parts = shape.narrow_parts;
-  if (parts == 1) return 1;
+  if (parts == 1) return {1, 1};
   const DeviceInfo info = device_info(p.device_index);
   const int smem = shape.smem_bytes(static_cast<int>(p.dim_qk), static_cast<int>(p.dim_v), paged::kNarrowRows, parts);
-  if (smem > info.smem_per_block) return 1;
+  const bool groups_fit = smem <= info.smem_per_block;
   if (const char* env = std::getenv("IOATTN_PAGED_KEY_GROUPS")) {
-    if (std::strcmp(env, "1") == 0) return 1;
-    if (std::strcmp(env, "2") == 0) return parts;
+    if (std::strcmp(env, "1") == 0) return {parts, 1};
+    if (std::strcmp(env, "2") == 0) return {parts, groups_fit ? parts : 1};
   }
-  return grid_ctas <= info.sms ? parts : 1;
+  if (groups_fit && grid_ctas <= info.sms) return {parts, parts};
+  return {p.batch_invariant ? parts : 1, 1};
 }
 
 // Flash-Decoding's rule: when (batch x kv heads x row blocks) CTAs leave the SMs idle, cut each sequence's keys
@@ -163,7 +167,7 @@ std::int64_t automatic_split_tokens(const PagedProblem& p, std::int64_t expected
   // split is one chunk).
   auto slots_for = [&](std::int64_t tokens) {
     const std::int64_t grid = ctas * (tokens >= expected ? 1 : (p.capacity() + tokens - 1) / tokens);
-    const int groups = block_m == paged::kNarrowRows ? narrow_groups(p, grid) : 1;
+    const int groups = block_m == paged::kNarrowRows ? narrow_kernel(p, grid).groups : 1;
     const int smem = shape.smem_bytes(static_cast<int>(p.dim_qk), static_cast<int>(p.dim_v), block_m, groups);
     const std::int64_t per_sm = std::clamp<std::int64_t>(info.smem_per_sm / (smem + 1024), 1, 16);
     return std::max<std::int64_t>(info.sms * per_sm, 1);
@@ -207,11 +211,11 @@ template <class Element>
 void run_decode(const paged::DecodeParams& dp, const PagedProblem& p) {
   using paged::launch_decode;
   const int device = p.device_index;
-  const int groups = narrow_groups(p, p.batch * p.heads_kv * p.max_splits);
-  if (p.dim_qk == 64) launch_decode<Element, 64, 64>(dp, p.stream, device, groups);
-  else if (p.dim_qk == 128) launch_decode<Element, 128, 128>(dp, p.stream, device, groups);
-  else if (p.dim_qk == 192) launch_decode<Element, 192, 128>(dp, p.stream, device, groups);
-  else if (p.dim_qk == 256) launch_decode<Element, 256, 256>(dp, p.stream, device, groups);
+  const paged::NarrowKernel narrow = narrow_kernel(p, p.batch * p.heads_kv * p.max_splits);
+  if (p.dim_qk == 64) launch_decode<Element, 64, 64>(dp, p.stream, device, narrow);
+  else if (p.dim_qk == 128) launch_decode<Element, 128, 128>(dp, p.stream, device, narrow);
+  else if (p.dim_qk == 192) launch_decode<Element, 192, 128>(dp, p.stream, device, narrow);
+  else if (p.dim_qk == 256) launch_decode<Element, 256, 256>(dp, p.stream, device, narrow);
   else throw Error(ErrorCode::unsupported, cuda_paged_unsupported(p));
   if (dp.max_splits > 1) {
     const bool programmatic = device_info(device).major >= 9;  // programmatic dependent launch: sm90 and later

@@ -46,10 +46,17 @@ constexpr DecodeShape decode_shape(int dim_qk) {
   return {dim_qk <= 64 ? 4 : (dim_qk <= 192 ? 3 : 2), dim_qk == 128 ? 2 : 1};
 }
 
-// Launches the decode kernel over grid (batch x heads_kv, max_splits, row blocks) on `stream`; the 16-row variant
-// with `narrow_groups` key groups (1, or decode_shape(kDimQK).narrow_parts).
+// Which 16-row kernel runs: `parts` 1 (one online softmax per warp), or decode_shape(kDimQK).narrow_parts served by
+// `groups` 1 or narrow_parts key groups (the same bits either way; not those of one part).
+struct NarrowKernel {
+  int parts = 1;
+  int groups = 1;
+};
+
+// Launches the decode kernel over grid (batch x heads_kv, max_splits, row blocks) on `stream`, with `narrow` as the
+// 16-row variant.
 template <class Element, int kDimQK, int kDimV>
-void launch_decode(const DecodeParams& p, void* stream, int device, int narrow_groups);
+void launch_decode(const DecodeParams& p, void* stream, int device, NarrowKernel narrow);
 
 // Launches the combine of split chunks (only sequences with more than one chunk are touched); `programmatic`
 // (sm90+): as a programmatic dependent launch of the decode kernel just launched on `stream`.

@@ -31,23 +31,26 @@ void launch_decode_traits(const DecodeParams& p, void* stream, int device, int r
 // The 16-row variant serves sequences with at most 16 packed rows, the 64-row one the others (each CTA checks);
 // dense q has one row count for all, so one launch suffices; packed q with long and short sequences takes both.
 template <class Element, int kDimQK, int kDimV>
-void launch_decode(const DecodeParams& p, void* stream, int device, int narrow_groups) {
+void launch_decode(const DecodeParams& p, void* stream, int device, NarrowKernel narrow) {
   constexpr DecodeShape kShape = decode_shape(kDimQK);
+  constexpr int kParts = kShape.narrow_parts;
   const bool any_wide = p.seqlen_q * p.group > kNarrowRows;
   const bool any_narrow = !any_wide || p.cu_seqlens_q != nullptr;
   if (any_narrow) {  // a sequence it serves has at most 16 rows: one row block
-    constexpr int kParts = kShape.narrow_parts;
-    bool grouped = false;
     if constexpr (kParts > 1) {
-      if (narrow_groups == kParts) {
+      if (narrow.parts == kParts && narrow.groups == kParts) {
         launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages, kParts, kParts>>(
             p, stream, device, 1);
-        grouped = true;
+      } else if (narrow.parts == kParts) {
+        launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages, kParts, 1>>(
+            p, stream, device, 1);
+      } else {
+        launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages, 1, 1>>(p, stream,
+                                                                                                     device, 1);
       }
-    }
-    if (!grouped) {
-      launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages, kParts, 1>>(
-          p, stream, device, 1);
+    } else {
+      launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages, 1, 1>>(p, stream,
+                                                                                                   device, 1);
     }
   }
   if (any_wide) {
@@ -59,4 +62,4 @@ void launch_decode(const DecodeParams& p, void* stream, int device, int narrow_g
 }  // namespace ioattn::detail::paged
 
 #define IOATTN_PAGED_INSTANTIATE(ELEMENT, DQK, DV) \
-  template void launch_decode<ELEMENT, DQK, DV>(const DecodeParams&, void*, int, int);
+  template void launch_decode<ELEMENT, DQK, DV>(const DecodeParams&, void*, int, NarrowKernel);
