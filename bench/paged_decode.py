@@ -14,7 +14,9 @@ counts what it read, its time is what to compare).
 
 Timing: each call is timed alone with CUDA events, after a read of a 256 MB buffer that evicts the 50 MB L2 and
 keeps the GPU busy while Python issues the call (so host launch overhead is not timed); median over --repeat calls
-after --warmup. The flush reads rather than writes: a memset leaves the L2 full of dirty lines whose write-back
+after --warmup, the implementations of a row (ioattn, its variants, cuDNN, flash) taking turns in five rounds. The
+table's header gives the harness floor: a one-element kernel timed the same way (launch and event cost that no
+kernel can avoid). The flush reads rather than writes: a memset leaves the L2 full of dirty lines whose write-back
 then lands inside the timed kernel (about 50 MB, some 12 us at 4.2 TB/s, a large share of a 40 us decode).
 --flush memset times the other way. The working sets (>= 134 MB) are far above L2 too. Outputs are checked:
 max |ioattn - SDPA| per backend, and the cuDNN-vs-flash difference as the yardstick of what two correct kernels
@@ -95,17 +97,30 @@ def flush_l2():
 
 def time_ms(fn, warmup, repeat):
     """Median of `repeat` CUDA-event timings of fn alone, each after an L2 flush (see the docstring)."""
-    for _ in range(warmup):
-        fn()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeat)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeat)]
-    for s, e in zip(starts, ends):
-        flush_l2()
-        s.record()
-        fn()
-        e.record()
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+    return time_interleaved({"fn": fn}, warmup, repeat, rounds=1)["fn"]
+
+
+def time_interleaved(fns, warmup, repeat, rounds=5):
+    """{name: median ms} of each fn timed alone after an L2 flush, `repeat` times; the fns take turns in `rounds`
+    rounds, so a drift of clocks over a row touches every column alike (timed one after another, the same kernel
+    measured 39.7 and 42.4 us in two columns of one run, H200 2026-11-21)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    per_round = max(1, repeat // rounds)
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                      for _ in range(per_round)]
+            for start, end in events:
+                flush_l2()
+                start.record()
+                fn()
+                end.record()
+            torch.cuda.synchronize()
+            times[name] += [start.elapsed_time(end) for start, end in events]
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def copy_bandwidth():
@@ -133,8 +148,9 @@ def sdpa_fn(backend, q, k, v, gqa):
     return run
 
 
-def run_sdpa(backend, q, k, v, warmup, repeat):
-    """(ms, out, mode, bytes of K+V it read) with enable_gqa, else with K/V expanded to all query heads."""
+def prepare_sdpa(backend, q, k, v):
+    """(fn, out, mode, bytes of K+V it reads) with enable_gqa, else with K/V expanded to all query heads; fn None
+    where the backend refuses both."""
     for gqa in (True, False):
         try:
             if gqa:
@@ -144,8 +160,7 @@ def run_sdpa(backend, q, k, v, warmup, repeat):
                 vv = v.repeat_interleave(HEADS_Q // HEADS_KV, dim=1)
             fn = sdpa_fn(backend, q, kk, vv, gqa)
             out = fn()
-            ms = time_ms(fn, warmup, repeat)
-            return ms, out, "gqa" if gqa else "expand", (kk.numel() + vv.numel()) * kk.element_size()
+            return fn, out, "gqa" if gqa else "expand", (kk.numel() + vv.numel()) * kk.element_size()
         except RuntimeError as err:  # backend refuses this form: try the other, or report none
             last = str(err).splitlines()[0][:100]
     return None, None, f"n/a ({last})", 0
@@ -175,36 +190,49 @@ def run_point(lib, batch, ctx, page, split, args):
     fn()
     torch.cuda.synchronize()
     ours = out.clone()
-    ms = time_ms(fn, args.warmup, args.repeat)
     row = {"batch": batch, "ctx": ctx, "page": page, "split": split, "split_tokens": plan.split_tokens,
-           "max_splits": plan.max_splits, "kv_bytes": kv_bytes, "ioattn_ms": ms,
-           "ioattn_tbs": kv_bytes / (ms * 1e-3) / 1e12, "finite": bool(torch.isfinite(ours).all().item()),
+           "max_splits": plan.max_splits, "kv_bytes": kv_bytes, "finite": bool(torch.isfinite(ours).all().item()),
            "variants": {}}
+    timed = {"ioattn": fn}
     for name, env, vlib in args.variant:
         with environment_set(env):
             out.fill_(float("nan"))
             vfn, vplan = (vlib or lib).decode_fn(q, k_cache, v_cache, table, lens, out, lse, split)
             vfn()
             torch.cuda.synchronize()
-            vms = time_ms(vfn, args.warmup, args.repeat)
-        row["variants"][name] = {"ms": vms, "tbs": kv_bytes / (vms * 1e-3) / 1e12, "split_tokens": vplan.split_tokens,
-                                 "max_splits": vplan.max_splits, "finite": bool(torch.isfinite(out).all().item()),
+        row["variants"][name] = {"split_tokens": vplan.split_tokens, "max_splits": vplan.max_splits,
+                                 "finite": bool(torch.isfinite(out).all().item()),
                                  "diff_default": (out.float() - ours.float()).abs().max().item()}
-    del k_cache, v_cache
+        timed[name] = lambda vfn=vfn, env=env: run_with_environment(vfn, env)
     # SDPA on the contiguous K/V: [B, L, Hkv, D] viewed as [B, Hkv, L, D].
     qs, ks, vs = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    outs = {}
+    outs, sdpa_bytes = {}, {}
     for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
-        sms, sout, mode, sbytes = run_sdpa(backend, qs, ks, vs, args.warmup, args.repeat)
+        sfn, sout, mode, sdpa_bytes[name] = prepare_sdpa(backend, qs, ks, vs)
         row[f"{name}_mode"] = mode
-        row[f"{name}_ms"] = sms
-        row[f"{name}_tbs"] = sbytes / (sms * 1e-3) / 1e12 if sms else None
-        if sout is not None:
+        row[f"{name}_ms"] = row[f"{name}_tbs"] = None
+        if sfn is not None:
+            timed[name] = sfn
             outs[name] = sout.transpose(1, 2)
             row[f"diff_{name}"] = (ours.float() - outs[name].float()).abs().max().item()
+    ms = time_interleaved(timed, args.warmup, args.repeat)
+    row["ioattn_ms"] = ms["ioattn"]
+    row["ioattn_tbs"] = kv_bytes / (ms["ioattn"] * 1e-3) / 1e12
+    for name in row["variants"]:
+        row["variants"][name]["ms"] = ms[name]
+        row["variants"][name]["tbs"] = kv_bytes / (ms[name] * 1e-3) / 1e12
+    for name in ("cudnn", "flash"):
+        if name in ms:
+            row[f"{name}_ms"] = ms[name]
+            row[f"{name}_tbs"] = sdpa_bytes[name] / (ms[name] * 1e-3) / 1e12
     if len(outs) == 2:
         row["diff_cudnn_flash"] = (outs["cudnn"].float() - outs["flash"].float()).abs().max().item()
     return row
+
+
+def run_with_environment(fn, env):
+    with environment_set(env):
+        fn()
 
 
 class environment_set:
