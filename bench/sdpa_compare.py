@@ -60,6 +60,8 @@ class IoAttn:
         return lambda: self.check(bwd(a, p), "backward")
 
 
+VARIANT_ENV = "IOATTN_FWD_VARIANT"  # what --variants sets (--variant-env)
+
 def sdpa(backend, q, k, v, causal):
     """q, k, v: [B, S, H, D]; SDPA wants [B, H, S, D] (a transposed view, no copy)."""
     with sdpa_kernel(backend):
@@ -100,7 +102,7 @@ def run_point(lib, dim, seqlen, causal, args):
         row[f"fwd_{name}_tflops"] = flops_fwd / ms / 1e9
 
     for var in args.variants:
-        os.environ["IOATTN_FWD_VARIANT"] = str(var)
+        os.environ[VARIANT_ENV] = str(var)
         out.fill_(float("nan"))
         fwd()
         torch.cuda.synchronize()
@@ -118,13 +120,13 @@ def run_point(lib, dim, seqlen, causal, args):
                     samples[name].append(time_ms(lambda: sdpa(SDPBackend.FLASH_ATTENTION, q, k, v, causal), 2,
                                                  args.repeat))
                 else:
-                    os.environ["IOATTN_FWD_VARIANT"] = str(name)
+                    os.environ[VARIANT_ENV] = str(name)
                     samples[name].append(time_ms(fwd, 2, args.repeat))
         row["fwd_rounds_flash_tflops"] = flops_fwd / statistics.median(samples["flash"]) / 1e9
         for var in args.variants:
             row[f"fwd_v{var}_tflops"] = flops_fwd / statistics.median(samples[var]) / 1e9
             row[f"fwd_v{var}_spread"] = (max(samples[var]) - min(samples[var])) / statistics.median(samples[var])
-    os.environ.pop("IOATTN_FWD_VARIANT", None)
+    os.environ.pop(VARIANT_ENV, None)
 
     if args.backward:
         flops_bwd = 2.5 * flops_fwd
@@ -176,7 +178,7 @@ def print_table(rows, env):
 
 
 def print_variant_table(rows, variants):
-    print("\nforward variants (IOATTN_FWD_VARIANT), timed in rounds with flash: TFLOP/s and x flash;"
+    print(f"\nforward variants ({VARIANT_ENV}), timed in rounds with flash: TFLOP/s and x flash;"
           " * = output off from flash")
     print("| D | seqlen | causal | flash | " + " | ".join(f"v{v}" for v in variants) + " |")
     print("|" + "---|" * (4 + len(variants)))
@@ -198,9 +200,13 @@ def main():
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5, help="rounds of the interleaved variant timings")
     ap.add_argument("--variants", default="", help="comma-separated IOATTN_FWD_VARIANT values to time as well")
+    ap.add_argument("--variant-env", default="IOATTN_FWD_VARIANT",
+                    help="the variable --variants sets (IOATTN_SM90_FWD_VARIANT for the cuda_sm90 forward)")
     ap.add_argument("--impl", default="cuda", help="ioattn backend (e.g. cuda_sm90, auto) for forward and backward")
     ap.add_argument("--bwd-impl", help="ioattn backend for the backward when it differs from --impl")
     args = ap.parse_args()
+    global VARIANT_ENV
+    VARIANT_ENV = args.variant_env
     args.variants = [int(v) for v in args.variants.split(",") if v != ""]
 
     lib = IoAttn(args.lib, args.impl, args.bwd_impl or args.impl)

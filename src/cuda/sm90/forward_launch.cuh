@@ -142,12 +142,10 @@ void launch_forward_kernel(const Problem& p) {
 // ping-pong; 3, as 0 on a persistent grid; 4, as 0 on a persistent grid in heavy-first order. Unset (-1):
 // choose_order below. With softcap or ALiBi only 0, 3 and 4 exist (1 and 2 run as 0): each schedule kept for
 // comparison would add to the score-mod kernels' build time.
+// Read at every launch (a getenv, far below a launch's cost) so that a benchmark can time variants in one process.
 inline int variant_from_env() {
-  static const int variant = [] {
-    const char* env = std::getenv("IOATTN_SM90_FWD_VARIANT");
-    return env && *env ? std::atoi(env) : -1;
-  }();
-  return variant;
+  const char* env = std::getenv("IOATTN_SM90_FWD_VARIANT");
+  return env && *env ? std::atoi(env) : -1;
 }
 
 // The persistent grid hands tiles to CTAs statically. In plain stride order it is a win where every tile carries
