@@ -56,7 +56,7 @@ struct SplitKV {
   enum class Mode : std::uint8_t {
     automatic,  // chunks sized so the batch fills the device; the rounding of a sequence's result then depends on
                 // the batch it is in (a few ulps)
-    none,       // one chunk per sequence
+    none,       // one chunk per sequence: as with fixed, a sequence's result is bitwise independent of its batch
     fixed,      // chunks of exactly `tokens` keys: a sequence's result is bitwise independent of the batch it is in
   };
   Mode mode = Mode::automatic;

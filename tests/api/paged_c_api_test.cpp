@@ -100,6 +100,21 @@ TEST(PagedCApi, MatchesTheDenseCallOnTheSameKeys) {
   EXPECT_EQ(batch.lse, lse);
 }
 
+// The plan carries the split mode it was made with (a backend may pick its kernels by it: fixed and none splits
+// promise batch-invariant bits).
+TEST(PagedCApi, PlanCarriesTheSplitMode) {
+  PagedBatch batch;
+  batch.write_cache();
+  ioattn_paged_forward_args args = batch.args();
+  ioattn_paged_plan_info plan;
+  for (int32_t mode : {IOATTN_SPLIT_AUTO, IOATTN_SPLIT_NONE, IOATTN_SPLIT_FIXED}) {
+    ASSERT_EQ(ioattn_paged_plan(&args, nullptr, mode, mode == IOATTN_SPLIT_FIXED ? 64 : 0, 0, &plan), IOATTN_OK)
+        << ioattn_last_error();
+    EXPECT_EQ(plan.planned[11], mode) << "split mode " << mode;
+    EXPECT_EQ(ioattn_paged_forward(&args, &plan, nullptr), IOATTN_OK) << ioattn_last_error();
+  }
+}
+
 TEST(PagedCApi, FailuresNameTheArgumentAndWriteNothing) {
   PagedBatch batch;
   batch.write_cache();
@@ -124,6 +139,12 @@ TEST(PagedCApi, FailuresNameTheArgumentAndWriteNothing) {
   EXPECT_EQ(std::string(ioattn_last_error()).rfind("q: expected", 0), 0u) << ioattn_last_error();
 
   args = batch.args();
+  ioattn_paged_plan_info altered = plan;
+  altered.planned[11] = 9;  // no such split mode
+  EXPECT_EQ(ioattn_paged_forward(&args, &altered, nullptr), IOATTN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(ioattn_last_error()).rfind("plan: expected a plan from ioattn_paged_plan()", 0), 0u)
+      << ioattn_last_error();
+
   plan.planned[2] = 3;  // a plan for another batch size
   EXPECT_EQ(ioattn_paged_forward(&args, &plan, nullptr), IOATTN_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(std::string(ioattn_last_error()).rfind("plan: made for batch 3", 0), 0u) << ioattn_last_error();
