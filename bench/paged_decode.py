@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """Paged decoding: ioattn's cuda paged backend against PyTorch SDPA (cuDNN and flash) in one run on one GPU.
 
-Decode (one new token per sequence), GQA 32/8 heads, head dim 128, bf16. Decode is memory-bound, so the figure of
-merit is the K+V read bandwidth: bytes of K and V the kernel must read (batch x context x kv heads x 128 x 2 bytes,
-twice) over its time, against the device's copy bandwidth measured in the same run (a large device-to-device copy:
-bytes read + written over time). ioattn reads a paged cache (pages shuffled in the pool, so a sequence's pages are
-not contiguous) through its C ABI (include/ioattn/ioattn.h) with ctypes on PyTorch's current stream, with a
-caller-owned workspace (plan once, run many: no allocation in the timed call). SDPA reads the same K and V laid out
-contiguously ([batch, context, kv heads, 128], viewed as [batch, kv heads, context, 128]); its GQA mode is printed
-per row: "gqa" (enable_gqa=True: each K/V byte read once per group, the same bytes as ioattn) or "expand" (K/V
-materialized to 32 heads before the call, outside the timing: SDPA then reads 4x the bytes, and its TB/s column
-counts what it read, its time is what to compare).
+Decode (one new token per sequence), GQA 32/8 heads, head dim 128 (--dim 64 or 256 too), bf16. Decode is memory-
+bound, so the figure of merit is the K+V read bandwidth: bytes of K and V the kernel must read (batch x context x kv
+heads x head dim x 2 bytes, twice) over its time, against the device's copy bandwidth measured in the same run (a
+large device-to-device copy: bytes read + written over time). ioattn reads a paged cache (pages shuffled in the pool,
+so a sequence's pages are not contiguous) through its C ABI (include/ioattn/ioattn.h) with ctypes on PyTorch's
+current stream, with a caller-owned workspace (plan once, run many: no allocation in the timed call). SDPA reads the
+same K and V laid out contiguously ([batch, context, kv heads, 128], viewed as [batch, kv heads, context, 128]); its
+GQA mode is printed per row: "gqa" (enable_gqa=True: each K/V byte read once per group, the same bytes as ioattn) or
+"expand" (K/V materialized to 32 heads before the call, outside the timing: SDPA then reads 4x the bytes, and its
+TB/s column counts what it read, its time is what to compare).
 
 Timing: each call is timed alone with CUDA events, after a read of a 256 MB buffer that evicts the 50 MB L2 and
 keeps the GPU busy while Python issues the call (so host launch overhead is not timed); median over --repeat calls
@@ -43,7 +43,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ioattn_abi import (SPLIT_AUTO, SPLIT_FIXED, SPLIT_NONE, PagedForwardArgs, PagedKV, PagedPlanInfo, check,
                         environment, load, params, view)
 
-HEADS_Q, HEADS_KV, DIM = 32, 8, 128
+HEADS_Q, HEADS_KV = 32, 8
+DIM = 128  # --dim
 
 # (batch, context, page size, split): the issue's grid, one row with large pages, one with a fixed split.
 GRID = [(1, 32768, 16, "auto"), (16, 2048, 16, "auto"), (16, 4096, 16, "auto"), (16, 8192, 16, "auto"),
@@ -304,12 +305,14 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=50)
     ap.add_argument("--flush", choices=("read", "memset"), default="read", help="how L2 is flushed before each call")
+    ap.add_argument("--dim", type=int, default=128, help="head dim (64, 128, 256; the issue's goals are at 128)")
     ap.add_argument("--rows", help="comma-separated batch:ctx:page:split (e.g. 16:8192:16:auto) instead of the grid")
     ap.add_argument("--variant", action="append", default=[], type=parse_variant,
                     help="NAME:VAR=VALUE[,VAR=VALUE]: also time ioattn with these environment variables")
     args = ap.parse_args()
-    global FLUSH_MODE
+    global FLUSH_MODE, DIM
     FLUSH_MODE = args.flush
+    DIM = args.dim
     if not torch.cuda.is_available():
         print("no CUDA device visible to torch: skipped")
         return 0
