@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Paged decoding: ioattn's cuda paged backend against PyTorch SDPA (cuDNN and flash) in one run on one GPU.
 
-Decode (one new token per sequence), GQA 32/8 heads, head dim 128 (--dim 64 or 256 too), bf16. Decode is memory-
-bound, so the figure of merit is the K+V read bandwidth: bytes of K and V the kernel must read (batch x context x kv
+Decode (one new token per sequence), GQA 32/8 heads, head dim 128 (--dim 64 or 256 too), bf16. Decode is bound by
+memory, so the figure of merit is the K+V read bandwidth: bytes of K and V the kernel must read (batch x context x kv
 heads x head dim x 2 bytes, twice) over its time, against the device's copy bandwidth measured in the same run (a
 large device-to-device copy: bytes read + written over time). ioattn reads a paged cache (pages shuffled in the pool,
 so a sequence's pages are not contiguous) through its C ABI (include/ioattn/ioattn.h) with ctypes on PyTorch's
