@@ -49,8 +49,12 @@ struct DecodeTraits {
   static constexpr int kWarpKeys = kBlockN / kWarpsN;
   static_assert(kWarpKeys % 16 == 0, "a warp's keys feed P.V in k-steps of 16");
   static_assert(kStages >= 2);
-  static_assert(kGroupThreads == 128 && kBlockN % 8 == 0, "loads: 16 lanes per key row, 8 rows per pass");
   static constexpr int kChunksQK = kDimQK / 8, kChunksV = kDimV / 8;  // 16-byte chunks per row
+  // Loads: kLoadLanes lanes per key row (16, or 8 where rows have 8 chunks: D 64, whose rows would leave half of 16
+  // lanes idle), kLoadRows rows per pass of the group's 128 threads.
+  static constexpr int kLoadLanes = kChunksQK <= 8 && kChunksV <= 8 ? 8 : 16;
+  static constexpr int kLoadRows = kGroupThreads / kLoadLanes;
+  static_assert(kGroupThreads == 128 && kBlockN % kLoadRows == 0, "loads: whole passes of kLoadRows rows");
   static constexpr int kStageElems = kBlockN * (kDimQK + kDimV);
   static constexpr int kQBytes = kBlockM * kDimQK * 2;          // one query tile per group
   static constexpr int kPipeBytes = kStages * kStageElems * 2;  // one ring per group
@@ -107,9 +111,10 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
   // The combine kernel may be scheduled now (it waits for this grid's completion before reading anything).
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
-  // Loads: 16 lanes per key row, rows tid / 16 + 8 i of a key tile (see load_tile below).
-  constexpr int kRowsPerThread = T::kBlockN / 8;
-  const int load_row0 = tid / 16, load_lane = tid % 16;
+  // Loads: T::kLoadLanes lanes per key row, rows tid / kLoadLanes + kLoadRows i of a key tile (see load_tile below).
+  constexpr int kLanes = T::kLoadLanes, kPassRows = T::kLoadRows;
+  constexpr int kRowsPerThread = T::kBlockN / kPassRows;
+  const int load_row0 = tid / kLanes, load_lane = tid % kLanes;
   const std::int32_t* table = p.block_table + b * p.block_table_stride;
   // The pages of the group's first tile are read before the sequence's length is known, saving one round trip in
   // front of the first loads (entries past the sequence's pages are read, inside the table, but never used).
@@ -117,7 +122,7 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
   int first_tile_page[kRowsPerThread];
 #pragma unroll
   for (int i = 0; i < kRowsPerThread; ++i) {
-    const int page_index = p.page_div.quotient(first_tile * T::kBlockN + load_row0 + 8 * i);
+    const int page_index = p.page_div.quotient(first_tile * T::kBlockN + load_row0 + kPassRows * i);
     first_tile_page[i] = page_index < p.max_pages_per_seq ? __ldg(table + page_index) : 0;
   }
 
@@ -171,13 +176,13 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
 
   const Element* k_cache = static_cast<const Element*>(p.k_cache);
   const Element* v_cache = static_cast<const Element*>(p.v_cache);
-  // Loads: 16 lanes per key row, rows tid / 16 + 8 i of the tile; lane c16 moves chunks c16, c16 + 16, ... of the
-  // row's K and V. The page of each row is looked up one iteration before its loads are issued, so the issue never
-  // waits on the block table (a table load in front of each cp.async would put its latency into every iteration).
-  // Everything per thread that does not change with the row is hoisted: rows r = row0 + 8 i share r % 8, so the
-  // swizzled shared-memory offset is one per thread plus compile-time steps, and the cache pointers carry the kv
-  // head and the lane's chunk; per row remain one table load, a division by the page size (multiply-shift) and two
-  // 64-bit multiply-adds.
+  // Loads: kLanes lanes per key row, rows tid / kLanes + kPassRows i of the tile; lane c moves chunks c, c + kLanes,
+  // ... of the row's K and V. The page of each row is looked up one iteration before its loads are issued, so the
+  // issue never waits on the block table (a table load in front of each cp.async would put its latency into every
+  // iteration). Everything per thread that does not change with the row is hoisted: rows r = row0 + kPassRows i
+  // (kPassRows 8 or 16) share r % 8, so the swizzled shared-memory offset is one per thread plus compile-time steps,
+  // and the cache pointers carry the kv head and the lane's chunk; per row remain one table load, a division by the
+  // page size (multiply-shift) and two 64-bit multiply-adds.
   const Element* k_lane = k_cache + hk * p.k_head_stride + load_lane * 8;
   const Element* v_lane = v_cache + hk * p.v_head_stride + load_lane * 8;
   const int s_k_lane = SwzQK::offset(load_row0, load_lane), s_v_lane = SwzV::offset(load_row0, load_lane);
@@ -185,7 +190,7 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
   auto look_up_pages = [&](int n, bool may_be_first) {
 #pragma unroll
     for (int i = 0; i < kRowsPerThread; ++i) {
-      const int j = n * T::kBlockN + load_row0 + 8 * i;
+      const int j = n * T::kBlockN + load_row0 + kPassRows * i;
       const int page_index = p.page_div.quotient(j);
       row_in_page[i] = j - page_index * p.page_size;
       // Entries past a sequence's last page may hold anything: never read them.
@@ -206,15 +211,17 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
       const Element* k_row = k_lane + page * p.k_page_stride + row_in_page[i] * p.k_row_stride;
       const Element* v_row = v_lane + page * p.v_page_stride + row_in_page[i] * p.v_row_stride;
 #pragma unroll
-      for (int k = 0; k < (T::kChunksQK + 15) / 16; ++k) {
-        if (T::kChunksQK % 16 == 0 || load_lane + 16 * k < T::kChunksQK) {
-          cp_async_16(s_k + 2 * (s_k_lane + 8 * i * T::kDimQK + 128 * k), k_row + 128 * k, bytes);
+      for (int k = 0; k < (T::kChunksQK + kLanes - 1) / kLanes; ++k) {
+        if (T::kChunksQK % kLanes == 0 || load_lane + kLanes * k < T::kChunksQK) {
+          cp_async_16(s_k + 2 * (s_k_lane + kPassRows * i * T::kDimQK + 8 * kLanes * k), k_row + 8 * kLanes * k,
+                      bytes);
         }
       }
 #pragma unroll
-      for (int k = 0; k < (T::kChunksV + 15) / 16; ++k) {
-        if (T::kChunksV % 16 == 0 || load_lane + 16 * k < T::kChunksV) {
-          cp_async_16(s_v + 2 * (s_v_lane + 8 * i * T::kDimV + 128 * k), v_row + 128 * k, bytes);
+      for (int k = 0; k < (T::kChunksV + kLanes - 1) / kLanes; ++k) {
+        if (T::kChunksV % kLanes == 0 || load_lane + kLanes * k < T::kChunksV) {
+          cp_async_16(s_v + 2 * (s_v_lane + kPassRows * i * T::kDimV + 8 * kLanes * k), v_row + 8 * kLanes * k,
+                      bytes);
         }
       }
     }
