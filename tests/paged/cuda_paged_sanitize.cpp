@@ -2,11 +2,13 @@
 // paged step): shuffled pages of 16 with ragged lengths (tiles spanning pages, a partial last tile, an empty
 // sequence), GQA 8/2, sinks, dense q_len 1 and packed q with 1, 5 and 33 new tokens (both row-block variants), fixed
 // chunks of 64 keys (many chunks, the combine) and no split, with and without a caller workspace; then a cache write
-// and a page copy. Exits 0 when every call returns and every output is finite; 77 when no GPU is usable.
+// and a page copy, at head dim 128 or the one given. Exits 0 when every call returns and every output is finite; 77
+// when no GPU is usable.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -54,9 +56,9 @@ bool all_finite_bf16(const Buffer& b, std::size_t n) {
   return std::all_of(host.begin(), host.end(), [](std::uint16_t x) { return std::isfinite(core::bf16_to_float(x)); });
 }
 
-int run() {
+int run(std::int64_t d) {
   std::mt19937 rng(11);
-  const std::int64_t hq = 8, hkv = 2, d = 128, ps = 16;
+  const std::int64_t hq = 8, hkv = 2, ps = 16;
   const std::vector<std::int32_t> lens = {300, 0, 1000, 33};
   const auto batch = static_cast<std::int64_t>(lens.size());
   const std::int64_t max_pages = 64, num_pages = batch * max_pages;
@@ -141,14 +143,16 @@ int run() {
 
 }  // namespace
 
-int main() {
+// Optional argument: the head dim (default 128; 64 and 256 run the other load and ring shapes).
+int main(int argc, char** argv) {
+  const std::int64_t dim = argc > 1 ? std::atoll(argv[1]) : 128;
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
     std::printf("no usable GPU: skipped\n");
     return 77;
   }
   try {
-    return run();
+    return run(dim);
   } catch (const ioattn::Error& e) {
     std::fprintf(stderr, "ioattn error: %s\n", e.what());
     return 1;
