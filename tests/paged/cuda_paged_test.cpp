@@ -196,8 +196,6 @@ TEST(CudaPagedSplit, KeyGroupsGiveTheSameBits) {
        .k_lens = {5000, 1, 64, 700, 2049}, .sinks = true},
       {.name = "groups_packed_window_alibi", .q_lens = {2, 4, 1}, .k_lens = {1500, 130, 999}, .packed = true,
        .mask = Mask::window(200, 0), .alibi = Alibi::per_head},
-      {.name = "groups_decode_d64", .dim_qk = 64, .dim_v = 64, .heads_q = 16, .heads_kv = 4, .q_lens = repeat(1, 4),
-       .k_lens = {3000, 65, 1, 1200}, .sinks = true},
   };
   for (const PagedCase& c : cases) {
     PagedData data(c);
