@@ -11,31 +11,12 @@ Usage: python3 bench/ab_forward.py --lib-a base/libioattn.so --lib-b build/libio
 """
 import argparse
 import ctypes
-import statistics
 import sys
 
 import torch
 
+from cuda_timing import time_interleaved
 from ioattn_abi import ForwardArgs, Tensor, check, environment, load, params, view
-
-
-def timed_rounds(fns, warmup, repeat, rounds):
-    """{name: median ms}; the fns take turns in `rounds` rounds of repeat / rounds calls each."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                      for _ in range(max(1, repeat // rounds))]
-            for start, end in events:
-                start.record()
-                fn()
-                end.record()
-            torch.cuda.synchronize()
-            times[name] += [start.elapsed_time(end) for start, end in events]
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main():
@@ -81,7 +62,7 @@ def main():
                     outs[name] = out
                 torch.cuda.synchronize()
                 diff = (outs["A"].float() - outs["B"].float()).abs().max().item()
-                ms = timed_rounds(fns, args.warmup, args.repeat, args.rounds)
+                ms = time_interleaved(fns, args.warmup, args.repeat, args.rounds)
                 flops = 4.0 * batch * heads * seqlen * seqlen * dim * (0.5 if causal else 1.0)
                 ta, tb = flops / ms["A"] / 1e9, flops / ms["B"] / 1e9
                 print(f"| {dim} | {seqlen} | {'yes' if causal else 'no'} | {ta:.0f} | {tb:.0f} | {tb / ta:.3f} "

@@ -33,13 +33,13 @@ import argparse
 import ctypes
 import json
 import os
-import statistics
 import sys
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from cuda_timing import time_interleaved
 from ioattn_abi import (SPLIT_AUTO, SPLIT_FIXED, SPLIT_NONE, PagedForwardArgs, PagedKV, PagedPlanInfo, check,
                         environment, load, params, view)
 
@@ -98,30 +98,7 @@ def flush_l2():
 
 def time_ms(fn, warmup, repeat):
     """Median of `repeat` CUDA-event timings of fn alone, each after an L2 flush (see the docstring)."""
-    return time_interleaved({"fn": fn}, warmup, repeat, rounds=1)["fn"]
-
-
-def time_interleaved(fns, warmup, repeat, rounds=5):
-    """{name: median ms} of each fn timed alone after an L2 flush, `repeat` times; the fns take turns in `rounds`
-    rounds, so a drift of clocks over a row touches every column alike (timed one after another, the same kernel
-    measured 39.7 and 42.4 us in two columns of one run, H200 2026-11-21)."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in fns}
-    per_round = max(1, repeat // rounds)
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                      for _ in range(per_round)]
-            for start, end in events:
-                flush_l2()
-                start.record()
-                fn()
-                end.record()
-            torch.cuda.synchronize()
-            times[name] += [start.elapsed_time(end) for start, end in events]
-    return {name: statistics.median(t) for name, t in times.items()}
+    return time_interleaved({"fn": fn}, warmup, repeat, rounds=1, before_each=flush_l2)["fn"]
 
 
 def copy_bandwidth():
@@ -216,7 +193,7 @@ def run_point(lib, batch, ctx, page, split, args):
             timed[name] = sfn
             outs[name] = sout.transpose(1, 2)
             row[f"diff_{name}"] = (ours.float() - outs[name].float()).abs().max().item()
-    ms = time_interleaved(timed, args.warmup, args.repeat)
+    ms = time_interleaved(timed, args.warmup, args.repeat, before_each=flush_l2)
     row["ioattn_ms"] = ms["ioattn"]
     row["ioattn_tbs"] = kv_bytes / (ms["ioattn"] * 1e-3) / 1e12
     for name in row["variants"]:
