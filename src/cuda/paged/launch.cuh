@@ -37,18 +37,18 @@ void launch_decode(const DecodeParams& p, void* stream, int device, NarrowKernel
   const bool any_wide = p.seqlen_q * p.group > kNarrowRows;
   const bool any_narrow = !any_wide || p.cu_seqlens_q != nullptr;
   if (any_narrow) {  // a sequence it serves has at most 16 rows: one row block
+    bool parted = false;
     if constexpr (kParts > 1) {
-      if (narrow.parts == kParts && narrow.groups == kParts) {
+      parted = narrow.parts == kParts;
+      if (parted && narrow.groups == kParts) {
         launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages, kParts, kParts>>(
             p, stream, device, 1);
-      } else if (narrow.parts == kParts) {
+      } else if (parted) {
         launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages, kParts, 1>>(
             p, stream, device, 1);
-      } else {
-        launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages, 1, 1>>(p, stream,
-                                                                                                     device, 1);
       }
-    } else {
+    }
+    if (!parted) {
       launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages, 1, 1>>(p, stream,
                                                                                                    device, 1);
     }
