@@ -84,6 +84,7 @@ class IoAttn:
 
 FLUSH = None
 FLUSH_MODE = "read"
+PAGE_ORDER = "shuffled"  # --page-order
 
 
 def flush_l2():
@@ -144,25 +145,34 @@ def prepare_sdpa(backend, q, k, v):
     return None, None, f"n/a ({last})", 0
 
 
-def run_point(lib, batch, ctx, page, split, args):
-    torch.manual_seed(batch * 100003 + ctx + page)
+def make_inputs(batch, ctx, page, seed):
+    """One decode problem: q, the contiguous K/V (for SDPA), the same K/V in a paged cache whose pages are stored in
+    shuffled order (page p of the contiguous layout at pool slot perm[p]), its block table and lengths, and the
+    outputs (poisoned with NaN)."""
+    torch.manual_seed(seed)
     dev = "cuda"
     k = torch.randn(batch, ctx, HEADS_KV, DIM, dtype=torch.bfloat16, device=dev)
     v = torch.randn(batch, ctx, HEADS_KV, DIM, dtype=torch.bfloat16, device=dev)
     q = torch.randn(batch, 1, HEADS_Q, DIM, dtype=torch.bfloat16, device=dev)
-    # The paged cache: the same K/V, page p of the contiguous layout stored at pool slot perm[p].
     pages_per_seq = ctx // page
     num_pages = batch * pages_per_seq
-    perm = torch.randperm(num_pages, device=dev)
+    perm = torch.randperm(num_pages, device=dev) if PAGE_ORDER == "shuffled" else \
+        torch.arange(num_pages, device=dev)
     k_cache = torch.empty(num_pages, page, HEADS_KV, DIM, dtype=torch.bfloat16, device=dev)
     v_cache = torch.empty_like(k_cache)
     k_cache[perm] = k.reshape(num_pages, page, HEADS_KV, DIM)
     v_cache[perm] = v.reshape(num_pages, page, HEADS_KV, DIM)
-    table = perm.reshape(batch, pages_per_seq).to(torch.int32)
-    lens = torch.full((batch,), ctx, dtype=torch.int32, device=dev)
-    out = torch.full((batch, 1, HEADS_Q, DIM), float("nan"), dtype=torch.bfloat16, device=dev)
-    lse = torch.empty(batch, HEADS_Q, 1, dtype=torch.float32, device=dev)
+    return {"q": q, "k": k, "v": v, "k_cache": k_cache, "v_cache": v_cache,
+            "table": perm.reshape(batch, pages_per_seq).to(torch.int32),
+            "lens": torch.full((batch,), ctx, dtype=torch.int32, device=dev),
+            "out": torch.full((batch, 1, HEADS_Q, DIM), float("nan"), dtype=torch.bfloat16, device=dev),
+            "lse": torch.empty(batch, HEADS_Q, 1, dtype=torch.float32, device=dev)}
 
+
+def run_point(lib, batch, ctx, page, split, args):
+    d = make_inputs(batch, ctx, page, batch * 100003 + ctx + page)
+    q, k, v, k_cache, v_cache, table, lens, out, lse = (d[n] for n in ("q", "k", "v", "k_cache", "v_cache", "table",
+                                                                       "lens", "out", "lse"))
     kv_bytes = 2 * batch * ctx * HEADS_KV * DIM * 2
     fn, plan = lib.decode_fn(q, k_cache, v_cache, table, lens, out, lse, split)
     fn()
@@ -205,7 +215,56 @@ def run_point(lib, batch, ctx, page, split, args):
             row[f"{name}_tbs"] = sdpa_bytes[name] / (ms[name] * 1e-3) / 1e12
     if len(outs) == 2:
         row["diff_cudnn_flash"] = (outs["cudnn"].float() - outs["flash"].float()).abs().max().item()
+    if args.graph:
+        row["graph_us"] = graph_point(lib, batch, ctx, page, split, args)
     return row
+
+
+GRAPH_SETS = 4  # input sets a graph rotates through: each >= 134 MB, so a call never finds its K/V in the 50 MB L2
+GRAPH_CALLS = 20  # calls per graph replay
+
+
+def graph_point(lib, batch, ctx, page, split, args):
+    """{name: us per call} with the calls back to back in a CUDA graph, as a server replays a decode step's layers:
+    GRAPH_CALLS calls rotating through GRAPH_SETS input sets (none in L2 when its turn comes), a replay timed with
+    events, so no launch or event cost between calls is timed, only the gap between kernels that a graph leaves.
+    Each implementation is planned and captured on the graph's stream; one whose capture fails is left out."""
+    stream = torch.cuda.Stream()
+    sets = [make_inputs(batch, ctx, page, 7919 * i + batch + ctx) for i in range(GRAPH_SETS)]
+    torch.cuda.synchronize()  # the plans below read the lengths on `stream`
+    calls = {}
+    with torch.cuda.stream(stream):
+        calls["ioattn"] = [lib.decode_fn(d["q"], d["k_cache"], d["v_cache"], d["table"], d["lens"], d["out"],
+                                         d["lse"], split)[0] for d in sets]
+        for name, env, vlib in args.variant:
+            with environment_set(env):
+                calls[name] = [(vlib or lib).decode_fn(d["q"], d["k_cache"], d["v_cache"], d["table"], d["lens"],
+                                                       d["out"], d["lse"], split)[0] for d in sets]
+        for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+            fns = [prepare_sdpa(backend, d["q"].transpose(1, 2), d["k"].transpose(1, 2), d["v"].transpose(1, 2))[0]
+                   for d in sets]
+            if all(fn is not None for fn in fns):
+                calls[name] = fns
+    torch.cuda.synchronize()
+    envs = {name: env for name, env, _ in args.variant}
+    graphs = {}
+    for name, fns in calls.items():
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with environment_set(envs.get(name, {})):
+                with torch.cuda.stream(stream):
+                    for fn in fns:  # warm-up outside the capture (handles, plans, module loads)
+                        fn()
+                stream.synchronize()
+                with torch.cuda.graph(graph, stream=stream):
+                    for i in range(GRAPH_CALLS):
+                        fns[i % len(fns)]()
+            graphs[name] = graph
+        except RuntimeError as err:
+            print(f"graph capture of {name} failed: {str(err).splitlines()[0][:120]}", file=sys.stderr)
+    torch.cuda.synchronize()
+    ms = time_interleaved({name: g.replay for name, g in graphs.items()}, 3, max(10, args.repeat // 5))
+    return {name: t * 1e3 / GRAPH_CALLS for name, t in ms.items()}
 
 
 def run_with_environment(fn, env):
@@ -248,7 +307,7 @@ def print_table(rows, env, copy_tbs, floor_us):
           f"cuDNN {env['cudnn']}")
     print(f"decode, GQA {HEADS_Q}/{HEADS_KV}, D {DIM}, bf16; copy bandwidth {copy_tbs:.2f} TB/s (read + write); "
           f"TB/s = K+V bytes read / time; L2 flushed by a {FLUSH_MODE} before each call; a one-element kernel timed "
-          f"the same way: {floor_us:.1f} us\n")
+          f"the same way: {floor_us:.1f} us; pages {PAGE_ORDER}\n")
     print("| batch x ctx | page | split (tokens x max) | ioattn us | ioattn TB/s | % copy | cuDNN us | cuDNN TB/s "
           "| flash us | flash TB/s | SDPA K/V | max diff vs cuDNN / flash (cuDNN-flash) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -260,6 +319,18 @@ def print_table(rows, env, copy_tbs, floor_us):
               f"| {fmt(r['flash_ms'] and r['flash_ms'] * 1e3, '.1f')} | {fmt(r['flash_tbs'], '.2f')} | {modes} "
               f"| {fmt(r.get('diff_cudnn'), '.2e')} / {fmt(r.get('diff_flash'), '.2e')} "
               f"({fmt(r.get('diff_cudnn_flash'), '.2e')}) |")
+    if rows and "graph_us" in rows[0]:
+        names = list(rows[0]["graph_us"])
+        print(f"\nback to back in a CUDA graph ({GRAPH_CALLS} calls a replay over {GRAPH_SETS} input sets; µs a call, "
+              "% of copy)\n")
+        print("| batch x ctx | page | split | " + " | ".join(names) + " |")
+        print("|---|---|---|" + "---|" * len(names))
+        for r in rows:
+            cells = []
+            for n in names:
+                us = r["graph_us"].get(n)
+                cells.append("-" if us is None else f"{us:.1f} us {100 * r['kv_bytes'] / (us * 1e-6) / 1e12 / copy_tbs:.0f}%")
+            print(f"| {r['batch']} x {r['ctx']} | {r['page']} | {r['split']} | " + " | ".join(cells) + " |")
     names = list(rows[0]["variants"]) if rows else []
     if names:
         print("\nioattn variants, same run (us, % of copy, split tokens x max; max |diff| to the default's output)\n")
@@ -283,12 +354,18 @@ def main():
     ap.add_argument("--repeat", type=int, default=50)
     ap.add_argument("--flush", choices=("read", "memset"), default="read", help="how L2 is flushed before each call")
     ap.add_argument("--dim", type=int, default=128, help="head dim (64, 128, 256; the issue's goals are at 128)")
+    ap.add_argument("--page-order", choices=("shuffled", "sequential"), default="shuffled",
+                    help="where the cache's pages lie in the pool: shuffled (as a long-running server's are), or "
+                         "sequential (each sequence's pages in order: the contiguous layout SDPA reads)")
+    ap.add_argument("--graph", action="store_true",
+                    help="also time each implementation back to back in a CUDA graph (a second table)")
     ap.add_argument("--rows", help="comma-separated batch:ctx:page:split (e.g. 16:8192:16:auto) instead of the grid")
     ap.add_argument("--variant", action="append", default=[], type=parse_variant,
                     help="NAME:VAR=VALUE[,VAR=VALUE]: also time ioattn with these environment variables")
     args = ap.parse_args()
-    global FLUSH_MODE, DIM
+    global FLUSH_MODE, DIM, PAGE_ORDER
     FLUSH_MODE = args.flush
+    PAGE_ORDER = args.page_order
     DIM = args.dim
     if not torch.cuda.is_available():
         print("no CUDA device visible to torch: skipped")

@@ -1,8 +1,7 @@
 // ioattn cuda paged: the combine of split-KV chunks. One CTA of four warps per (query row, head) of a sequence with
 // more than one chunk: the chunks' partial results (each normalized by its own sum, lse without the sink) are merged
-// as core::SoftmaxState::add_partial merges them in chunk order, the sink is added once, and out and lse are written.
-// Every order is fixed by the chunk count alone, so the result depends only on the chunks, never on timing or on the
-// batch (no atomics).
+// by their lse (core::SoftmaxState), the sink is added once, and out and lse are written. Every order is fixed by
+// the chunk count alone, so the result depends only on the chunks, never on timing or on the batch (no atomics).
 #include <cstdint>
 
 #include <cuda_runtime.h>
@@ -17,7 +16,7 @@ namespace {
 
 // Warps per (row, head): each sums a quarter of the chunks, so a row's partial results are read in one round trip
 // for up to 4 x kBatch chunks (one warp reading 16-32 chunks 8 at a time took 3-4 us at 1 x 32k, H200, by the
-// trace of trace.cuh, against about 1 us for the rest of the combine).
+// trace of trace.cuh, against about 1 us for the rest of the combine), issued before the lse pass.
 constexpr int kCombineWarps = 4;
 constexpr int kMaxVecPerLane = 2;  // float4s per lane: dim_v up to 256
 constexpr int kBatch = 8;          // a warp's partial rows in flight at once
@@ -46,30 +45,13 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
   const std::int64_t split_stride = static_cast<std::int64_t>(p.rows) * p.heads_q;  // slots per chunk
   const std::int64_t slot0 = prow * p.heads_q + h;
 
-  // Pass 1, scalars only (every warp alike): fold the chunks' lse in chunk order (32 at a time, one per lane, read
-  // in parallel and handed round by shuffles), then the sink. That fixes the row's final max and sum.
-  core::SoftmaxState<float> state;
-  for (int s0 = 0; s0 < chunks; s0 += 32) {
-    const float lse_lane = s0 + lane < chunks ? p.partial_lse[(s0 + lane) * split_stride + slot0] : -INFINITY;
-    const int n = min(32, chunks - s0);
-    for (int k = 0; k < n; ++k) {
-      float weight;
-      state.add_partial(__shfl_sync(0xffffffffu, lse_lane, k), weight);
-    }
-  }
-  if (p.sinks) state.add_sink(p.sinks[h]);
-  const float offset = state.offset(), inv_sum = state.inv_sum();
-
-  // Pass 2: out = sum over chunks of exp(lse_s - max) / sum * o_s (what the sequential merge computes, with every
-  // chunk's final weight known up front). Warp w sums chunks [chunks w / 4, chunks (w + 1) / 4) in chunk order,
-  // kBatch rows at a time; the four sums are then added in warp order.
+  // Warp w sums chunks [chunks w / 4, chunks (w + 1) / 4) in chunk order, kBatch at a time. Its first batch of
+  // partial rows and their lse are requested before pass 1, which needs neither: one round trip to L2 for the lot.
   const int own_begin = chunks * warp / kCombineWarps, own_end = chunks * (warp + 1) / kCombineWarps;
-  float4 o[kMaxVecPerLane];
-#pragma unroll
-  for (int v = 0; v < kMaxVecPerLane; ++v) o[v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  for (int k0 = own_begin; k0 < own_end; k0 += kBatch) {
+  float4 part[kBatch][kMaxVecPerLane];
+  float batch_lse = -INFINITY;  // lane k: the lse of the batch's k-th chunk
+  auto load_batch = [&](int k0) {
     const int n = min(kBatch, own_end - k0);
-    float4 part[kBatch][kMaxVecPerLane];
 #pragma unroll
     for (int k = 0; k < kBatch; ++k) {
       const float* row = p.partial_out + ((k0 + k) * split_stride + slot0) * dim_v;
@@ -80,9 +62,38 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
                                         : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       }
     }
-    // The batch's weights, one chunk per lane (pass 1 read these lse; an empty chunk, lse -inf, weighs 0).
-    const float lse_lane = lane < n ? p.partial_lse[(k0 + lane) * split_stride + slot0] : -INFINITY;
-    const float coef_lane = __expf(lse_lane - offset) * inv_sum;
+    batch_lse = lane < n ? p.partial_lse[(k0 + lane) * split_stride + slot0] : -INFINITY;
+  };
+  if (own_begin < own_end) load_batch(own_begin);
+
+  // Pass 1, scalars only (every warp alike): the row's max and sum over all chunks' lse, then the sink. Lane l folds
+  // chunks l, l + 32, ... in order, then the lanes' states merge by a butterfly; each step adds the same two terms
+  // on both lanes of a pair (addition commutes exactly), so every lane ends with the same bits, fixed by the chunk
+  // count alone.
+  core::SoftmaxState<float> state;
+  for (int s = lane; s < chunks; s += 32) {
+    float weight;
+    state.add_partial(p.partial_lse[s * split_stride + slot0], weight);
+  }
+#pragma unroll
+  for (int d = 16; d >= 1; d /= 2) {
+    const float m_other = __shfl_xor_sync(0xffffffffu, state.m, d);
+    const float l_other = __shfl_xor_sync(0xffffffffu, state.l, d);
+    state.begin_tile(m_other);
+    state.l += l_other * expf(m_other - state.offset());  // m_other = -inf (nothing seen) adds 0
+  }
+  if (p.sinks) state.add_sink(p.sinks[h]);
+  const float offset = state.offset(), inv_sum = state.inv_sum();
+
+  // Pass 2: out = sum over chunks of exp(lse_s - max) / sum * o_s (what a sequential merge computes, with every
+  // chunk's final weight known up front); the four warps' sums are then added in warp order.
+  float4 o[kMaxVecPerLane];
+#pragma unroll
+  for (int v = 0; v < kMaxVecPerLane; ++v) o[v] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  for (int k0 = own_begin; k0 < own_end; k0 += kBatch) {
+    if (k0 != own_begin) load_batch(k0);
+    const int n = min(kBatch, own_end - k0);
+    const float coef_lane = __expf(batch_lse - offset) * inv_sum;  // an empty chunk (lse -inf) weighs 0
 #pragma unroll
     for (int k = 0; k < kBatch; ++k) {
       const float coef = __shfl_sync(0xffffffffu, coef_lane, k);
