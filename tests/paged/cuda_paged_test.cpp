@@ -39,7 +39,8 @@ std::vector<PagedCase> gpu_cases() {
                .heads_kv = 8,
                .q_lens = repeat(1, 16),
                .k_lens = {1, 8192, 63, 64, 65, 4097, 2048, 777, 8000, 129, 5000, 3, 1500, 6001, 256, 7777}});
-  for (std::int64_t ps : {1, 16, 64, 256}) {
+  // Page sizes below, equal to, above and not dividing the 64-key tile, and pages a loading thread's rows cross.
+  for (std::int64_t ps : {1, 4, 12, 16, 64, 256}) {
     PagedCase c{.name = "pages" + std::to_string(ps), .heads_q = 8, .heads_kv = 2, .page_size = ps,
                 .q_lens = {1, 1, 1, 1}, .k_lens = {1, 300, 1000, 2049}};
     t.push_back(c);
