@@ -114,6 +114,7 @@ void paged_attention_forward(const PagedForwardArgs& args, const PagedPlan& plan
   problem.split_tokens = plan.split_tokens;
   problem.max_splits = plan.max_splits;
   problem.batch_invariant = plan.split_mode != SplitKV::Mode::automatic;
+  problem.whole_sequences = plan.split_mode == SplitKV::Mode::none;
   if (problem.rows() == 0) return;
   detail::check_workspace(problem.workspace, plan.workspace_bytes);
   detail::call_backend(backend.name, "paged forward", [&] { backend.forward(problem); });

@@ -39,6 +39,7 @@ struct PagedProblem : Problem {
   // The plan's split was fixed or none: a sequence's result must not depend on the batch it is in (a backend may
   // then not pick its kernels by the batch's size unless they give the same bits).
   bool batch_invariant = false;
+  bool whole_sequences = false;  // the plan's split was none: one chunk per sequence, whatever its length
 
   std::int64_t capacity() const { return max_pages_per_seq * page_size; }
   std::int64_t rows() const { return is_varlen() ? total_q : batch * seqlen_q; }  // query rows in the batch

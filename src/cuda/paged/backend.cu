@@ -141,6 +141,13 @@ paged::NarrowKernel narrow_kernel(const PagedProblem& p, std::int64_t grid_ctas)
     if (std::strcmp(env, "1") == 0) return {parts, 1};
     if (std::strcmp(env, "2") == 0) return {parts, groups_fit ? parts : 1};
   }
+  // At dim 64 two parts only with no split, where a CTA streams a whole sequence (H200, 2026-11-21, against one part:
+  // 16 x 8k 78.4 against 113.2 us, 16 x 4k 44.6 against 61.4, 64 x 4k 156.9 against 163.7; 128 x 2k 148.5 against
+  // 140.0 the one loss). Over split chunks three one-group CTAs per SM in one part do better: automatic splits
+  // (16 x 8k 74.3 against 78.5 us unsplit in two groups, 1 x 32k 28.7 against 30.0) and fixed ones (two states per
+  // warp cost 3-8%: 16 x 8k in 1024-key chunks 89.9 against 83.5 us). The choice follows the split mode only, so a
+  // sequence's bits never follow its batch.
+  if (p.dim_qk <= 64 && !p.whole_sequences) return {1, 1};
   if (groups_fit && grid_ctas <= info.sms) return {parts, parts};
   return {p.batch_invariant ? parts : 1, 1};
 }

@@ -42,10 +42,10 @@ struct DecodeShape {
 // Not deeper at fewer CTAs: one 16-row CTA per SM with a 6-stage ring (5 tiles, 160 KB in flight) read DRAM at 55% of
 // peak at dim 128 (H200, 2026-11-21: 16 x 2k 53.9 us against 42.2 with two 3-stage CTAs per SM): with four warps per
 // SM the tile loop, not the bytes in flight, limits the stream.
-// Two key parts at dim 128 only: two groups take 200 KB per CTA (the backend uses one group where a CTA cannot have
-// that much, as on the A100); at other dims two rings do not fit.
+// Two key parts at dims 64 and 128: two groups take 132 KB and 200 KB per CTA (the backend uses one group where a CTA
+// cannot have that much, as on the A100 at dim 128); at 192 and 256 two rings do not fit.
 constexpr DecodeShape decode_shape(int dim_qk) {
-  return {dim_qk <= 64 ? 4 : (dim_qk <= 192 ? 3 : 2), dim_qk == 128 ? 2 : 1};
+  return {dim_qk <= 64 ? 4 : (dim_qk <= 192 ? 3 : 2), dim_qk <= 128 ? 2 : 1};
 }
 
 // Which 16-row kernel runs: `parts` 1 (one online softmax per warp), or decode_shape(kDimQK).narrow_parts served by

@@ -387,10 +387,24 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
   __syncthreads();  // every group's ring is free for the epilogue
   IOATTN_PAGED_MARK(p.trace_decode, trace::kLoopEnd);
 
-  // Each warp's rows per part, normalized by the part's own sum, with their lse, to shared memory; partial
-  // (part, warp) at index part * kWarpsN + warp.
-  float* s_o = reinterpret_cast<float*>(smem + T::kGroups * T::kQBytes);  // [kPartials][kBlockM][kOStride]
-  float* s_lse = s_o + T::kPartials * T::kBlockM * T::kOStride;            // [kPartials][kBlockM]
+  // Each warp's rows per part, normalized by the part's own sum, with their lse, to shared memory, over the ring of
+  // the group that served the part: a group writes over no ring but its own. Partial (part, warp), part = g +
+  // kGroups k, is slot k * kWarpsN + warp of group g's [kPartsPerGroup * kWarpsN][kBlockM][kOStride] rows, followed
+  // by their lse [kPartsPerGroup * kWarpsN][kBlockM].
+  constexpr int kGroupPartials = T::kPartsPerGroup * T::kWarpsN;
+  static_assert(kGroupPartials * T::kBlockM * (T::kOStride + 1) * 4 <= T::kPipeBytes,
+                "a group's partial rows fit over its own ring");
+  auto group_partials = [&](int g) {
+    return reinterpret_cast<float*>(smem + T::kGroups * T::kQBytes + g * T::kPipeBytes);
+  };
+  auto partial_rows = [&](int partial) {  // (part, warp) -> its [kBlockM][kOStride] rows
+    const int part = partial / T::kWarpsN, slot = part / T::kGroups * T::kWarpsN + partial % T::kWarpsN;
+    return group_partials(part % T::kGroups) + slot * T::kBlockM * T::kOStride;
+  };
+  auto partial_lse = [&](int partial) {  // (part, warp) -> its [kBlockM] lse
+    const int part = partial / T::kWarpsN, slot = part / T::kGroups * T::kWarpsN + partial % T::kWarpsN;
+    return group_partials(part % T::kGroups) + kGroupPartials * T::kBlockM * T::kOStride + slot * T::kBlockM;
+  };
 #pragma unroll
   for (int k = 0; k < T::kPartsPerGroup; ++k) {
     const int partial = (group + T::kGroups * k) * T::kWarpsN + warp_n;
@@ -399,13 +413,13 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
       state[k][q].l = quad_sum(state[k][q].l);
       const float inv = state[k][q].inv_sum();
       const int row = warp_m * 16 + g + 8 * q;
-      float* dst = s_o + (partial * T::kBlockM + row) * T::kOStride + 2 * t4;
+      float* dst = partial_rows(partial) + row * T::kOStride + 2 * t4;
 #pragma unroll
       for (int nt = 0; nt < kOTiles; ++nt) {
         *reinterpret_cast<float2*>(dst + nt * 8) =
             make_float2(acc_o[k][nt][2 * q] * inv, acc_o[k][nt][2 * q + 1] * inv);
       }
-      if (t4 == 0) s_lse[partial * T::kBlockM + row] = state[k][q].lse();
+      if (t4 == 0) partial_lse(partial)[row] = state[k][q].lse();
     }
   }
   __syncthreads();
@@ -421,8 +435,8 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
 #pragma unroll
     for (int w = 0; w < T::kPartials; ++w) {
       float weight;
-      const float keep = merged.add_partial(s_lse[w * T::kBlockM + row], weight);
-      const float4 part = *reinterpret_cast<const float4*>(s_o + (w * T::kBlockM + row) * T::kOStride + c);
+      const float keep = merged.add_partial(partial_lse(w)[row], weight);
+      const float4 part = *reinterpret_cast<const float4*>(partial_rows(w) + row * T::kOStride + c);
       o.x = o.x * keep + weight * part.x, o.y = o.y * keep + weight * part.y;
       o.z = o.z * keep + weight * part.z, o.w = o.w * keep + weight * part.w;
     }
