@@ -43,7 +43,8 @@ struct DecodeShape {
 // peak at dim 128 (H200, 2026-11-21: 16 x 2k 53.9 us against 42.2 with two 3-stage CTAs per SM): with four warps per
 // SM the tile loop, not the bytes in flight, limits the stream.
 // Two key parts at dims 64 and 128: two groups take 132 KB and 200 KB per CTA (the backend uses one group where a CTA
-// cannot have that much, as on the A100 at dim 128); at 192 and 256 two rings do not fit.
+// cannot have that much, as on the A100 at dim 128); at 192 and 256 two rings do not fit. At dim 64 the backend runs
+// them only without a split (backend.cu, narrow_kernel).
 constexpr DecodeShape decode_shape(int dim_qk) {
   return {dim_qk <= 64 ? 4 : (dim_qk <= 192 ? 3 : 2), dim_qk <= 128 ? 2 : 1};
 }
