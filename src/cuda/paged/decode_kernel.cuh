@@ -394,16 +394,14 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
   constexpr int kGroupPartials = T::kPartsPerGroup * T::kWarpsN;
   static_assert(kGroupPartials * T::kBlockM * (T::kOStride + 1) * 4 <= T::kPipeBytes,
                 "a group's partial rows fit over its own ring");
-  auto group_partials = [&](int g) {
+  auto group_of = [&](int partial) {  // (part, warp) -> the partials over its group's ring
+    const int g = partial / T::kWarpsN % T::kGroups;
     return reinterpret_cast<float*>(smem + T::kGroups * T::kQBytes + g * T::kPipeBytes);
   };
-  auto partial_rows = [&](int partial) {  // (part, warp) -> its [kBlockM][kOStride] rows
-    const int part = partial / T::kWarpsN, slot = part / T::kGroups * T::kWarpsN + partial % T::kWarpsN;
-    return group_partials(part % T::kGroups) + slot * T::kBlockM * T::kOStride;
-  };
-  auto partial_lse = [&](int partial) {  // (part, warp) -> its [kBlockM] lse
-    const int part = partial / T::kWarpsN, slot = part / T::kGroups * T::kWarpsN + partial % T::kWarpsN;
-    return group_partials(part % T::kGroups) + kGroupPartials * T::kBlockM * T::kOStride + slot * T::kBlockM;
+  auto slot_of = [](int partial) { return partial / T::kWarpsN / T::kGroups * T::kWarpsN + partial % T::kWarpsN; };
+  auto partial_rows = [&](int partial) { return group_of(partial) + slot_of(partial) * T::kBlockM * T::kOStride; };
+  auto partial_lse = [&](int partial) {
+    return group_of(partial) + kGroupPartials * T::kBlockM * T::kOStride + slot_of(partial) * T::kBlockM;
   };
 #pragma unroll
   for (int k = 0; k < T::kPartsPerGroup; ++k) {
