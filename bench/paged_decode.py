@@ -22,6 +22,11 @@ then lands inside the timed kernel (about 50 MB, some 12 us at 4.2 TB/s, a large
 max |ioattn - SDPA| per backend, and the cuDNN-vs-flash difference as the yardstick of what two correct kernels
 disagree by.
 
+--graph adds a second table: each implementation's calls back to back in a CUDA graph (20 a replay, rotating over
+four input sets so that none finds its K/V in L2), as a server replays a decode step: no launch or event cost is
+timed between calls, only the gap a graph leaves between kernels. Its outputs are those the first table checked.
+--page-order sequential stores each sequence's pages in order instead of shuffled.
+
 --variant NAME:VAR=VALUE[,VAR=VALUE] (repeatable) times ioattn once more per row, in the same process on the same
 data, with those environment variables set around its plan and run; the pseudo-variable lib=PATH times another build
 of the library instead (e.g. before:lib=/tmp/base/libioattn.so: a change against its baseline in one run). A second
@@ -146,9 +151,9 @@ def prepare_sdpa(backend, q, k, v):
 
 
 def make_inputs(batch, ctx, page, seed):
-    """One decode problem: q, the contiguous K/V (for SDPA), the same K/V in a paged cache whose pages are stored in
-    shuffled order (page p of the contiguous layout at pool slot perm[p]), its block table and lengths, and the
-    outputs (poisoned with NaN)."""
+    """One decode problem: q, the contiguous K/V (for SDPA), the same K/V in a paged cache (page p of the contiguous
+    layout at pool slot perm[p]: shuffled, or in order with --page-order sequential), its block table and lengths,
+    and the outputs (poisoned with NaN)."""
     torch.manual_seed(seed)
     dev = "cuda"
     k = torch.randn(batch, ctx, HEADS_KV, DIM, dtype=torch.bfloat16, device=dev)
@@ -329,7 +334,8 @@ def print_table(rows, env, copy_tbs, floor_us):
             cells = []
             for n in names:
                 us = r["graph_us"].get(n)
-                cells.append("-" if us is None else f"{us:.1f} us {100 * r['kv_bytes'] / (us * 1e-6) / 1e12 / copy_tbs:.0f}%")
+                pct = None if us is None else 100 * r["kv_bytes"] / (us * 1e-6) / 1e12 / copy_tbs
+                cells.append("-" if us is None else f"{us:.1f} us {pct:.0f}%")
             print(f"| {r['batch']} x {r['ctx']} | {r['page']} | {r['split']} | " + " | ".join(cells) + " |")
     names = list(rows[0]["variants"]) if rows else []
     if names:

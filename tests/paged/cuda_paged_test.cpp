@@ -187,8 +187,9 @@ TEST(CudaPagedSplit, PackedRowsAreBatchInvariant) {
 
 // The 16-row decode at head dims 64 and 128 runs as two key groups (one CTA per SM) on small grids and as one group
 // with two states per warp on larger ones (src/cuda/paged/decode.hpp): both must give the same bits, or a fixed (or
-// no) split would stop being batch invariant. Each kernel is forced in turn (IOATTN_PAGED_KEY_GROUPS) on mixed lengths (an odd count
-// of key tiles, a partial tile, an empty part), masks, sinks and ALiBi, with every split; both are judged too.
+// no) split would stop being batch invariant. Each kernel is forced in turn (IOATTN_PAGED_KEY_GROUPS) on mixed
+// lengths (an odd count of key tiles, a partial tile, an empty part), masks, sinks and ALiBi, with every split; both
+// are judged too.
 TEST(CudaPagedSplit, KeyGroupsGiveTheSameBits) {
   if (!gpu_available()) GTEST_SKIP() << kNoGpu;
   SCOPED_TRACE(seed_text());
