@@ -274,12 +274,27 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
 
   const std::uint32_t q_base = smem_addr(s_q);
   const int warp_key0 = warp_n * T::kWarpKeys;
+  // The query tile's A fragments: in the key-group kernels (dims 64 and 128: 16 or 32 registers) loaded at the first
+  // tile and kept in registers, not reloaded from shared memory with their address arithmetic every tile. The other
+  // kernels would spill (ptxas, sm_90a: 28 bytes in one part, 20 with two states per warp, D 128).
+  constexpr int kQSteps = T::kDimQK / 16;
+  constexpr bool kQInRegisters = T::kGroups > 1 && T::kDimQK <= 128;
+  std::uint32_t q_frag[kQInRegisters ? kQSteps : 1][4];
+  auto load_q = [&](std::uint32_t(&a)[4], int kk) {
+    ldmatrix_x4(a, q_base + 2 * SwzQK::offset(warp_m * 16 + lane % 16, 2 * kk + lane / 16));
+  };
 
   // The group's t-th tile, folded into one part's accumulator and states.
   auto process_tile = [&](int t, float (&acc_o)[kOTiles][4], core::SoftmaxState<float> (&state)[2]) {
     cp_async_wait<T::kStages - 2>();
     group_sync<T::kGroups>(group);  // tile t is in; every warp of the group is done with the slot refilled next
     if (t == 0) IOATTN_PAGED_MARK(p.trace_decode, trace::kFirst);
+    if constexpr (kQInRegisters) {
+      if (t == 0) {
+#pragma unroll
+        for (int kk = 0; kk < kQSteps; ++kk) load_q(q_frag[kk], kk);
+      }
+    }
     if (t + T::kStages - 1 < group_tiles) load_tile((t + T::kStages - 1) % T::kStages);
     cp_async_commit();
     if (t + T::kStages < group_tiles) look_up_pages(tile_index(t + T::kStages), false);  // lands while t computes
@@ -295,9 +310,13 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
 #pragma unroll
     for (int nt = 0; nt < kSTiles; ++nt) acc_s[nt][0] = acc_s[nt][1] = acc_s[nt][2] = acc_s[nt][3] = 0.0f;
 #pragma unroll
-    for (int kk = 0; kk < T::kDimQK / 16; ++kk) {
+    for (int kk = 0; kk < kQSteps; ++kk) {
       std::uint32_t a[4];
-      ldmatrix_x4(a, q_base + 2 * SwzQK::offset(warp_m * 16 + lane % 16, 2 * kk + lane / 16));
+      if constexpr (kQInRegisters) {
+        a[0] = q_frag[kk][0], a[1] = q_frag[kk][1], a[2] = q_frag[kk][2], a[3] = q_frag[kk][3];
+      } else {
+        load_q(a, kk);
+      }
 #pragma unroll
       for (int np = 0; np < kSTiles / 2; ++np) {
         std::uint32_t bk[4];
