@@ -113,8 +113,7 @@ void paged_attention_forward(const PagedForwardArgs& args, const PagedPlan& plan
   const detail::PagedBackend& backend = detail::select_paged(problem.device, plan.impl, &problem);
   problem.split_tokens = plan.split_tokens;
   problem.max_splits = plan.max_splits;
-  problem.batch_invariant = plan.split_mode != SplitKV::Mode::automatic;
-  problem.whole_sequences = plan.split_mode == SplitKV::Mode::none;
+  problem.split_mode = plan.split_mode;
   if (problem.rows() == 0) return;
   detail::check_workspace(problem.workspace, plan.workspace_bytes);
   detail::call_backend(backend.name, "paged forward", [&] { backend.forward(problem); });

@@ -36,10 +36,11 @@ struct PagedProblem : Problem {
 
   std::int64_t split_tokens = 0;  // from the plan
   std::int64_t max_splits = 1;
-  // The plan's split was fixed or none: a sequence's result must not depend on the batch it is in (a backend may
-  // then not pick its kernels by the batch's size unless they give the same bits).
-  bool batch_invariant = false;
-  bool whole_sequences = false;  // the plan's split was none: one chunk per sequence, whatever its length
+  SplitKV::Mode split_mode = SplitKV::Mode::automatic;  // the plan's, as asked
+
+  // Fixed or no split: a sequence's result must not depend on the batch it is in (a backend may then not pick its
+  // kernels by the batch's size unless they give the same bits).
+  bool batch_invariant() const { return split_mode != SplitKV::Mode::automatic; }
 
   std::int64_t capacity() const { return max_pages_per_seq * page_size; }
   std::int64_t rows() const { return is_varlen() ? total_q : batch * seqlen_q; }  // query rows in the batch

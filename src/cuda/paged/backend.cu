@@ -147,9 +147,9 @@ paged::NarrowKernel narrow_kernel(const PagedProblem& p, std::int64_t grid_ctas)
   // (16 x 8k 74.3 against 78.5 us unsplit in two groups, 1 x 32k 28.7 against 30.0) and fixed ones (two states per
   // warp cost 3-8%: 16 x 8k in 1024-key chunks 89.9 against 83.5 us). The choice follows the split mode only, so a
   // sequence's bits never follow its batch.
-  if (p.dim_qk <= 64 && !p.whole_sequences) return {1, 1};
+  if (p.dim_qk <= 64 && p.split_mode != SplitKV::Mode::none) return {1, 1};
   if (groups_fit && grid_ctas <= info.sms) return {parts, parts};
-  return {p.batch_invariant ? parts : 1, 1};
+  return {p.batch_invariant() ? parts : 1, 1};
 }
 
 // Flash-Decoding's rule: when (batch x kv heads x row blocks) CTAs leave the SMs idle, cut each sequence's keys
