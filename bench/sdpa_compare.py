@@ -62,6 +62,7 @@ class IoAttn:
 
 VARIANT_ENV = "IOATTN_FWD_VARIANT"  # what --variants sets (--variant-env)
 
+
 def sdpa(backend, q, k, v, causal):
     """q, k, v: [B, S, H, D]; SDPA wants [B, H, S, D] (a transposed view, no copy)."""
     with sdpa_kernel(backend):
