@@ -57,9 +57,10 @@ struct NarrowKernel {
 };
 
 // Launches the decode kernel over grid (batch x heads_kv, max_splits, row blocks) on `stream`, with `narrow` as the
-// 16-row variant.
+// 16-row variant; `programmatic` (sm90+): as a programmatic dependent of the stream's previous kernel (its CTAs
+// may be resident, waiting, before that kernel ends).
 template <class Element, int kDimQK, int kDimV>
-void launch_decode(const DecodeParams& p, void* stream, int device, NarrowKernel narrow);
+void launch_decode(const DecodeParams& p, void* stream, int device, NarrowKernel narrow, bool programmatic);
 
 // Launches the combine of split chunks (only sequences with more than one chunk are touched); `programmatic`
 // (sm90+): as a programmatic dependent launch of the decode kernel just launched on `stream`.

@@ -13,7 +13,7 @@
 namespace ioattn::detail::paged {
 
 template <class T>
-void launch_decode_traits(const DecodeParams& p, void* stream, int device, int row_blocks) {
+void launch_decode_traits(const DecodeParams& p, void* stream, int device, int row_blocks, bool programmatic) {
   static_assert(T::kSmemBytes ==
                     DecodeShape{T::kStages, T::kKeyParts}.smem_bytes(T::kDimQK, T::kDimV, T::kBlockM, T::kGroups),
                 "decode.hpp's shape arithmetic (used by the planner) must match the kernel's");
@@ -22,16 +22,24 @@ void launch_decode_traits(const DecodeParams& p, void* stream, int device, int r
   // and the K/V stream bypasses L1 anyway.
   opt_in_shared_memory(reinterpret_cast<const void*>(kernel), T::kSmemBytes, device, "cuda paged decode",
                        /*max_carveout=*/true);
-  const dim3 grid(static_cast<unsigned>(p.batch * p.heads_kv), static_cast<unsigned>(p.max_splits),
-                  static_cast<unsigned>(row_blocks));
-  kernel<<<grid, T::kThreads, T::kSmemBytes, static_cast<cudaStream_t>(stream)>>>(p);
-  sm80::cuda_check(cudaGetLastError(), "paged decode kernel launch");
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>(p.batch * p.heads_kv), static_cast<unsigned>(p.max_splits),
+                        static_cast<unsigned>(row_blocks));
+  config.blockDim = dim3(T::kThreads);
+  config.dynamicSmemBytes = T::kSmemBytes;
+  config.stream = static_cast<cudaStream_t>(stream);
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = programmatic ? 1 : 0;
+  sm80::cuda_check(cudaLaunchKernelEx(&config, kernel, p), "paged decode kernel launch");
 }
 
 // The 16-row variant serves sequences with at most 16 packed rows, the 64-row one the others (each CTA checks);
 // dense q has one row count for all, so one launch suffices; packed q with long and short sequences takes both.
 template <class Element, int kDimQK, int kDimV>
-void launch_decode(const DecodeParams& p, void* stream, int device, NarrowKernel narrow) {
+void launch_decode(const DecodeParams& p, void* stream, int device, NarrowKernel narrow, bool programmatic) {
   constexpr DecodeShape kShape = decode_shape(kDimQK);
   constexpr int kParts = kShape.narrow_parts;
   const bool any_wide = p.seqlen_q * p.group > kNarrowRows;
@@ -42,24 +50,24 @@ void launch_decode(const DecodeParams& p, void* stream, int device, NarrowKernel
       parted = narrow.parts == kParts;
       if (parted && narrow.groups == kParts) {
         launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages, kParts, kParts>>(
-            p, stream, device, 1);
+            p, stream, device, 1, programmatic);
       } else if (parted) {
         launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages, kParts, 1>>(
-            p, stream, device, 1);
+            p, stream, device, 1, programmatic);
       }
     }
     if (!parted) {
-      launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages, 1, 1>>(p, stream,
-                                                                                                   device, 1);
+      launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 1, kBlockKeys, kShape.stages, 1, 1>>(
+          p, stream, device, 1, programmatic);
     }
   }
   if (any_wide) {
     launch_decode_traits<DecodeTraits<Element, kDimQK, kDimV, 4, kBlockKeys, kShape.stages, 1, 1>>(
-        p, stream, device, (p.seqlen_q * p.group + kWideRows - 1) / kWideRows);
+        p, stream, device, (p.seqlen_q * p.group + kWideRows - 1) / kWideRows, programmatic);
   }
 }
 
 }  // namespace ioattn::detail::paged
 
 #define IOATTN_PAGED_INSTANTIATE(ELEMENT, DQK, DV) \
-  template void launch_decode<ELEMENT, DQK, DV>(const DecodeParams&, void*, int, NarrowKernel);
+  template void launch_decode<ELEMENT, DQK, DV>(const DecodeParams&, void*, int, NarrowKernel, bool);
