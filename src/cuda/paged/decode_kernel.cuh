@@ -405,8 +405,9 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
     }
   }
   cp_async_wait<0>();
-  __syncthreads();  // every group's ring is free for the epilogue
-  IOATTN_PAGED_MARK(p.trace_decode, trace::kLoopEnd);
+  // The group's ring is free for its epilogue: a group that finishes first writes its partials while the other
+  // still streams.
+  group_sync<T::kGroups>(group);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // The combine (or the stream's next decode) may be scheduled once every CTA got here: each waits for this grid's
   // completion before reading what it writes. Triggered late rather than at the start: a dependent decode resident
@@ -416,7 +417,8 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
 #endif
 
   // Each warp's rows per part, normalized by the part's own sum, with their lse, to shared memory, over the ring of
-  // the group that served the part: a group writes over no ring but its own. Partial (part, warp), part = g +
+  // the group that served the part: a group writes over no ring but its own. Only rows holding a query row are
+  // written (a decode step of GQA group 4 fills 4 of 16), since the merge reads no other. Partial (part, warp), part = g +
   // kGroups k, is slot k * kWarpsN + warp of group g's [kPartsPerGroup * kWarpsN][kBlockM][kOStride] rows, followed
   // by their lse [kPartsPerGroup * kWarpsN][kBlockM].
   constexpr int kGroupPartials = T::kPartsPerGroup * T::kWarpsN;
@@ -439,6 +441,7 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
       state[k][q].l = quad_sum(state[k][q].l);
       const float inv = state[k][q].inv_sum();
       const int row = warp_m * 16 + g + 8 * q;
+      if (row >= valid_rows) continue;
       float* dst = partial_rows(partial) + row * T::kOStride + 2 * t4;
 #pragma unroll
       for (int nt = 0; nt < kOTiles; ++nt) {
@@ -448,7 +451,8 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
       if (t4 == 0) partial_lse(partial)[row] = state[k][q].lse();
     }
   }
-  __syncthreads();
+  __syncthreads();  // every group's partials are in
+  IOATTN_PAGED_MARK(p.trace_decode, trace::kLoopEnd);
 
   // Merge the partial rows (in (part, warp) order, as the combine merges chunks), then write out + lse directly, or
   // the chunk's partial result.

@@ -9,8 +9,8 @@
 
 namespace ioattn::detail::paged::trace {
 
-// Events: decode: start, first tile in shared memory, key loop done, results written. combine: start, decode
-// grid complete (after griddepcontrol.wait), row written.
+// Events: decode: start, first tile in shared memory, key loop done (and its partial rows in shared memory),
+// results written. combine: start, decode grid complete (after griddepcontrol.wait), row written.
 enum Event : int { kSm = 0, kStart = 1, kFirst = 2, kLoopEnd = 3, kEnd = 4, kEvents = 5 };
 constexpr int kMaxCtas = 1 << 14;  // per kernel; CTAs past it are not recorded
 
