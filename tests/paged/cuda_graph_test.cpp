@@ -153,6 +153,75 @@ TEST_P(PagedCudaGraph, ReplayEqualsEagerAsLengthsGrow) {
   cudaStreamDestroy(stream);
 }
 
+// On sm90 the decode is a programmatic dependent of the stream's previous kernel, and the decode and the combine let
+// their dependents start early: a call must still see every write of the call before it. Two forwards chained on one
+// stream, the second's queries being the first's output (NaN before the first writes it), must give the bits of the
+// same two calls with a synchronization between them; a decode that read its queries before the previous call's
+// last kernel had written them would see NaN or stale values. What it catches is a dependent started long before
+// those writes (a trigger at a kernel's start with no wait behind it): with the decode's wait removed but the
+// triggers where they are, the gap from a trigger to the last write (the combine's run, the decode's epilogue) is
+// shorter than the dependent's launch here, and it passed on an H200 (2026-11-22).
+TEST_P(PagedCudaGraph, ChainedCallsSeeTheCallBefore) {
+  if (!gpu_available()) GTEST_SKIP() << "needs a GPU; none is usable on this machine";
+  DecodeBatch batch;
+  AttentionParams params;
+  params.impl = "cuda";
+  PagedPlan plan;
+  try {
+    plan = paged_attention_plan(batch.args(), params, GetParam(), 512);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::unsupported) throw;
+    GTEST_SKIP() << "the cuda paged backend does not run this: " << e.what();
+  }
+  cudaStream_t stream = nullptr;
+  check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  void* workspace = nullptr;
+  if (plan.workspace_bytes > 0) check(cudaMalloc(&workspace, plan.workspace_bytes), "cudaMalloc workspace");
+  params.stream = stream;
+  params.workspace = {workspace, plan.workspace_bytes};
+
+  // The second call: queries = the first call's output, its own output and lse.
+  using B = DecodeBatch;
+  HostBuffer out2{DType::bf16, B::kBatch * B::kHeadsQ * B::kDim}, lse2{DType::f32, B::kBatch * B::kHeadsQ};
+  out2.poison();
+  lse2.poison();
+  DeviceBuffer d_out2(out2), d_lse2(lse2);
+  PagedForwardArgs second = batch.args();
+  second.q = batch.d_out.rebase(batch.out.view({B::kBatch, 1, B::kHeadsQ, B::kDim}), batch.out);
+  second.out = d_out2.rebase(out2.view({B::kBatch, 1, B::kHeadsQ, B::kDim}), out2);
+  second.lse = d_lse2.rebase(lse2.view({B::kBatch, B::kHeadsQ, 1}), lse2);
+  auto take_second = [&] {
+    d_out2.download(out2);
+    d_lse2.download(lse2);
+    std::vector<double> all;
+    for (std::int64_t e = 0; e < out2.elements(); ++e) all.push_back(out2.get(e));
+    for (std::int64_t e = 0; e < lse2.elements(); ++e) all.push_back(lse2.get(e));
+    out2.poison();
+    lse2.poison();
+    d_out2.upload(out2);
+    d_lse2.upload(lse2);
+    return all;
+  };
+
+  paged_attention_forward(batch.args(), plan, params);
+  check(cudaStreamSynchronize(stream), "first call");
+  paged_attention_forward(second, plan, params);
+  check(cudaStreamSynchronize(stream), "second call");
+  const std::vector<double> separate = take_second();
+  batch.take_outputs();  // poisons the first call's output (the second's queries) again
+
+  for (int round = 0; round < 10; ++round) {
+    paged_attention_forward(batch.args(), plan, params);
+    paged_attention_forward(second, plan, params);  // no synchronization in between
+    check(cudaStreamSynchronize(stream), "chained calls");
+    expect_same_bits(take_second(), separate, "chained round " + std::to_string(round));
+    batch.take_outputs();
+  }
+
+  if (workspace != nullptr) cudaFree(workspace);
+  cudaStreamDestroy(stream);
+}
+
 INSTANTIATE_TEST_SUITE_P(Splits, PagedCudaGraph,
                          ::testing::Values(SplitKV::automatic(), SplitKV::none(), SplitKV::fixed(128)),
                          [](const ::testing::TestParamInfo<SplitKV>& info) {
