@@ -25,7 +25,9 @@ disagree by.
 --graph adds a second table: each implementation's calls back to back in a CUDA graph (20 a replay, rotating over
 four input sets so that none finds its K/V in L2), as a server replays a decode step: no launch or event cost is
 timed between calls, only the gap a graph leaves between kernels. Its outputs are those the first table checked.
---page-order sequential stores each sequence's pages in order instead of shuffled.
+--page-order sequential stores each sequence's pages in order instead of shuffled. --cache-layout hnd stores each
+page head by head ([pages, heads, page, dim], passed as a strided [pages, page, heads, dim] view), so that a kv head's
+rows of a page are contiguous, instead of token by token (nhd, vLLM's layout).
 
 --variant NAME:VAR=VALUE[,VAR=VALUE] (repeatable) times ioattn once more per row, in the same process on the same
 data, with those environment variables set around its plan and run; the pseudo-variable lib=PATH times another build
@@ -90,6 +92,7 @@ class IoAttn:
 FLUSH = None
 FLUSH_MODE = "read"
 PAGE_ORDER = "shuffled"  # --page-order
+CACHE_LAYOUT = "nhd"  # --cache-layout
 
 
 def flush_l2():
@@ -163,8 +166,12 @@ def make_inputs(batch, ctx, page, seed):
     num_pages = batch * pages_per_seq
     perm = torch.randperm(num_pages, device=dev) if PAGE_ORDER == "shuffled" else \
         torch.arange(num_pages, device=dev)
-    k_cache = torch.empty(num_pages, page, HEADS_KV, DIM, dtype=torch.bfloat16, device=dev)
-    v_cache = torch.empty_like(k_cache)
+    if CACHE_LAYOUT == "hnd":  # each page stored head by head: a head's rows of a page are contiguous
+        k_cache = torch.empty(num_pages, HEADS_KV, page, DIM, dtype=torch.bfloat16, device=dev).transpose(1, 2)
+        v_cache = torch.empty(num_pages, HEADS_KV, page, DIM, dtype=torch.bfloat16, device=dev).transpose(1, 2)
+    else:
+        k_cache = torch.empty(num_pages, page, HEADS_KV, DIM, dtype=torch.bfloat16, device=dev)
+        v_cache = torch.empty_like(k_cache)
     k_cache[perm] = k.reshape(num_pages, page, HEADS_KV, DIM)
     v_cache[perm] = v.reshape(num_pages, page, HEADS_KV, DIM)
     return {"q": q, "k": k, "v": v, "k_cache": k_cache, "v_cache": v_cache,
@@ -312,7 +319,7 @@ def print_table(rows, env, copy_tbs, floor_us):
           f"cuDNN {env['cudnn']}")
     print(f"decode, GQA {HEADS_Q}/{HEADS_KV}, D {DIM}, bf16; copy bandwidth {copy_tbs:.2f} TB/s (read + write); "
           f"TB/s = K+V bytes read / time; L2 flushed by a {FLUSH_MODE} before each call; a one-element kernel timed "
-          f"the same way: {floor_us:.1f} us; pages {PAGE_ORDER}\n")
+          f"the same way: {floor_us:.1f} us; pages {PAGE_ORDER}, cache layout {CACHE_LAYOUT}\n")
     print("| batch x ctx | page | split (tokens x max) | ioattn us | ioattn TB/s | % copy | cuDNN us | cuDNN TB/s "
           "| flash us | flash TB/s | SDPA K/V | max diff vs cuDNN / flash (cuDNN-flash) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -363,15 +370,18 @@ def main():
     ap.add_argument("--page-order", choices=("shuffled", "sequential"), default="shuffled",
                     help="where the cache's pages lie in the pool: shuffled (as a long-running server's are), or "
                          "sequential (each sequence's pages in order: the contiguous layout SDPA reads)")
+    ap.add_argument("--cache-layout", choices=("nhd", "hnd"), default="nhd",
+                    help="token-major pages (nhd, vLLM) or head-major pages (hnd): see above")
     ap.add_argument("--graph", action="store_true",
                     help="also time each implementation back to back in a CUDA graph (a second table)")
     ap.add_argument("--rows", help="comma-separated batch:ctx:page:split (e.g. 16:8192:16:auto) instead of the grid")
     ap.add_argument("--variant", action="append", default=[], type=parse_variant,
                     help="NAME:VAR=VALUE[,VAR=VALUE]: also time ioattn with these environment variables")
     args = ap.parse_args()
-    global FLUSH_MODE, DIM, PAGE_ORDER
+    global FLUSH_MODE, DIM, PAGE_ORDER, CACHE_LAYOUT
     FLUSH_MODE = args.flush
     PAGE_ORDER = args.page_order
+    CACHE_LAYOUT = args.cache_layout
     DIM = args.dim
     if not torch.cuda.is_available():
         print("no CUDA device visible to torch: skipped")
