@@ -418,9 +418,9 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
 
   // Each warp's rows per part, normalized by the part's own sum, with their lse, to shared memory, over the ring of
   // the group that served the part: a group writes over no ring but its own. Only rows holding a query row are
-  // written (a decode step of GQA group 4 fills 4 of 16), since the merge reads no other. Partial (part, warp), part = g +
-  // kGroups k, is slot k * kWarpsN + warp of group g's [kPartsPerGroup * kWarpsN][kBlockM][kOStride] rows, followed
-  // by their lse [kPartsPerGroup * kWarpsN][kBlockM].
+  // written (a decode step of GQA group 4 fills 4 of 16), since the merge reads no other. Partial (part, warp),
+  // part = g + kGroups k, is slot k * kWarpsN + warp of group g's [kPartsPerGroup * kWarpsN][kBlockM][kOStride] rows,
+  // followed by their lse [kPartsPerGroup * kWarpsN][kBlockM].
   constexpr int kGroupPartials = T::kPartsPerGroup * T::kWarpsN;
   static_assert(kGroupPartials * T::kBlockM * (T::kOStride + 1) * 4 <= T::kPipeBytes,
                 "a group's partial rows fit over its own ring");
