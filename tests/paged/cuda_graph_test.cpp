@@ -153,14 +153,14 @@ TEST_P(PagedCudaGraph, ReplayEqualsEagerAsLengthsGrow) {
   cudaStreamDestroy(stream);
 }
 
-// On sm90 the decode is a programmatic dependent of the stream's previous kernel, and the decode and the combine let
-// their dependents start early: a call must still see every write of the call before it. Two forwards chained on one
+// On sm90 the decode is a programmatic dependent of the stream's previous kernel and lets its own dependents (the
+// combine, or the next call's decode) start before it ends: a call must still see every write of the call before it. Two forwards chained on one
 // stream, the second's queries being the first's output (NaN before the first writes it), must give the bits of the
 // same two calls with a synchronization between them; a decode that read its queries before the previous call's
 // last kernel had written them would see NaN or stale values. What it catches is a dependent started long before
 // those writes (a trigger at a kernel's start with no wait behind it): with the decode's wait removed but the
-// triggers where they are, the gap from a trigger to the last write (the combine's run, the decode's epilogue) is
-// shorter than the dependent's launch here, and it passed on an H200 (2026-11-22).
+// triggers where they are, the gap from a trigger to the last write (the decode's epilogue) is shorter than the
+// dependent's launch here, and it passed on an H200 (2026-11-22).
 TEST_P(PagedCudaGraph, ChainedCallsSeeTheCallBefore) {
   if (!gpu_available()) GTEST_SKIP() << "needs a GPU; none is usable on this machine";
   DecodeBatch batch;

@@ -222,8 +222,9 @@ PagedSplit cuda_paged_plan(const PagedProblem& p, SplitKV split, std::int64_t ex
 // Programmatic dependent launches (sm90 and later): the combine depends on the decode, and the decode on whatever
 // kernel the stream ran before it, so each kernel's CTAs are resident and waiting when the one before ends instead
 // of being launched then. The wait is for the whole previous grid and its writes, as with an ordinary launch.
-// Measured back to back (H200, 2026-11-22, bench/paged_decode.py --graph): 0.5-0.9 us faster a call on most rows
-// (1 x 32k 39.3 -> 38.6 us, 16 x 2k 37.1 -> 36.6), none slower. IOATTN_PAGED_PDL=0 launches the decode without.
+// Measured back to back (H200, 2026-11-22, bench/paged_decode.py --graph): 0.1-1.0 us faster a call on most rows at
+// D 64, 128 and 256 (D 128: 1 x 32k 38.6 -> 38.2 us, 16 x 2k 36.4 -> 35.8), within noise on the others.
+// IOATTN_PAGED_PDL=0 launches the decode without.
 bool decode_programmatic(int device) {
   if (device_info(device).major < 9) return false;
   const char* env = std::getenv("IOATTN_PAGED_PDL");

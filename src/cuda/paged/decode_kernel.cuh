@@ -409,7 +409,7 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
   // still streams.
   group_sync<T::kGroups>(group);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // The combine (or the stream's next decode) may be scheduled once every CTA got here: each waits for this grid's
+  // The combine (or the stream's next decode) may be scheduled once every CTA got here: either waits for this grid's
   // completion before reading what it writes. Triggered late rather than at the start: a dependent decode resident
   // through this whole grid measured 1 us slower at 16 x 8k (H200); and only after the wait above, since the
   // combine reads the sequence lengths before its own wait, which must not overtake the kernel that wrote them.
