@@ -153,6 +153,68 @@ TEST_P(PagedCudaGraph, ReplayEqualsEagerAsLengthsGrow) {
   cudaStreamDestroy(stream);
 }
 
+// A server's step graph copies the step's inputs in and then attends: copies captured in front of the forward (whose
+// decode is launched as a programmatic dependent on sm90) must be waited for like any other node. The lengths and
+// queries are copied from staging buffers inside the graph; new staging contents must show in the next replay.
+TEST_P(PagedCudaGraph, CapturedAfterItsInputCopies) {
+  if (!gpu_available()) GTEST_SKIP() << "needs a GPU; none is usable on this machine";
+  DecodeBatch batch;
+  AttentionParams params;
+  params.impl = "cuda";
+  PagedPlan plan;
+  try {
+    plan = paged_attention_plan(batch.args(), params, GetParam(), 512);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::unsupported) throw;
+    GTEST_SKIP() << "the cuda paged backend does not run this: " << e.what();
+  }
+  cudaStream_t stream = nullptr;
+  check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  void* workspace = nullptr;
+  if (plan.workspace_bytes > 0) check(cudaMalloc(&workspace, plan.workspace_bytes), "cudaMalloc workspace");
+  params.stream = stream;
+  params.workspace = {workspace, plan.workspace_bytes};
+
+  DeviceBuffer staged_q(batch.q), staged_lengths(batch.lengths);  // what the host fills between steps
+  void* q_to = batch.d_q.rebase(batch.q.view({batch.q.elements()}), batch.q).data;
+  void* lengths_to = batch.d_lengths.rebase(batch.lengths.view({batch.lengths.elements()}), batch.lengths).data;
+  const void* q_from = staged_q.rebase(batch.q.view({batch.q.elements()}), batch.q).data;
+  const void* lengths_from = staged_lengths.rebase(batch.lengths.view({batch.lengths.elements()}), batch.lengths).data;
+
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
+  check(cudaMemcpyAsync(lengths_to, lengths_from, batch.lengths.bytes(), cudaMemcpyDeviceToDevice, stream),
+        "captured copy of the lengths");
+  check(cudaMemcpyAsync(q_to, q_from, batch.q.bytes(), cudaMemcpyDeviceToDevice, stream), "captured copy of q");
+  paged_attention_forward(batch.args(), plan, params);
+  check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+  check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+
+  std::normal_distribution<double> normal;
+  for (int step = 0; step < 3; ++step) {
+    // The next step's inputs go to the staging buffers only; the replay copies them in.
+    batch.lengths.set(1, 37 + 200 * (step + 1));
+    batch.lengths.set(3, 1 + 30 * (step + 1));
+    batch.q.fill([&] { return normal(batch.gen); });
+    staged_lengths.upload(batch.lengths);
+    staged_q.upload(batch.q);
+    check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");
+    check(cudaStreamSynchronize(stream), "graph replay");
+    const std::vector<double> replay = batch.take_outputs();
+    batch.d_lengths.upload(batch.lengths);  // the same inputs in place, for the eager yardstick
+    batch.d_q.upload(batch.q);
+    paged_attention_forward(batch.args(), plan, params);
+    check(cudaStreamSynchronize(stream), "eager run");
+    expect_same_bits(replay, batch.take_outputs(), "step " + std::to_string(step));
+  }
+
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  if (workspace != nullptr) cudaFree(workspace);
+  cudaStreamDestroy(stream);
+}
+
 // On sm90 the decode is a programmatic dependent of the stream's previous kernel and lets its own dependents (the
 // combine, or the next call's decode) start before it ends: a call must still see every write of the call before it. Two forwards chained on one
 // stream, the second's queries being the first's output (NaN before the first writes it), must give the bits of the
