@@ -69,20 +69,24 @@ struct DecodeBatch {
     a.lse = d_lse.rebase(lse.view({kBatch, kHeadsQ, 1}), lse);
     return a;
   }
-  // The outputs' bytes as they are on the device now, then the device outputs poisoned again.
-  std::vector<double> take_outputs() {
-    d_out.download(out);
-    d_lse.download(lse);
-    std::vector<double> all;
-    for (std::int64_t e = 0; e < out.elements(); ++e) all.push_back(out.get(e));
-    for (std::int64_t e = 0; e < lse.elements(); ++e) all.push_back(lse.get(e));
-    out.poison();
-    lse.poison();
-    d_out.upload(out);
-    d_lse.upload(lse);
-    return all;
-  }
+  std::vector<double> take_outputs();
 };
+
+// The bytes of an output and its lse as they are on the device now, then both poisoned again on the device.
+std::vector<double> take(HostBuffer& out, DeviceBuffer& d_out, HostBuffer& lse, DeviceBuffer& d_lse) {
+  d_out.download(out);
+  d_lse.download(lse);
+  std::vector<double> all;
+  for (std::int64_t e = 0; e < out.elements(); ++e) all.push_back(out.get(e));
+  for (std::int64_t e = 0; e < lse.elements(); ++e) all.push_back(lse.get(e));
+  out.poison();
+  lse.poison();
+  d_out.upload(out);
+  d_lse.upload(lse);
+  return all;
+}
+
+std::vector<double> DecodeBatch::take_outputs() { return take(out, d_out, lse, d_lse); }
 
 void expect_same_bits(const std::vector<double>& a, const std::vector<double>& b, const std::string& what) {
   ASSERT_EQ(a.size(), b.size());
@@ -96,35 +100,56 @@ void expect_same_bits(const std::vector<double>& a, const std::vector<double>& b
   EXPECT_EQ(differ, 0) << what << ": elements that differ between the graph replay and the eager run";
 }
 
+// A plan for a DecodeBatch with the split under test, and a stream of its own with the plan's workspace (both freed
+// with it). `unsupported` holds the backend's refusal, if it refused the plan: the test then skips.
+struct PlannedRun {
+  AttentionParams params;
+  PagedPlan plan;
+  std::string unsupported;
+  cudaStream_t stream = nullptr;
+  void* workspace = nullptr;
+
+  PlannedRun(DecodeBatch& batch, SplitKV split) {
+    params.impl = "cuda";
+    try {
+      plan = paged_attention_plan(batch.args(), params, split, 512);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::unsupported) throw;
+      unsupported = std::string("the cuda paged backend does not run this: ") + e.what();
+      return;
+    }
+    check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    if (plan.workspace_bytes > 0) check(cudaMalloc(&workspace, plan.workspace_bytes), "cudaMalloc workspace");
+    params.stream = stream;
+    params.workspace = {workspace, plan.workspace_bytes};
+  }
+  ~PlannedRun() {
+    if (workspace != nullptr) cudaFree(workspace);
+    if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+  PlannedRun(const PlannedRun&) = delete;
+  PlannedRun& operator=(const PlannedRun&) = delete;
+
+  void forward(const PagedForwardArgs& args) { paged_attention_forward(args, plan, params); }
+};
+
 class PagedCudaGraph : public ::testing::TestWithParam<SplitKV> {};
 
 TEST_P(PagedCudaGraph, ReplayEqualsEagerAsLengthsGrow) {
   if (!gpu_available()) GTEST_SKIP() << "needs a GPU; none is usable on this machine";
   DecodeBatch batch;
-  AttentionParams params;
-  params.impl = "cuda";
-  PagedPlan plan;
-  try {
-    plan = paged_attention_plan(batch.args(), params, GetParam(), 512);
-  } catch (const Error& e) {
-    if (e.code() != ErrorCode::unsupported) throw;
-    GTEST_SKIP() << "the cuda paged backend does not run this: " << e.what();
-  }
-  cudaStream_t stream = nullptr;
-  check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
-  void* workspace = nullptr;
-  if (plan.workspace_bytes > 0) check(cudaMalloc(&workspace, plan.workspace_bytes), "cudaMalloc workspace");
-  params.stream = stream;
-  params.workspace = {workspace, plan.workspace_bytes};
+  PlannedRun run(batch, GetParam());
+  if (!run.unsupported.empty()) GTEST_SKIP() << run.unsupported;
+  cudaStream_t stream = run.stream;
 
-  paged_attention_forward(batch.args(), plan, params);
+  run.forward(batch.args());
   check(cudaStreamSynchronize(stream), "eager run");
   const std::vector<double> eager = batch.take_outputs();
 
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
   check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
-  paged_attention_forward(batch.args(), plan, params);  // no allocation, no host synchronization: capturable
+  run.forward(batch.args());  // no allocation, no host synchronization: capturable
   check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
   check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
   check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");
@@ -142,15 +167,13 @@ TEST_P(PagedCudaGraph, ReplayEqualsEagerAsLengthsGrow) {
   check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");
   check(cudaStreamSynchronize(stream), "graph replay after growth");
   const std::vector<double> replay = batch.take_outputs();
-  paged_attention_forward(batch.args(), plan, params);
+  run.forward(batch.args());
   check(cudaStreamSynchronize(stream), "eager run after growth");
   expect_same_bits(replay, batch.take_outputs(), "replay after the lengths grew");
   EXPECT_NE(replay, eager) << "the replay did not see the new lengths and queries";
 
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
-  if (workspace != nullptr) cudaFree(workspace);
-  cudaStreamDestroy(stream);
 }
 
 // A server's step graph copies the step's inputs in and then attends: copies captured in front of the forward (whose
@@ -159,21 +182,9 @@ TEST_P(PagedCudaGraph, ReplayEqualsEagerAsLengthsGrow) {
 TEST_P(PagedCudaGraph, CapturedAfterItsInputCopies) {
   if (!gpu_available()) GTEST_SKIP() << "needs a GPU; none is usable on this machine";
   DecodeBatch batch;
-  AttentionParams params;
-  params.impl = "cuda";
-  PagedPlan plan;
-  try {
-    plan = paged_attention_plan(batch.args(), params, GetParam(), 512);
-  } catch (const Error& e) {
-    if (e.code() != ErrorCode::unsupported) throw;
-    GTEST_SKIP() << "the cuda paged backend does not run this: " << e.what();
-  }
-  cudaStream_t stream = nullptr;
-  check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
-  void* workspace = nullptr;
-  if (plan.workspace_bytes > 0) check(cudaMalloc(&workspace, plan.workspace_bytes), "cudaMalloc workspace");
-  params.stream = stream;
-  params.workspace = {workspace, plan.workspace_bytes};
+  PlannedRun run(batch, GetParam());
+  if (!run.unsupported.empty()) GTEST_SKIP() << run.unsupported;
+  cudaStream_t stream = run.stream;
 
   DeviceBuffer staged_q(batch.q), staged_lengths(batch.lengths);  // what the host fills between steps
   void* q_to = batch.d_q.rebase(batch.q.view({batch.q.elements()}), batch.q).data;
@@ -187,7 +198,7 @@ TEST_P(PagedCudaGraph, CapturedAfterItsInputCopies) {
   check(cudaMemcpyAsync(lengths_to, lengths_from, batch.lengths.bytes(), cudaMemcpyDeviceToDevice, stream),
         "captured copy of the lengths");
   check(cudaMemcpyAsync(q_to, q_from, batch.q.bytes(), cudaMemcpyDeviceToDevice, stream), "captured copy of q");
-  paged_attention_forward(batch.args(), plan, params);
+  run.forward(batch.args());
   check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
   check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
 
@@ -204,43 +215,29 @@ TEST_P(PagedCudaGraph, CapturedAfterItsInputCopies) {
     const std::vector<double> replay = batch.take_outputs();
     batch.d_lengths.upload(batch.lengths);  // the same inputs in place, for the eager yardstick
     batch.d_q.upload(batch.q);
-    paged_attention_forward(batch.args(), plan, params);
+    run.forward(batch.args());
     check(cudaStreamSynchronize(stream), "eager run");
     expect_same_bits(replay, batch.take_outputs(), "step " + std::to_string(step));
   }
 
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
-  if (workspace != nullptr) cudaFree(workspace);
-  cudaStreamDestroy(stream);
 }
 
 // On sm90 the decode is a programmatic dependent of the stream's previous kernel and lets its own dependents (the
-// combine, or the next call's decode) start before it ends: a call must still see every write of the call before it. Two forwards chained on one
-// stream, the second's queries being the first's output (NaN before the first writes it), must give the bits of the
-// same two calls with a synchronization between them; a decode that read its queries before the previous call's
-// last kernel had written them would see NaN or stale values. What it catches is a dependent started long before
-// those writes (a trigger at a kernel's start with no wait behind it): with the decode's wait removed but the
-// triggers where they are, the gap from a trigger to the last write (the decode's epilogue) is shorter than the
-// dependent's launch here, and it passed on an H200 (2026-11-22).
+// combine, or the next call's decode) start before it ends: a call must still see every write of the call before
+// it. Two forwards chained on one stream, the second's queries being the first's output (NaN before the first writes
+// it), must give the bits of the same two calls with a synchronization between them; a decode that read its queries
+// before the previous call's last kernel had written them would see NaN or stale values. What it catches is a
+// dependent started long before those writes (a trigger at a kernel's start with no wait behind it): with the
+// decode's wait removed but the triggers where they are, the gap from a trigger to the last write (the decode's
+// epilogue) is shorter than the dependent's launch here, and it passed on an H200 (2026-11-22).
 TEST_P(PagedCudaGraph, ChainedCallsSeeTheCallBefore) {
   if (!gpu_available()) GTEST_SKIP() << "needs a GPU; none is usable on this machine";
   DecodeBatch batch;
-  AttentionParams params;
-  params.impl = "cuda";
-  PagedPlan plan;
-  try {
-    plan = paged_attention_plan(batch.args(), params, GetParam(), 512);
-  } catch (const Error& e) {
-    if (e.code() != ErrorCode::unsupported) throw;
-    GTEST_SKIP() << "the cuda paged backend does not run this: " << e.what();
-  }
-  cudaStream_t stream = nullptr;
-  check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
-  void* workspace = nullptr;
-  if (plan.workspace_bytes > 0) check(cudaMalloc(&workspace, plan.workspace_bytes), "cudaMalloc workspace");
-  params.stream = stream;
-  params.workspace = {workspace, plan.workspace_bytes};
+  PlannedRun run(batch, GetParam());
+  if (!run.unsupported.empty()) GTEST_SKIP() << run.unsupported;
+  cudaStream_t stream = run.stream;
 
   // The second call: queries = the first call's output, its own output and lse.
   using B = DecodeBatch;
@@ -252,36 +249,23 @@ TEST_P(PagedCudaGraph, ChainedCallsSeeTheCallBefore) {
   second.q = batch.d_out.rebase(batch.out.view({B::kBatch, 1, B::kHeadsQ, B::kDim}), batch.out);
   second.out = d_out2.rebase(out2.view({B::kBatch, 1, B::kHeadsQ, B::kDim}), out2);
   second.lse = d_lse2.rebase(lse2.view({B::kBatch, B::kHeadsQ, 1}), lse2);
-  auto take_second = [&] {
-    d_out2.download(out2);
-    d_lse2.download(lse2);
-    std::vector<double> all;
-    for (std::int64_t e = 0; e < out2.elements(); ++e) all.push_back(out2.get(e));
-    for (std::int64_t e = 0; e < lse2.elements(); ++e) all.push_back(lse2.get(e));
-    out2.poison();
-    lse2.poison();
-    d_out2.upload(out2);
-    d_lse2.upload(lse2);
-    return all;
-  };
+  auto take_second = [&] { return take(out2, d_out2, lse2, d_lse2); };
 
-  paged_attention_forward(batch.args(), plan, params);
+  run.forward(batch.args());
   check(cudaStreamSynchronize(stream), "first call");
-  paged_attention_forward(second, plan, params);
+  run.forward(second);
   check(cudaStreamSynchronize(stream), "second call");
   const std::vector<double> separate = take_second();
   batch.take_outputs();  // poisons the first call's output (the second's queries) again
 
   for (int round = 0; round < 10; ++round) {
-    paged_attention_forward(batch.args(), plan, params);
-    paged_attention_forward(second, plan, params);  // no synchronization in between
+    run.forward(batch.args());
+    run.forward(second);  // no synchronization in between
     check(cudaStreamSynchronize(stream), "chained calls");
     expect_same_bits(take_second(), separate, "chained round " + std::to_string(round));
     batch.take_outputs();
   }
 
-  if (workspace != nullptr) cudaFree(workspace);
-  cudaStreamDestroy(stream);
 }
 
 INSTANTIATE_TEST_SUITE_P(Splits, PagedCudaGraph,

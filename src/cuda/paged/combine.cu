@@ -8,8 +8,8 @@
 
 #include "cuda/paged/decode.hpp"
 #include "cuda/paged/decode_kernel.cuh"
+#include "cuda/paged/programmatic_launch.cuh"
 #include "cuda/paged/trace.cuh"
-#include "cuda/sm80/common/cuda_check.cuh"
 
 namespace ioattn::detail::paged {
 namespace {
@@ -145,16 +145,9 @@ __global__ void __launch_bounds__(kCombineWarps * 32) paged_combine_kernel(const
 template <class Element>
 void launch_combine(const DecodeParams& p, int dim_v, void* stream, bool programmatic) {
   const std::int64_t items = static_cast<std::int64_t>(p.seqlen_q) * p.heads_q;  // (row, head) of a sequence
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>(items), static_cast<unsigned>(p.batch));
-  config.blockDim = dim3(kCombineWarps * 32);
-  config.stream = static_cast<cudaStream_t>(stream);
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attribute;
-  config.numAttrs = programmatic ? 1 : 0;
-  sm80::cuda_check(cudaLaunchKernelEx(&config, paged_combine_kernel<Element>, p, dim_v), "paged combine kernel launch");
+  const dim3 grid(static_cast<unsigned>(items), static_cast<unsigned>(p.batch));
+  launch_maybe_programmatic(paged_combine_kernel<Element>, grid, dim3(kCombineWarps * 32), 0, stream, programmatic,
+                            "paged combine kernel launch", p, dim_v);
 }
 
 template void launch_combine<__nv_bfloat16>(const DecodeParams&, int, void*, bool);

@@ -7,8 +7,8 @@
 
 #include "cuda/paged/decode.hpp"
 #include "cuda/paged/decode_kernel.cuh"
+#include "cuda/paged/programmatic_launch.cuh"
 #include "cuda/shared_memory.hpp"
-#include "cuda/sm80/common/cuda_check.cuh"
 
 namespace ioattn::detail::paged {
 
@@ -22,18 +22,10 @@ void launch_decode_traits(const DecodeParams& p, void* stream, int device, int r
   // and the K/V stream bypasses L1 anyway.
   opt_in_shared_memory(reinterpret_cast<const void*>(kernel), T::kSmemBytes, device, "cuda paged decode",
                        /*max_carveout=*/true);
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>(p.batch * p.heads_kv), static_cast<unsigned>(p.max_splits),
-                        static_cast<unsigned>(row_blocks));
-  config.blockDim = dim3(T::kThreads);
-  config.dynamicSmemBytes = T::kSmemBytes;
-  config.stream = static_cast<cudaStream_t>(stream);
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attribute;
-  config.numAttrs = programmatic ? 1 : 0;
-  sm80::cuda_check(cudaLaunchKernelEx(&config, kernel, p), "paged decode kernel launch");
+  const dim3 grid(static_cast<unsigned>(p.batch * p.heads_kv), static_cast<unsigned>(p.max_splits),
+                  static_cast<unsigned>(row_blocks));
+  launch_maybe_programmatic(kernel, grid, dim3(T::kThreads), T::kSmemBytes, stream, programmatic,
+                            "paged decode kernel launch", p);
 }
 
 // The 16-row variant serves sequences with at most 16 packed rows, the 64-row one the others (each CTA checks);
