@@ -133,6 +133,32 @@ struct PlannedRun {
   void forward(const PagedForwardArgs& args) { paged_attention_forward(args, plan, params); }
 };
 
+// What `record` puts on `stream`, captured into a graph once; replay() launches it and waits (destroyed with it).
+struct CapturedGraph {
+  cudaStream_t stream;
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+
+  template <class Record>
+  CapturedGraph(cudaStream_t s, Record&& record) : stream(s) {
+    check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
+    record();
+    check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+    check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+  }
+  ~CapturedGraph() {
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+  }
+  CapturedGraph(const CapturedGraph&) = delete;
+  CapturedGraph& operator=(const CapturedGraph&) = delete;
+
+  void replay(const char* what) {
+    check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");
+    check(cudaStreamSynchronize(stream), what);
+  }
+};
+
 class PagedCudaGraph : public ::testing::TestWithParam<SplitKV> {};
 
 TEST_P(PagedCudaGraph, ReplayEqualsEagerAsLengthsGrow) {
@@ -146,14 +172,9 @@ TEST_P(PagedCudaGraph, ReplayEqualsEagerAsLengthsGrow) {
   check(cudaStreamSynchronize(stream), "eager run");
   const std::vector<double> eager = batch.take_outputs();
 
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
-  run.forward(batch.args());  // no allocation, no host synchronization: capturable
-  check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
-  check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
-  check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");
-  check(cudaStreamSynchronize(stream), "graph replay");
+  // No allocation, no host synchronization: capturable.
+  CapturedGraph graph(stream, [&] { run.forward(batch.args()); });
+  graph.replay("graph replay");
   expect_same_bits(batch.take_outputs(), eager, "first replay");
 
   // The next decoding step: sequence 1 grows from 37 to 300 tokens, sequence 3 from 1 to 64, new queries. The graph
@@ -164,16 +185,12 @@ TEST_P(PagedCudaGraph, ReplayEqualsEagerAsLengthsGrow) {
   std::normal_distribution<double> normal;
   batch.q.fill([&] { return normal(batch.gen); });
   batch.d_q.upload(batch.q);
-  check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");
-  check(cudaStreamSynchronize(stream), "graph replay after growth");
+  graph.replay("graph replay after growth");
   const std::vector<double> replay = batch.take_outputs();
   run.forward(batch.args());
   check(cudaStreamSynchronize(stream), "eager run after growth");
   expect_same_bits(replay, batch.take_outputs(), "replay after the lengths grew");
   EXPECT_NE(replay, eager) << "the replay did not see the new lengths and queries";
-
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
 }
 
 // A server's step graph copies the step's inputs in and then attends: copies captured in front of the forward (whose
@@ -192,15 +209,12 @@ TEST_P(PagedCudaGraph, CapturedAfterItsInputCopies) {
   const void* q_from = staged_q.rebase(batch.q.view({batch.q.elements()}), batch.q).data;
   const void* lengths_from = staged_lengths.rebase(batch.lengths.view({batch.lengths.elements()}), batch.lengths).data;
 
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
-  check(cudaMemcpyAsync(lengths_to, lengths_from, batch.lengths.bytes(), cudaMemcpyDeviceToDevice, stream),
-        "captured copy of the lengths");
-  check(cudaMemcpyAsync(q_to, q_from, batch.q.bytes(), cudaMemcpyDeviceToDevice, stream), "captured copy of q");
-  run.forward(batch.args());
-  check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
-  check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+  CapturedGraph graph(stream, [&] {
+    check(cudaMemcpyAsync(lengths_to, lengths_from, batch.lengths.bytes(), cudaMemcpyDeviceToDevice, stream),
+          "captured copy of the lengths");
+    check(cudaMemcpyAsync(q_to, q_from, batch.q.bytes(), cudaMemcpyDeviceToDevice, stream), "captured copy of q");
+    run.forward(batch.args());
+  });
 
   std::normal_distribution<double> normal;
   for (int step = 0; step < 3; ++step) {
@@ -210,8 +224,7 @@ TEST_P(PagedCudaGraph, CapturedAfterItsInputCopies) {
     batch.q.fill([&] { return normal(batch.gen); });
     staged_lengths.upload(batch.lengths);
     staged_q.upload(batch.q);
-    check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");
-    check(cudaStreamSynchronize(stream), "graph replay");
+    graph.replay("graph replay");
     const std::vector<double> replay = batch.take_outputs();
     batch.d_lengths.upload(batch.lengths);  // the same inputs in place, for the eager yardstick
     batch.d_q.upload(batch.q);
@@ -219,9 +232,6 @@ TEST_P(PagedCudaGraph, CapturedAfterItsInputCopies) {
     check(cudaStreamSynchronize(stream), "eager run");
     expect_same_bits(replay, batch.take_outputs(), "step " + std::to_string(step));
   }
-
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
 }
 
 // On sm90 the decode is a programmatic dependent of the stream's previous kernel and lets its own dependents (the
@@ -265,7 +275,6 @@ TEST_P(PagedCudaGraph, ChainedCallsSeeTheCallBefore) {
     expect_same_bits(take_second(), separate, "chained round " + std::to_string(round));
     batch.take_outputs();
   }
-
 }
 
 INSTANTIATE_TEST_SUITE_P(Splits, PagedCudaGraph,

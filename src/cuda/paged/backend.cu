@@ -225,8 +225,7 @@ PagedSplit cuda_paged_plan(const PagedProblem& p, SplitKV split, std::int64_t ex
 // Measured back to back (H200, 2026-11-22, bench/paged_decode.py --graph): 0.1-1.0 us faster a call on most rows at
 // D 64, 128 and 256 (D 128: 1 x 32k 38.6 -> 38.2 us, 16 x 2k 36.4 -> 35.8), within noise on the others.
 // IOATTN_PAGED_PDL=0 launches the decode without.
-bool decode_programmatic(int device) {
-  if (device_info(device).major < 9) return false;
+bool decode_pdl_enabled() {
   const char* env = std::getenv("IOATTN_PAGED_PDL");
   return env == nullptr || std::strcmp(env, "0") != 0;
 }
@@ -236,14 +235,15 @@ void run_decode(const paged::DecodeParams& dp, const PagedProblem& p) {
   using paged::launch_decode;
   const int device = p.device_index;
   const paged::NarrowKernel narrow = narrow_kernel(p, p.batch * p.heads_kv * p.max_splits);
-  const bool programmatic = decode_programmatic(device);
+  const bool sm90 = device_info(device).major >= 9;  // programmatic dependent launches: sm90 and later
+  const bool programmatic = sm90 && decode_pdl_enabled();
   if (p.dim_qk == 64) launch_decode<Element, 64, 64>(dp, p.stream, device, narrow, programmatic);
   else if (p.dim_qk == 128) launch_decode<Element, 128, 128>(dp, p.stream, device, narrow, programmatic);
   else if (p.dim_qk == 192) launch_decode<Element, 192, 128>(dp, p.stream, device, narrow, programmatic);
   else if (p.dim_qk == 256) launch_decode<Element, 256, 256>(dp, p.stream, device, narrow, programmatic);
   else throw Error(ErrorCode::unsupported, cuda_paged_unsupported(p));
   if (dp.max_splits > 1) {
-    paged::launch_combine<Element>(dp, static_cast<int>(p.dim_v), p.stream, device_info(device).major >= 9);
+    paged::launch_combine<Element>(dp, static_cast<int>(p.dim_v), p.stream, sm90);
   }
 }
 
