@@ -1,14 +1,18 @@
 // GPU-only checks of the Hopper forward ("cuda_sm90") beyond the shared case table (tests/attention): every
-// compiled head dim (64, 128, 256, 192/128) and dtype on multi-tile shapes that are no multiple of the tile sizes, under
-// every mask kind, with GQA, sinks, padded strides, varlen with empty sequences, softcap and ALiBi; a second run
-// must agree bit for bit (a missing barrier or a pipeline phase error would show as a moving result); varlen
-// isolation (a neighbour's non-finite K and V rows must not reach a sequence's output); and the refusals that send
-// work to the sm80 backend. Judged by the fp64 reference and the 2x-naive bound (src/numerics/error_bound.hpp).
-// Without a Hopper GPU every test skips, saying why.
+// compiled head dim (64, 128, 256, 192/128) and dtype on multi-tile shapes that are no multiple of the tile sizes,
+// under every mask kind, with GQA, sinks, padded strides, varlen with empty sequences, softcap and ALiBi; a second
+// run must agree bit for bit (a missing barrier or a pipeline phase error would show as a moving result); packed
+// GQA against the reference and against the bits of one head per tile; varlen isolation (a neighbour's non-finite
+// K and V rows must not reach a sequence's output); and the refusals that send work to the sm80 backend. Judged by
+// the fp64 reference and the 2x-naive bound (src/numerics/error_bound.hpp). Without a Hopper GPU every test skips,
+// saying why.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -188,6 +192,97 @@ TEST(Sm90ForwardAuto, SoftcapAndAlibi) {
   CaseData data(c);
   const Results got = data.run("auto", Device::cuda, false);
   for (const Comparison& cmp : data.compare_all(got, false)) EXPECT_TRUE(cmp.ok()) << cmp.describe();
+}
+
+// Packed GQA: a kv head's query heads share one query tile (row r = token r / group, head r % group), for few
+// queries per head. Forced on (IOATTN_SM90_PACK_GQA=1, which fails loudly where it cannot pack) each case must
+// match the reference, and forced off it must give the same bits: every row's products, masks and softmax steps are
+// its own, whichever rows share its tile. Groups that divide the 128-row tile and groups that do not (3, 6, 7: the
+// tile's last rows hold no query), one token per tile (128), every mask, sinks, softcap, padded strides, varlen.
+std::vector<Case> packed_gqa_cases() {
+  std::vector<Case> cases;
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
+    for (auto [dim_qk, dim_v] : sm90_dims()) {
+      Case base;
+      base.dtype = dtype;
+      base.dim_qk = dim_qk, base.dim_v = dim_v;
+      base.backward = false;
+      auto add = [&](int heads_q, int heads_kv, int seqlen_q, int seqlen_k, Mask mask, auto&& more) {
+        Case c = base;
+        c.heads_q = heads_q, c.heads_kv = heads_kv, c.seqlen_q = seqlen_q, c.seqlen_k = seqlen_k;
+        c.mask = mask;
+        more(c);
+        cases.push_back(c);
+      };
+      auto none = [](Case&) {};
+      add(8, 2, 1, 1000, Mask::none(), [](Case& c) { c.batch = 3; });  // decoding: one token per sequence
+      add(16, 2, 16, 777, Mask::causal(), [](Case& c) { c.batch = 2, c.sinks = true; });
+      add(6, 2, 50, 300, Mask::window(64, 0), none);
+      add(7, 1, 37, 515, Mask::causal(Alignment::top_left), [](Case& c) { c.layout = Layout::padded; });
+      add(32, 2, 9, 129, Mask::causal(), [](Case& c) { c.softcap = 5.0f; });
+      add(12, 2, 100, 260, Mask::causal(), none);   // group 6: five tiles of 21 tokens
+      add(128, 1, 3, 70, Mask::none(), none);       // group 128: one token per tile
+      add(8, 2, 20, 10, Mask::causal(), [](Case& c) { c.sinks = true; });  // the first rows see no key
+      add(8, 2, 0, 0, Mask::causal(), [](Case& c) {
+        c.sinks = true;
+        c.varlen_q = {5, 0, 40, 1};
+        c.varlen_k = {300, 17, 40, 0};
+      });
+    }
+  }
+  return cases;
+}
+
+// Sets an environment variable for a scope, restoring what was there.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    ::setenv(name, value, 1);
+  }
+  ~ScopedEnv() { old_ ? ::setenv(name_, old_->c_str(), 1) : ::unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+// Empty when a and b hold the same bits; else how many elements differ and the first few.
+std::string bit_differences(const std::vector<double>& a, const std::vector<double>& b) {
+  if (a.size() != b.size()) return "sizes " + std::to_string(a.size()) + " and " + std::to_string(b.size());
+  std::int64_t n = 0;
+  std::string first;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::memcmp(&a[i], &b[i], sizeof(double)) == 0) continue;
+    if (++n <= 4) first += " [" + std::to_string(i) + "] " + std::to_string(a[i]) + " vs " + std::to_string(b[i]);
+  }
+  return n == 0 ? std::string() : std::to_string(n) + " of " + std::to_string(a.size()) + " differ:" + first;
+}
+
+TEST(Sm90PackedGqa, MatchesReferenceAndUnpackedBits) {
+  if (std::string why = why_no_sm90(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
+  for (const Case& c : packed_gqa_cases()) {
+    SCOPED_TRACE(c.name() + ", " + seed_text() + " reproduces these inputs");
+    CaseData data(c);
+    Results packed, again, unpacked;
+    {
+      ScopedEnv on("IOATTN_SM90_PACK_GQA", "1");
+      packed = data.run(kImpl, Device::cuda, false);
+      again = data.run(kImpl, Device::cuda, false);
+    }
+    for (const Comparison& cmp : data.compare_all(packed, false)) EXPECT_TRUE(cmp.ok()) << cmp.describe();
+    EXPECT_EQ(bit_differences(packed.out, again.out), "") << "out, two packed runs";
+    EXPECT_EQ(bit_differences(packed.lse, again.lse), "") << "lse, two packed runs";
+    {
+      ScopedEnv off("IOATTN_SM90_PACK_GQA", "0");
+      unpacked = data.run(kImpl, Device::cuda, false);
+    }
+    EXPECT_EQ(bit_differences(packed.out, unpacked.out), "") << "out, packed vs one head per tile";
+    EXPECT_EQ(bit_differences(packed.lse, unpacked.lse), "") << "lse, packed vs one head per tile";
+  }
 }
 
 // Varlen isolation: the packed tensor map lets a partial last key tile read the next sequence's K and V rows. Here

@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
 
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   auto& storage = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
-  const std::int64_t num_tiles = std::int64_t(p.num_m_blocks) * p.heads_q * p.batch;
+  const std::int64_t num_tiles = std::int64_t(p.num_m_blocks) * (p.heads_q / p.pack_gqa) * p.batch;
   const std::int64_t rounds = tile_rounds<kOrder>(num_tiles);
 
   Tensor sQ = make_tensor(make_smem_ptr(storage.q.data()), typename Traits::SmemLayoutQ{});
@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
   const int warp_idx = cutlass::canonical_warp_idx_sync();
   const int warpgroup = warp_idx / 4;
   if (warp_idx == 0 && cute::elect_one_sync()) {
-    cute::prefetch_tma_descriptor(p.tma_q.get_tma_descriptor());
+    cute::prefetch_tma_descriptor(p.pack_gqa > 1 ? &p.tma_q_packed : p.tma_q.get_tma_descriptor());
     cute::prefetch_tma_descriptor(p.tma_k.get_tma_descriptor());
     cute::prefetch_tma_descriptor(p.tma_v.get_tma_descriptor());
     Barrier::init(&storage.bar_q, 1);
@@ -110,8 +110,20 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
       // last P V and epilogue); the first K is issued before waiting for that, since its stage frees up earlier.
       auto load_q = [&] {
         if (iter > 0) PlainBarrier::wait(&storage.bar_q_empty, (iter - 1) & 1);
-        Barrier::arrive_and_expect_tx(&storage.bar_q, Traits::kBytesQ);
-        copy(p.tma_q.with(storage.bar_q), tQgQ, tQsQ);
+        if (p.pack_gqa > 1) {
+          // (dim, head in group, token, kv head, batch): 64 columns (one swizzle-wide column block of sQ) a load.
+          Barrier::arrive_and_expect_tx(&storage.bar_q, p.q_tile_bytes);
+          CUTE_UNROLL
+          for (int c = 0; c < kDim / 64; ++c) {
+            SM90_TMA_LOAD_5D::copy(&p.tma_q_packed, &storage.bar_q,
+                                   static_cast<std::uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL),
+                                   storage.q.data() + c * kBlockM * 64, c * 64, 0,
+                                   int(w.span.q_offset) + w.row0, h_kv, bq);
+          }
+        } else {
+          Barrier::arrive_and_expect_tx(&storage.bar_q, Traits::kBytesQ);
+          copy(p.tma_q.with(storage.bar_q), tQgQ, tQsQ);
+        }
       };
       for (int n_block = w.n_block_max - 1; n_block >= w.n_block_min; --n_block) {
         pipe_k.producer_acquire(write);
@@ -144,6 +156,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
     constexpr int kRows = decltype(size<0>(rC))::value;
     Tensor cO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDimV>>{}));
 
+    // Packed GQA with a group that does not divide kBlockM: the tile's last rows hold no query and no load writes
+    // them; zero them once, so that the products never read stale or uninitialized shared memory.
+    if (const int packed_rows = kBlockM / p.pack_gqa * p.pack_gqa; packed_rows < kBlockM) {
+      zero_smem_rows<Traits::kConsumerThreads>(sQ, packed_rows, ctid);
+    }
     if constexpr (kSchedule == ForwardSchedule::overlapped) WarpgroupTurns{consumer}.start();
     PipelineState read;
     int iter = 0;
@@ -173,14 +190,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
         v_rows_first = int(w.span.k_len) - (w.n_block_max - 1) * kBlockN;
       }
       MainloopArgs<Traits, decltype(tSrQ), decltype(tSrK), decltype(tOrV), decltype(rC), decltype(acc_o)> args{
-          pipe_k, pipe_v, mma_qk, mma_pv, tSrQ, tSrK, tOrV, rC, acc_o, w.rule, w.row0, w.n_block_min,
+          pipe_k, pipe_v, mma_qk, mma_pv, tSrQ, tSrK, tOrV, rC, acc_o, w.rule, w.row0, p.pack_gqa, w.n_block_min,
           w.n_block_max, full_lo > INT_MAX ? INT_MAX : int(full_lo),
           key_end_first > 0 ? int(key_end_first / kBlockN) : 0, consumer, ctid, mod, v_rows_first,
           storage.v.data(), &storage.bar_q_empty};
       consumer_mainloop<Traits, kSchedule, kScoreMod>(args, softmax, read);  // arrives on bar_q_empty
 
       // Epilogue: finalize each row through core::SoftmaxState (sink, empty rows), scale O once, store O and LSE.
-      const float sink = p.sinks ? p.sinks[w.h] : 0.0f;
+      const TileRows rows = TileRows::of(w, p.pack_gqa);
       float row_lse[kRows];
       {
         Tensor rO = make_tensor(acc_o.data(), gmma_rowcol_layout(acc_o.layout()));
@@ -191,7 +208,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
           const float m_natural = kScoreMod ? softmax.row_max[mi] : softmax.row_max[mi] * p.scale;
           state.m = softmax.row_max[mi] == -INFINITY ? -INFINITY : m_natural;
           state.l = sm80::quad_sum(softmax.row_sum[mi]);
-          const float keep = p.sinks ? state.add_sink(sink) : 1.0f;
+          const float keep = p.sinks ? state.add_sink(p.sinks[rows.head(get<0>(rC(mi, 0)))]) : 1.0f;
           const float factor = keep * state.inv_sum();
           row_lse[mi] = state.lse();
           CUTE_UNROLL
@@ -199,7 +216,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
         }
       }
 
-      store_lse_and_out<Element>(p, w.b, w.h, w.span.q_offset + w.row0, w.rows_here, row_lse, rC, cO, acc_o);
+      store_lse_and_out<Element>(p, w.b, rows, row_lse, rC, cO, acc_o);
       ++iter;
     }
   }

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include <cuda_runtime.h>
@@ -20,6 +22,7 @@
 #include "cuda/sm90/forward_traits.cuh"
 #include "cuda/sm90/tma_view.cuh"
 #include "cuda/sm90/varlen_isolation.hpp"
+#include "ioattn/error.hpp"
 
 namespace ioattn::detail::sm90 {
 
@@ -55,15 +58,47 @@ inline int multiprocessor_count(int device) {
 }
 
 // TileOrder::heavy_first sorts the tiles of this many (head, sequence) pairs together: as many as have their K and
-// V in half the L2 (a query head's share of its kv head's), at least one.
+// V in half the L2 (a query head's share of its kv head's; packed GQA: a group's, the whole), at least one.
 template <class Traits>
-int heavy_first_section_heads(const Problem& p) {
+int heavy_first_section_heads(const Problem& p, int pack) {
   const std::int64_t l2 = device_attribute<cudaDevAttrL2CacheSize>(p.device_index, 50 << 20,
                                                                    "cudaDeviceGetAttribute(L2 cache size)");
   const std::int64_t kv_bytes = p.seqlen_k * (Traits::kDim + Traits::kDimV) *
-                                std::int64_t(sizeof(typename Traits::Element)) / p.group_size();
-  const std::int64_t pairs = p.heads_q * p.batch;
+                                std::int64_t(sizeof(typename Traits::Element)) * pack / p.group_size();
+  const std::int64_t pairs = p.heads_q / pack * p.batch;
   return int(std::clamp<std::int64_t>(l2 / 2 / std::max<std::int64_t>(kv_bytes, 1), 1, pairs));
+}
+
+// IOATTN_SM90_PACK_GQA (read at every launch, like the variant): 0 never packs, 1 packs wherever it can (for tests
+// and side-by-side timing); unset, pack_gqa_pays decides.
+inline int pack_gqa_from_env() {
+  const char* env = std::getenv("IOATTN_SM90_PACK_GQA");
+  return env && *env ? std::atoi(env) : -1;
+}
+
+// Packing a kv head's query heads into one tile pays where a query tile of one head would be mostly empty (few
+// queries: decoding with a draft, chunked prefill): the tile's share of valid rows, against what packing gives,
+// with FlashAttention-3's margin (pack when one head per tile fills less than 90% of what packing fills). It also
+// reads each kv head's K and V once per tile instead of once per query head.
+inline bool pack_gqa_pays(std::int64_t seqlen_q, int group, int block_m) {
+  const int tokens = block_m / group;
+  const double one_head = double(seqlen_q) / double((seqlen_q + block_m - 1) / block_m * block_m);
+  const double packed = double(seqlen_q * group) / double((seqlen_q + tokens - 1) / tokens * block_m);
+  return one_head < 0.9 * packed;
+}
+
+// The query heads a tile holds (ForwardParams::pack_gqa): the group size where packing is possible and chosen, else
+// 1. Not with ALiBi (its slope is per query head; the score-mod code takes one per tile).
+template <class Traits>
+int choose_pack_gqa(const Problem& p) {
+  const std::int64_t group = p.group_size();
+  if (group < 2 || group > Traits::kBlockM || p.alibi_slopes != nullptr) return 1;
+  const int forced = pack_gqa_from_env();
+  if (forced == 0) return 1;
+  if (forced < 0 && !pack_gqa_pays(p.seqlen_q, int(group), Traits::kBlockM)) return 1;
+  const std::int64_t tokens = Traits::kBlockM / group;
+  if ((p.seqlen_q + tokens - 1) / tokens * p.heads_kv * p.batch > INT_MAX) return 1;  // the grid's limit
+  return int(group);
 }
 
 template <class Traits>
@@ -85,6 +120,20 @@ ForwardParams<Traits> make_forward_params(const Problem& p) {
   fp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Element, kDimV>(p.v, rows_k, p.heads_kv, batches),
                            take<0, 2>(typename Traits::SmemLayoutV{}),
                            Shape<Int<Traits::kBlockN>, Int<kDimV>>{}, _1{});
+  fp.pack_gqa = choose_pack_gqa<Traits>(p);
+  if (fp.pack_gqa > 1) {
+    const int tokens = Traits::kBlockM / fp.pack_gqa;
+    fp.q_tile_bytes = std::uint32_t(tokens * fp.pack_gqa * kDim * sizeof(Element));
+    if (!make_packed_q_map<Element>(&fp.tma_q_packed, p.q, kDim, rows_q, p.heads_kv, fp.pack_gqa, batches, tokens)) {
+      // The driver refused the map: one head per tile, as without packing; loudly where packing was forced, so
+      // that a test which forces it cannot pass without it.
+      if (pack_gqa_from_env() == 1) {
+        throw Error(ErrorCode::backend_failure, "IOATTN_SM90_PACK_GQA=1, but cuTensorMapEncodeTiled refused the "
+                                                "packed query map (group " + std::to_string(fp.pack_gqa) + ")");
+      }
+      fp.pack_gqa = 1;
+    }
+  }
   fp.map_rows_q = int(rows_q);
   fp.map_rows_k = int(rows_k);
   fp.heads_q = int(p.heads_q);
@@ -109,12 +158,13 @@ ForwardParams<Traits> make_forward_params(const Problem& p) {
   fp.window_left = p.mask.window_left;
   fp.window_right = p.mask.window_right;
   fp.top_left = p.mask.alignment == Alignment::top_left;
-  fp.num_m_blocks = int((p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM);
+  const int tile_tokens = Traits::kBlockM / fp.pack_gqa;
+  fp.num_m_blocks = int((p.seqlen_q + tile_tokens - 1) / tile_tokens);
   fp.softcap = p.softcap;
   fp.alibi_slopes = p.alibi_slopes;
   fp.alibi_batch_stride = p.alibi_batch_stride;
   fp.clear_v_overhang = varlen && !unsafe_varlen_overhang_from_env();
-  fp.section_heads = heavy_first_section_heads<Traits>(p);
+  fp.section_heads = heavy_first_section_heads<Traits>(p, fp.pack_gqa);
   return fp;
 }
 
@@ -128,7 +178,7 @@ void launch_forward_kernel(const Problem& p) {
 
   const ForwardParams<Traits> fp = make_forward_params<Traits>(p);
   // One CTA per SM fits (the shared memory of one takes most of an SM's): a persistent grid is one wave.
-  const std::int64_t tiles = std::int64_t(fp.num_m_blocks) * p.heads_q * p.batch;
+  const std::int64_t tiles = std::int64_t(fp.num_m_blocks) * (p.heads_q / fp.pack_gqa) * p.batch;
   const std::int64_t ctas = kOrder == TileOrder::one_per_cta
                                 ? tiles
                                 : std::min<std::int64_t>(tiles, multiprocessor_count(p.device_index));

@@ -25,6 +25,7 @@
 #include "ioattn/core/mask.hpp"
 #include "cuda/sm80/common/score_mod.cuh"
 #include "cuda/sm80/common/tile_ops.cuh"
+#include "cuda/sm90/tile_scheduler.cuh"
 #include "cuda/sm90/wgmma_ops.cuh"
 
 namespace ioattn::detail::sm90 {
@@ -63,8 +64,12 @@ struct OnlineSoftmax {
       CUTE_UNROLL
       for (int ni = 0; ni < size<1>(rS); ++ni) tile_max = fmaxf(tile_max, rS(mi, ni));
       const float m_new = sm80::quad_max(tile_max);
-      const float offset = m_new == -INFINITY ? 0.0f : m_new * to_log2;
-      alpha[mi] = sm80::fast_exp2(row_max[mi] * to_log2 - offset);
+      // Both products rounded on their own (__fmul_rn: no FMA contraction), so that where the max did not move they
+      // are the same value and alpha is exactly 1: the rescale is skipped, and a key tile whose keys the row cannot
+      // see changes none of its bits (a row's result does not depend on which other rows share its tile). As an FMA,
+      // row_max * to_log2 - offset is the product's rounding error, and alpha 1 + 1 ulp as often as not.
+      const float offset = m_new == -INFINITY ? 0.0f : __fmul_rn(m_new, to_log2);
+      alpha[mi] = sm80::fast_exp2(__fmul_rn(row_max[mi], to_log2) - offset);
       row_max[mi] = m_new;
       const float biased_offset = offset - bias_log2;
       float sum = 0.0f;
@@ -114,32 +119,52 @@ __forceinline__ __device__ void convert_into(SrcTensor const& src, DstTensor& ds
       convert_op(*reinterpret_cast<const cutlass::Array<From, kNumel>*>(src.data()));
 }
 
+// Which query each row of a tile holds. One head per tile: rows [0, valid) are consecutive tokens of head
+// first_head. Packed GQA (pack > 1): row r is token first_token + r / pack of query head first_head + r % pack.
+struct TileRows {
+  std::int64_t first_token;  // row of the q tensor (the sequence's offset included)
+  int first_head;
+  int pack;
+  int valid;  // rows [valid, kBlockM) hold no query (past the sequence, or the tail of a packed tile)
+
+  __forceinline__ __device__ static TileRows of(const TileWork& w, int pack) {
+    return TileRows{w.span.q_offset + w.row0, w.h, pack, w.rows_here * pack};
+  }
+  __forceinline__ __device__ std::int64_t token(int r) const { return first_token + (pack == 1 ? r : r / pack); }
+  __forceinline__ __device__ int head(int r) const { return first_head + (pack == 1 ? 0 : r % pack); }
+};
+
 // The epilogue's stores, shared by the bf16 and FP8 forwards: each row's LSE (one lane of each quad writes its
-// rows) and O converted to OutElement straight from registers: element pairs (2i, 2i+1) of the fragment are adjacent
-// columns of one row, so each store is 4 bytes at an even column of a 16-byte aligned row. Rows from rows_here on
-// are past the sequence and not written. `p` has the kernels' out/lse pointers and strides.
+// rows) and O converted to OutElement straight from registers: in the row-column view, columns (2j, 2j + 1) of a
+// row are adjacent in the fragment and in the row, so each store is 4 bytes at an even column of a 16-byte aligned
+// row. Rows from rows.valid on are not written. `p` has the kernels' out/lse pointers and strides.
 template <class OutElement, int kRows, class Params, class RowColCoords, class OCoords, class AccO>
-__forceinline__ __device__ void store_lse_and_out(const Params& p, int b, int h, std::int64_t q_row0, int rows_here,
+__forceinline__ __device__ void store_lse_and_out(const Params& p, int b, const TileRows& rows,
                                                   const float (&row_lse)[kRows], const RowColCoords& rC,
                                                   const OCoords& cO, const AccO& acc_o) {
   if (p.lse != nullptr && get<1>(rC(0, 0)) == 0) {
-    float* lse_ptr = p.lse + b * p.lse_batch_stride + q_row0 * p.lse_row_stride + h * p.lse_head_stride;
     CUTE_UNROLL
     for (int mi = 0; mi < kRows; ++mi) {
       const int row = get<0>(rC(mi, 0));
-      if (row < rows_here) lse_ptr[row * p.lse_row_stride] = row_lse[mi];
+      if (row < rows.valid) {
+        p.lse[b * p.lse_batch_stride + rows.token(row) * p.lse_row_stride + rows.head(row) * p.lse_head_stride] =
+            row_lse[mi];
+      }
     }
   }
   Tensor rOut = sm80::convert_tensor<OutElement>(acc_o);
-  OutElement* o_ptr =
-      static_cast<OutElement*>(p.out) + b * p.o_batch_stride + q_row0 * p.o_row_stride + h * p.o_head_stride;
+  Tensor rOutRC = make_tensor(rOut.data(), gmma_rowcol_layout(rOut.layout()));
+  Tensor rCO = make_tensor(cO.data(), gmma_rowcol_layout(cO.layout()));
   CUTE_UNROLL
-  for (int i = 0; i < size(rOut) / 2; ++i) {
-    const int row = get<0>(cO(2 * i));
-    const int col = get<1>(cO(2 * i));
-    if (row < rows_here) {
-      *reinterpret_cast<std::uint32_t*>(o_ptr + row * p.o_row_stride + col) =
-          *reinterpret_cast<const std::uint32_t*>(&rOut(2 * i));
+  for (int mi = 0; mi < size<0>(rOutRC); ++mi) {
+    const int row = get<0>(rCO(mi, 0));
+    if (row >= rows.valid) continue;
+    OutElement* o_row = static_cast<OutElement*>(p.out) + b * p.o_batch_stride +
+                        rows.token(row) * p.o_row_stride + rows.head(row) * p.o_head_stride;
+    CUTE_UNROLL
+    for (int ni = 0; ni < size<1>(rOutRC); ni += 2) {
+      *reinterpret_cast<std::uint32_t*>(o_row + get<1>(rCO(mi, ni))) =
+          *reinterpret_cast<const std::uint32_t*>(&rOutRC(mi, ni));
     }
   }
 }
@@ -158,8 +183,32 @@ struct WarpgroupTurns {
   __forceinline__ __device__ void pass_turn() const { cutlass::arch::NamedBarrier::arrive(kThreads, 2 - consumer); }
 };
 
-// Consumer-wide named barrier for zero_v_rows (after WarpgroupTurns' 1 and 2).
-constexpr std::uint32_t kZeroVBarrier = 3;
+// Consumer-wide named barrier for zero_smem_rows (after WarpgroupTurns' 1 and 2).
+constexpr std::uint32_t kZeroRowsBarrier = 3;
+
+// Zeroes rows [first_row, rows), first_row >= 1, of a 128-byte swizzled (rows, cols) tile in shared memory, by all
+// kThreads threads of the consumer warpgroups, for wgmma to read next. 16-byte chunks: the swizzle permutes whole
+// 16-byte chunks of a row, so each stays contiguous. A fixed, unrolled trip count with predicated stores: no
+// divergent loop in the consumers' code. Ends with the proxy fence in every writing thread and the barrier that the
+// readers pass.
+template <int kThreads, class SmemTile>
+__forceinline__ __device__ void zero_smem_rows(SmemTile&& s, int first_row, int ctid) {
+  constexpr int kTileRows = decltype(size<0>(s))::value;
+  constexpr int kChunks = decltype(size<1>(s))::value / 8;
+  constexpr int kTrips = ((kTileRows - 1) * kChunks + kThreads - 1) / kThreads;
+  const int first_item = first_row * kChunks;
+  CUTE_UNROLL
+  for (int trip = 0; trip < kTrips; ++trip) {
+    const int item = first_item + trip * kThreads + ctid;
+    if (item < kTileRows * kChunks) {
+      const std::uint32_t addr = cute::cast_smem_ptr_to_uint(raw_pointer_cast(&s(item / kChunks, item % kChunks * 8)));
+      asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
+    }
+  }
+  // Ordinary stores that wgmma (the async proxy) reads next.
+  cutlass::arch::fence_view_async_shared();
+  cutlass::arch::NamedBarrier::sync(kThreads, kZeroRowsBarrier);
+}
 
 // Varlen isolation. A tensor map bounds only the packed tensor, so the rows of a partial last key tile past the
 // sequence's end hold the next sequence's K and V. Their scores are masked (the mask assigns -inf, so a NaN or
@@ -171,26 +220,8 @@ constexpr std::uint32_t kZeroVBarrier = 3;
 template <class Traits>
 __forceinline__ __device__ void zero_v_rows(typename Traits::Element* smem_v, int stage, int first_row, int ctid) {
   Tensor sV = make_tensor(make_smem_ptr(smem_v), typename Traits::SmemLayoutV{});  // (kBlockN, kDimV, stage)
-  // 16-byte chunks: the 128-byte swizzle permutes whole 16-byte chunks of a row, so each stays contiguous. A fixed,
-  // unrolled trip count with predicated stores: no divergent loop in the consumers' code.
-  constexpr int kChunks = Traits::kDimV / 8;
-  constexpr int kTrips = ((Traits::kBlockN - 1) * kChunks + Traits::kConsumerThreads - 1) / Traits::kConsumerThreads;
-  const int first_item = first_row * kChunks;
-  CUTE_UNROLL
-  for (int trip = 0; trip < kTrips; ++trip) {
-    const int item = first_item + trip * Traits::kConsumerThreads + ctid;
-    if (item < Traits::kBlockN * kChunks) {
-      const std::uint32_t addr =
-          cute::cast_smem_ptr_to_uint(raw_pointer_cast(&sV(item / kChunks, item % kChunks * 8, stage)));
-      asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
-    }
-  }
-  // Ordinary stores that wgmma (the async proxy) reads next: a proxy fence in every writing thread, then the
-  // barrier that the readers pass.
-  cutlass::arch::fence_view_async_shared();
-  cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads, kZeroVBarrier);
+  zero_smem_rows<Traits::kConsumerThreads>(sV(_, _, stage), first_row, ctid);
 }
-
 // Everything the mainloop reads, built by the kernel.
 template <class Traits, class TSrQ, class TSrK, class TOrV, class RC, class AccO>
 struct MainloopArgs {
@@ -205,6 +236,7 @@ struct MainloopArgs {
   AccO& acc_o;
   const core::MaskRule& rule;
   int row0;
+  int row_pack;  // tile rows per token: the packed GQA group, or 1
   int n_block_min, n_block_max;  // key tiles to visit, from the last down
   int n_full_lo, n_full_hi;      // key tiles that need no mask
   int consumer;                  // which consumer warpgroup (0, 1)
@@ -241,7 +273,7 @@ __forceinline__ __device__ void consumer_mainloop(Args& a, OnlineSoftmax<kRows>&
   Tensor tOrP = make_tensor(rP.data(), gmma_acc_as_a_layout(rP.layout()));
   float alpha[kRows];
   auto needs_mask = [&](int n_block) { return n_block < a.n_full_lo || n_block >= a.n_full_hi; };
-  auto mask = [&](int n_block) { sm80::apply_mask(rS, a.rC, a.rule, a.row0, n_block * kBlockN); };
+  auto mask = [&](int n_block) { sm80::apply_mask(rS, a.rC, a.rule, a.row0, n_block * kBlockN, a.row_pack); };
   auto modify = [&](int n_block) {
     if constexpr (kScoreMod) sm80::apply_score_mod(rS, a.rC, a.mod, a.rule, a.row0, n_block * kBlockN);
   };

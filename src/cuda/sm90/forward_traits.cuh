@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include <cuda.h>
 #include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/atom/copy_traits_sm90_tma.hpp>
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
@@ -92,6 +93,12 @@ struct ForwardParams {
   typename Traits::TmaQ tma_q;
   typename Traits::TmaK tma_k;
   typename Traits::TmaV tma_v;
+  // Packed GQA (pack_gqa > 1): a query tile holds kBlockM / pack_gqa tokens of all pack_gqa = group_size query heads
+  // of one kv head, row r = token r / pack_gqa, head r % pack_gqa (so a kv head's K and V are read once per tile,
+  // not once per query head); Q then comes through this map (make_packed_q_map), q_tile_bytes per tile.
+  CUtensorMap tma_q_packed;
+  std::uint32_t q_tile_bytes;
+  int pack_gqa;  // query heads per tile: 1 (one head per tile) or group_size
   int map_rows_q, map_rows_k;  // the tensor maps' row extents
   int heads_q, heads_kv;
   int map_batch;  // the tensor maps' batch extent: batch (dense) or 1 (varlen)

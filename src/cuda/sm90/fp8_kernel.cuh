@@ -403,7 +403,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     CUTE_UNROLL
     for (int ni = 0; ni < size<1>(rO); ++ni) rO(mi, ni) *= factor;
   }
-  store_lse_and_out<OutElement>(p, w.b, w.h, w.row0, w.rows_here, row_lse, rC, cO, acc_o);
+  store_lse_and_out<OutElement>(p, w.b, TileRows::of(w, 1), row_lse, rC, cO, acc_o);
 #endif
 }
 

@@ -136,6 +136,7 @@ struct Fp8ForwardParams {
   const std::int32_t* cu_seqlens_q = nullptr;
   const std::int32_t* cu_seqlens_k = nullptr;
   std::int64_t total_q = 0, total_k = 0;
+  int pack_gqa = 1;  // one query head per tile (the bf16 forward's packed GQA is not in the FP8 kernel)
 };
 
 }  // namespace ioattn::detail::sm90

@@ -1,6 +1,7 @@
 // ioattn sm90 forward: which query tile each CTA works on, in which order.
 //
-// A tile is (query tile of kBlockM rows, query head, sequence). Three orders (TileOrder):
+// A tile is (query tile of kBlockM rows, query head, sequence); under packed GQA (p.pack_gqa = the group size > 1)
+// (query tile of kBlockM / pack_gqa tokens, kv head's group of query heads, sequence). Three orders (TileOrder):
 //  - one_per_cta: a CTA per tile; the hardware hands out CTAs in index order as SMs free up, which balances
 //    uneven work by itself, but every CTA pays its prologue and epilogue with nothing to overlap them.
 //  - persistent: one CTA per SM striding over the tiles (c, c + G, c + 2G, ...), so the producer loads the next
@@ -23,10 +24,11 @@ namespace ioattn::detail::sm90 {
 enum class TileOrder : int { one_per_cta = 0, persistent = 1, heavy_first = 2 };
 
 // One query tile's work: which (rows, head, sequence), the mask rule, and the key tiles any of its rows can see.
+// Packed GQA: h is the group's first query head, and the rows are tokens, each held by pack_gqa tile rows.
 struct TileWork {
   int m_block, h, b;
   core::SeqSpan span;
-  int row0, rows_here;  // valid rows: [row0, row0 + rows_here) of the sequence
+  int row0, rows_here;  // valid tokens: [row0, row0 + rows_here) of the sequence
   core::MaskRule rule;
   int n_block_min, n_block_max;
   bool valid;  // false: the sequence is shorter than this tile's first row (varlen)
@@ -55,9 +57,11 @@ __forceinline__ __device__ std::int64_t tile_of_round(std::int64_t k) {
 template <int kBlockM, int kBlockN, TileOrder kOrder, class Params>
 __forceinline__ __device__ TileWork resolve_tile(const Params& p, std::int64_t t) {
   TileWork w;
+  const int heads = p.heads_q / p.pack_gqa;  // (head or group, sequence) pairs per sequence
+  const int tokens = kBlockM / p.pack_gqa;   // tokens per query tile
   std::int64_t hb;
   if constexpr (kOrder == TileOrder::heavy_first) {
-    const std::int64_t pairs = std::int64_t(p.heads_q) * p.batch;
+    const std::int64_t pairs = std::int64_t(heads) * p.batch;
     const std::int64_t per_section = std::int64_t(p.section_heads) * p.num_m_blocks;
     const std::int64_t section = t / per_section;
     const std::int64_t first_pair = section * p.section_heads;
@@ -69,15 +73,15 @@ __forceinline__ __device__ TileWork resolve_tile(const Params& p, std::int64_t t
     w.m_block = p.num_m_blocks - 1 - int(t % p.num_m_blocks);
     hb = t / p.num_m_blocks;
   }
-  w.h = int(hb % p.heads_q);
-  w.b = int(hb / p.heads_q);
+  w.h = int(hb % heads) * p.pack_gqa;
+  w.b = int(hb / heads);
   w.span = core::seq_span(w.b, p.cu_seqlens_q, p.cu_seqlens_k, p.seqlen_q, p.seqlen_k);
   if (p.cu_seqlens_q != nullptr) w.span = core::clamp_to_packed(w.span, p.total_q, p.total_k);
   const int q_len = int(w.span.q_len);
   const int k_len = int(w.span.k_len);
-  w.row0 = w.m_block * kBlockM;
+  w.row0 = w.m_block * tokens;
   w.valid = w.row0 < q_len;
-  w.rows_here = w.valid ? min(kBlockM, q_len - w.row0) : 0;
+  w.rows_here = w.valid ? min(tokens, q_len - w.row0) : 0;
   w.rule = core::MaskRule::make(p.window_left, p.window_right, p.top_left, q_len, k_len);
   w.n_block_min = w.n_block_max = 0;
   if (w.valid && k_len > 0) {

@@ -68,12 +68,15 @@ __forceinline__ __device__ void apply_score_mod(RegS& rS, CoordS const& rC, Scor
 
 // Sets hidden (query, key) pairs to -inf: keys the rule hides from the row, and keys at or past the sequence's end
 // (the last key tile may overhang; its rows were zero-filled, but a zero product is not a masked one).
+// row_pack: tile rows per query row (the Hopper forward's packed GQA holds one token's query heads in consecutive
+// rows); 1 otherwise.
 template <class RegS, class CoordS>
 __forceinline__ __device__ void apply_mask(RegS& rS, CoordS const& rC, const core::MaskRule& rule, int row0,
-                                           int col0) {
+                                           int col0, int row_pack = 1) {
   CUTE_UNROLL
   for (int mi = 0; mi < size<0>(rS); ++mi) {
-    const std::int64_t row = row0 + get<0>(rC(mi, 0));
+    const int tile_row = get<0>(rC(mi, 0));
+    const std::int64_t row = row0 + (row_pack == 1 ? tile_row : tile_row / row_pack);
     // Clamped into int range once per row, so the per-element compares are 32-bit: key_begin is in [0, 2^62) and
     // key_end <= seqlen_k <= 2^30, but either may lie far outside when a window is huge.
     const std::int64_t begin64 = rule.key_begin(row);
