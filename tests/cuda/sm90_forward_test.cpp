@@ -274,6 +274,7 @@ TEST(Sm90PackedGqa, MatchesReferenceAndUnpackedBits) {
       again = data.run(kImpl, Device::cuda, false);
     }
     for (const Comparison& cmp : data.compare_all(packed, false)) EXPECT_TRUE(cmp.ok()) << cmp.describe();
+    EXPECT_EQ(packed.stray_writes, 0) << "written outside the outputs' views, first: " << packed.stray_where;
     EXPECT_EQ(bit_differences(packed.out, again.out), "") << "out, two packed runs";
     EXPECT_EQ(bit_differences(packed.lse, again.lse), "") << "lse, two packed runs";
     {
