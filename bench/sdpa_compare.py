@@ -9,7 +9,7 @@ out (and gradients) against flash's, with the flash-vs-cuDNN difference as the y
 kernels disagree by.
 
 Usage: python3 bench/sdpa_compare.py --lib build/libioattn.so [--json out.json] [--dims 64,128,256]
-       [--seqlens 512,1024,...] [--no-backward] [--warmup 5] [--repeat 20] [--variants 0,1,2]
+       [--seqlens 512,1024,...] [--no-backward] [--warmup 5] [--repeat 20] [--variants 0,1,2] [--deterministic]
 
 --variants times the forward once per value of IOATTN_FWD_VARIANT (read by the library at each launch in a build
 with -DIOATTN_FWD_VARIANTS, see src/cuda/sm80/forward_launch.cuh), each checked against flash like the default, in
@@ -30,9 +30,10 @@ from cuda_timing import time_ms
 from ioattn_abi import BackwardArgs, ForwardArgs, Tensor, check, environment, load, params, view
 
 class IoAttn:
-    def __init__(self, path, forward_impl="cuda", backward_impl="cuda"):
+    def __init__(self, path, forward_impl="cuda", backward_impl="cuda", deterministic=False):
         self.forward_impl = forward_impl.encode()
         self.backward_impl = backward_impl.encode()
+        self.deterministic = deterministic
         self.lib = load(path)
 
     def params(self, causal, impl=b"cuda"):
@@ -56,6 +57,7 @@ class IoAttn:
         args = BackwardArgs(view(q), view(k), view(v), view(out), view(dout), view(lse), view(dq), view(dk),
                             view(dv), Tensor(), None)
         params = self.params(causal, self.backward_impl)
+        params.deterministic = int(self.deterministic)
         bwd, a, p = self.lib.ioattn_backward, ctypes.byref(args), ctypes.byref(params)
         return lambda: self.check(bwd(a, p), "backward")
 
@@ -205,12 +207,13 @@ def main():
                     help="the variable --variants sets (IOATTN_SM90_FWD_VARIANT for the cuda_sm90 forward)")
     ap.add_argument("--impl", default="cuda", help="ioattn backend (e.g. cuda_sm90, auto) for forward and backward")
     ap.add_argument("--bwd-impl", help="ioattn backend for the backward when it differs from --impl")
+    ap.add_argument("--deterministic", action="store_true", help="ioattn's backward in its deterministic order")
     args = ap.parse_args()
     global VARIANT_ENV
     VARIANT_ENV = args.variant_env
     args.variants = [int(v) for v in args.variants.split(",") if v != ""]
 
-    lib = IoAttn(args.lib, args.impl, args.bwd_impl or args.impl)
+    lib = IoAttn(args.lib, args.impl, args.bwd_impl or args.impl, args.deterministic)
     env = environment()
     env["ioattn"] = lib.lib.ioattn_version().decode()
     print(f"ioattn {env['ioattn']} backends: {lib.lib.ioattn_backends().decode()}", flush=True)

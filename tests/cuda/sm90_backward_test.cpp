@@ -2,12 +2,14 @@
 // (tests/attention): dq, dk, dv (and dsinks) of every compiled head dim and dtype against the fp64 reference and the
 // 2x-naive bound (src/numerics/error_bound.hpp), outputs poisoned before each run, on lengths that are no multiple
 // of the tiles (1, 17, 129, 1000, ...), seqlen_q != seqlen_k both ways, every mask kind, GQA and MQA, varlen with
-// empty sequences, rows that see no key, padded strides; and the refusals that send the rest to the sm80 backend.
+// empty sequences, rows that see no key, padded strides; the deterministic order (the same bits every run); and the
+// refusals that send the rest to the sm80 backend.
 // Without a Hopper GPU (or without 90a code in the build) every test skips, saying why.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -174,9 +176,69 @@ TEST(Sm90BackwardRefusals, FallBackToSm80) {
   Case alibi = base;
   alibi.alibi = Alibi::per_head;
   expect_refused_then_auto(alibi, "ALiBi");
-  Case det = base;
-  det.deterministic = true;
-  expect_refused_then_auto(det, "deterministic");
+}
+
+// The deterministic backward (AttentionParams::deterministic): the key tiles add into each query tile's dQ in key
+// order (a semaphore per query tile), so three runs give the same bits of dq, dk, dv (and dsinks), each within the
+// reference's bound. Cases with several key tiles per query tile: GQA under a causal mask with more items than SMs
+// (CTAs wait on each other across waves), one long head, a window with sinks and empty rows, varlen with empty
+// sequences. The same cases without the order run too, as a control: the printout says how many of them moved
+// between runs (unordered fp32 adds usually do), which is what this test would catch if the order broke.
+TEST(Sm90BackwardDeterministic, SameBitsEveryRun) {
+  if (std::string why = why_no_sm90_backward(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
+  int control_cases = 0, control_moved = 0;
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
+    for (int dim : {64, 128}) {
+      if (!listed(IOATTN_TEST_CUDA_HEAD_DIMS, std::to_string(dim))) continue;
+      Case base;
+      base.dtype = dtype;
+      base.dim_qk = base.dim_v = dim;
+      base.deterministic = true;
+      std::vector<Case> cases;
+      Case many = base;
+      many.batch = 8, many.heads_q = 16, many.heads_kv = 8, many.seqlen_q = 300, many.seqlen_k = 1100;
+      many.mask = Mask::causal();
+      cases.push_back(many);
+      Case long_head = base;
+      long_head.batch = 1, long_head.heads_q = 2, long_head.heads_kv = 1, long_head.seqlen_q = 700;
+      long_head.seqlen_k = 2000;
+      cases.push_back(long_head);
+      Case window = base;
+      window.heads_q = 3, window.heads_kv = 1, window.seqlen_q = 517, window.seqlen_k = 450;
+      window.mask = Mask::window(200, 40);
+      window.sinks = true;
+      cases.push_back(window);
+      Case var = base;
+      var.heads_q = 4, var.heads_kv = 2;
+      var.mask = Mask::causal(Alignment::top_left);
+      var.varlen_q = {300, 0, 129, 650};
+      var.varlen_k = {900, 40, 0, 700};
+      cases.push_back(var);
+      for (const Case& c : cases) {
+        SCOPED_TRACE(c.name() + ", " + seed_text() + " reproduces these inputs");
+        CaseData data(c);
+        const Results first = data.run(kImpl, Device::cuda, true);
+        for (const Comparison& cmp : data.compare_all(first, true)) EXPECT_TRUE(cmp.ok()) << cmp.describe();
+        for (int again = 0; again < 2; ++again) {
+          const Results next = data.run(kImpl, Device::cuda, true);
+          EXPECT_EQ(next.dq, first.dq) << "dq moved between deterministic runs";
+          EXPECT_EQ(next.dk, first.dk) << "dk moved between deterministic runs";
+          EXPECT_EQ(next.dv, first.dv) << "dv moved between deterministic runs";
+          EXPECT_EQ(next.dsinks, first.dsinks) << "dsinks moved between deterministic runs";
+        }
+        Case unordered = c;
+        unordered.deterministic = false;
+        CaseData control(unordered);
+        const Results a = control.run(kImpl, Device::cuda, true);
+        bool moved = false;
+        for (int again = 0; again < 2 && !moved; ++again) moved = control.run(kImpl, Device::cuda, true).dq != a.dq;
+        ++control_cases;
+        control_moved += moved ? 1 : 0;
+      }
+    }
+  }
+  std::printf("control without the order: dq moved between runs in %d of %d cases\n", control_moved, control_cases);
 }
 
 // "auto" picks the Hopper backward for a plain problem and gets it right (the path most callers take).

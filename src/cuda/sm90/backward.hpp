@@ -18,8 +18,14 @@ namespace ioattn::detail::sm90 {
 // so that "auto" hands it to the sm80 "cuda" backend.
 std::string backward_unsupported(const Problem& p);
 
-// Scratch bytes run_backward needs: the fp32 dQ accumulator, lse2 and delta.
+// Scratch bytes run_backward needs: the fp32 dQ accumulator, lse2 and delta (deterministic: and a semaphore per
+// query tile of every query head and sequence).
 std::size_t backward_workspace_bytes(const BackwardProblem& p);
+
+// Queries per tile of the main kernel at head dim `dim` (its keys: 128 per CTA). Head dim 64 takes 128 queries:
+// S^T and dP^T are 64 registers a thread each, dK and dV 32; head dim 128 takes 64 queries: S^T, dP^T 32, dK and dV
+// 64 each.
+constexpr int backward_block_m(int dim) { return dim == 64 ? 128 : 64; }
 
 // Uses p.workspace when it holds backward_workspace_bytes(p), else allocates (stream-ordered) and frees its own.
 void run_backward(const BackwardProblem& p);
@@ -30,6 +36,9 @@ struct BackwardBuffers {
   const float* delta;
   float* dq_accum;
   std::int64_t rows;
+  // Deterministic: [batch][heads_q][n_qtiles] key tiles already added into each query tile's dQ, zeroed; else null.
+  int* dq_sem;
+  int n_qtiles;
 };
 
 // One compiled instantiation (instantiations/bwd.cu.in): this dtype, head dim kDim for q, k and v.

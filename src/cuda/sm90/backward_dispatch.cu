@@ -58,9 +58,6 @@ std::string backward_unsupported(const Problem& problem) {
   }
   if (p.softcap > 0.0f) return "the cuda_sm90 backward has no softcap yet (the \"cuda\" backend runs it)";
   if (p.alibi_slopes != nullptr) return "the cuda_sm90 backward has no ALiBi yet (the \"cuda\" backend runs it)";
-  if (p.deterministic) {
-    return "the cuda_sm90 backward adds dQ with unordered atomics: not deterministic (the \"cuda\" backend is)";
-  }
   if (p.heads_kv > 65535 || p.batch > 65535) {
     return "the cuda_sm90 backward takes at most 65535 sequences and 65535 kv heads; got batch " +
            std::to_string(p.batch) + ", kv heads " + std::to_string(p.heads_kv);
@@ -92,9 +89,21 @@ std::string backward_unsupported(const Problem& problem) {
   return {};
 }
 
-std::size_t backward_workspace_bytes(const BackwardProblem& p) {
-  return sm80::bwd::WorkspaceLayout::make(p, 0).total;
+namespace {
+
+// Query tiles per sequence (of the longest, varlen): the deterministic order's semaphores per query head.
+std::int64_t query_tiles(const BackwardProblem& p) {
+  const std::int64_t block_m = backward_block_m(int(p.dim_qk));
+  return (p.seqlen_q + block_m - 1) / block_m;
 }
+
+sm80::bwd::WorkspaceLayout workspace_layout(const BackwardProblem& p) {
+  return sm80::bwd::WorkspaceLayout::make(p, p.deterministic ? std::size_t(p.batch * p.heads_q * query_tiles(p)) : 0);
+}
+
+}  // namespace
+
+std::size_t backward_workspace_bytes(const BackwardProblem& p) { return workspace_layout(p).total; }
 
 namespace {
 
@@ -151,8 +160,8 @@ void run_backward(const BackwardProblem& p) {
   if (std::string why = backward_unsupported(p); !why.empty()) throw Error(ErrorCode::unsupported, why);
   sm80::DeviceScope device(p.device_index);
   const auto stream = static_cast<cudaStream_t>(p.stream);
-  // The sm80 passes' layout, without the deterministic order's semaphores (backward_unsupported refuses it).
-  const sm80::bwd::WorkspaceLayout layout = sm80::bwd::WorkspaceLayout::make(p, 0);
+  // The sm80 passes' layout; deterministic: with the dQ order's semaphores.
+  const sm80::bwd::WorkspaceLayout layout = workspace_layout(p);
 
   const StreamScratch scratch(p.workspace, layout.total, stream, "cuda_sm90 backward");
   unsigned char* base = scratch.data();
@@ -164,7 +173,12 @@ void run_backward(const BackwardProblem& p) {
                      "zeroing the cuda_sm90 dQ accumulator");
     sm80::bwd::launch_backward_prepass(p, ws, stream);
   }
-  find_backward(p.dtype, p.dim_qk, p.dim_v)(p, BackwardBuffers{ws.lse2, ws.dpre, ws.dq_accum, ws.rows});
+  if (ws.dq_sem != nullptr) {
+    sm80::cuda_check(cudaMemsetAsync(ws.dq_sem, 0, layout.total - layout.sem, stream),
+                     "zeroing the cuda_sm90 backward's dQ semaphores");
+  }
+  find_backward(p.dtype, p.dim_qk, p.dim_v)(
+      p, BackwardBuffers{ws.lse2, ws.dpre, ws.dq_accum, ws.rows, ws.dq_sem, int(query_tiles(p))});
   if (layout.rows > 0 && !own_passes(p, ws, stream, false)) sm80::bwd::launch_backward_postpass(p, ws, stream);
   if (p.sinks != nullptr && p.dsinks != nullptr) sm80::bwd::launch_backward_dsinks(p, ws, stream);
 }

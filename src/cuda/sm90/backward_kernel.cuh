@@ -153,6 +153,40 @@ __forceinline__ __device__ KeyTileWork resolve_key_tile(const Params& p, int n_b
   return w;
 }
 
+// The deterministic order of dQ (BackwardParams::dq_sem): the key tiles that see query tile m of head h form one run
+// [key_begin(first row of m) / kBlockN, ...) (core::MaskRule::query_tiles_seeing), and each adds its dQ tile only
+// when the semaphore counts every earlier one of the run as added, so the fp32 sums happen in key-tile order on
+// every run. Waits point only to lower key tiles, which a CTA per item (launched in index order) or the zigzag
+// persistent order (each CTA's positions grow, every CTA resident) reach first: no cycle.
+struct DqTurn {
+  int* sem = nullptr;
+  int mine = 0;
+
+  template <class Params>
+  __forceinline__ __device__ static DqTurn wait(const Params& p, const KeyTileWork& w, const BackwardItem& item,
+                                                int h, int m_block, int block_m, int block_n) {
+    DqTurn t;
+    t.sem = p.dq_sem + (std::int64_t(item.b) * p.heads_q + h) * p.n_qtiles + m_block;
+    t.mine = item.n_block - int(w.rule.key_begin(std::int64_t(m_block) * block_m) / block_n);
+    int seen;
+    do {
+      asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(seen) : "l"(t.sem) : "memory");
+    } while (seen != t.mine);
+    // The earlier adds were made by other CTAs' TMA units (the async proxy); order this thread's acquire before the
+    // async-proxy reduce-add it issues next.
+    asm volatile("fence.proxy.async.global;" ::: "memory");
+    return t;
+  }
+
+  // After issuing this tile's reduce-add: wait until it is complete (not only until its source was read), then
+  // hand the turn on.
+  __forceinline__ __device__ void pass() const {
+    asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
+    asm volatile("fence.proxy.async.global;" ::: "memory");
+    asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(sem), "r"(mine + 1) : "memory");
+  }
+};
+
 template <class Traits, int kDqMode>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
     backward_kernel(CUTE_GRID_CONSTANT BackwardParams<Traits> const p) {
@@ -224,9 +258,15 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
             Tensor gdQ = local_tile(domain_offset(make_coord(int(w.span.q_offset), _0{}), mdQ),
                                     Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(m_block, _0{}));
             auto cta_tma = p.tma_dq.get_slice(_0{});
+            DqTurn turn;
+            if (p.dq_sem != nullptr) turn = DqTurn::wait(p, w, item, h, m_block, kBlockM, kBlockN);
             copy(p.tma_dq, cta_tma.partition_S(sdQ), cta_tma.partition_D(gdQ));
             tma_store_arrive();
-            tma_store_wait<0>();  // the TMA unit has read the buffer
+            if (p.dq_sem != nullptr) {
+              turn.pass();
+            } else {
+              tma_store_wait<0>();  // the TMA unit has read the buffer
+            }
           }
           __syncwarp();
         }

@@ -26,13 +26,6 @@ namespace ioattn::detail::sm90 {
 template <DType kDtype>
 using BackwardElement = std::conditional_t<kDtype == DType::f16, cutlass::half_t, cutlass::bfloat16_t>;
 
-// Query tile per head dim (keys: 128 per CTA). Head dim 64 takes 128 queries: S^T and dP^T are 64 registers a
-// thread each, dK and dV 32; head dim 128 takes 64 queries: S^T, dP^T 32, dK and dV 64 each.
-template <int kDim>
-constexpr int backward_block_m() {
-  return kDim == 64 ? 128 : 64;
-}
-
 // IOATTN_SM90_BWD_DQ (read once) picks how dQ reaches the accumulator, for side-by-side timing: 0 (the default),
 // a TMA reduce-add per tile; 1, the consumers' two-wide atomics from registers.
 constexpr int kDefaultDqMode = kDqTmaReduce;
@@ -153,6 +146,8 @@ BackwardParams<Traits> make_backward_params(const BackwardProblem& p, const Back
   bp.delta = buffers.delta;
   bp.dq_accum = buffers.dq_accum;
   bp.rows = buffers.rows;
+  bp.dq_sem = buffers.dq_sem;
+  bp.n_qtiles = buffers.n_qtiles;
   bp.dk = p.dk.ptr;
   bp.dk_batch_stride = p.dk.batch_stride, bp.dk_row_stride = p.dk.seq_stride, bp.dk_head_stride = p.dk.head_stride;
   bp.dv = p.dv.ptr;
@@ -187,8 +182,10 @@ void launch_backward_kernel(const BackwardProblem& p, const BackwardBuffers& buf
 
 template <DType kDtype, int kDim>
 void launch_backward(const BackwardProblem& p, const BackwardBuffers& buffers) {
-  using Traits = BackwardTraits<BackwardElement<kDtype>, kDim, backward_block_m<kDim>()>;
+  using Traits = BackwardTraits<BackwardElement<kDtype>, kDim, backward_block_m(kDim)>;
   if (p.batch == 0 || p.seqlen_k == 0 || p.heads_kv == 0) return;
+  // The deterministic order waits on the dQ warp's semaphores: the TMA reduce-add path only.
+  if (buffers.dq_sem != nullptr) return launch_backward_kernel<Traits, kDqTmaReduce>(p, buffers);
   switch (dq_mode_from_env()) {
     case kDqTmaReduce:
       return launch_backward_kernel<Traits, kDqTmaReduce>(p, buffers);
