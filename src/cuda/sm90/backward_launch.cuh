@@ -60,7 +60,11 @@ inline BackwardOrder backward_order_from_env() {
 template <class Traits>
 BackwardSchedule make_backward_schedule(const BackwardProblem& p, BackwardOrder order, int& ctas) {
   BackwardSchedule s{};
+  // The deterministic dQ order has each query tile take its key tiles' adds from the last down, and a CTA wait only
+  // on CTAs launched before it (backward_kernel.cuh, DqTurn): one CTA per item, each pair's key tiles descending.
+  if (p.deterministic) order = BackwardOrder::one_per_cta;
   s.order = int(order);
+  s.keys_descending = p.deterministic;
   s.num_n_blocks = int((p.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN);
   s.pairs = int(p.heads_kv * p.batch);
   s.num_items = std::int64_t(s.num_n_blocks) * s.pairs;

@@ -23,6 +23,7 @@ enum class BackwardOrder : int { one_per_cta = 0, heavy_first = 2 };
 
 struct BackwardSchedule {
   int order;          // BackwardOrder
+  bool keys_descending;  // one_per_cta: each pair's key tiles from the last down (the deterministic dQ order's)
   int num_n_blocks;   // key tiles per sequence (varlen: of the longest)
   int pairs;          // heads_kv * batch
   int section_pairs;  // heavy_first: pairs sorted together
@@ -52,6 +53,7 @@ __forceinline__ __device__ BackwardItem backward_item(const BackwardSchedule& s,
   std::int64_t pair;
   if (s.order == int(BackwardOrder::one_per_cta)) {
     item.n_block = int(t % s.num_n_blocks);
+    if (s.keys_descending) item.n_block = s.num_n_blocks - 1 - item.n_block;
     pair = t / s.num_n_blocks;
   } else {
     const std::int64_t per_section = std::int64_t(s.section_pairs) * s.num_n_blocks;
