@@ -60,8 +60,9 @@ std::string why_no_sm90_backward() {
   return why;
 }
 
-std::vector<Case> backward_cases() {
-  std::vector<Case> cases;
+// A case of each dtype and head dim this build compiled (the backward's: 64, 128), to build the shapes on.
+std::vector<Case> backward_bases() {
+  std::vector<Case> bases;
   for (DType dtype : {DType::bf16, DType::f16}) {
     if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
     for (int dim : {64, 128}) {
@@ -69,53 +70,61 @@ std::vector<Case> backward_cases() {
       Case base;
       base.dtype = dtype;
       base.dim_qk = base.dim_v = dim;
-      for (const Case& c : kernel_shape_cases(base)) cases.push_back(c);
-      // More queries than keys: bottom-right causal leaves the first rows seeing nothing (lse -inf), with sinks.
-      Case empty_rows = base;
-      empty_rows.batch = 1, empty_rows.heads_q = 3, empty_rows.heads_kv = 1;
-      empty_rows.seqlen_q = 517, empty_rows.seqlen_k = 300;
-      empty_rows.mask = Mask::causal();
-      empty_rows.sinks = true;
-      cases.push_back(empty_rows);
-      // Tiny and odd lengths.
-      for (auto [sq, sk] : {std::pair{1, 1}, {1, 17}, {17, 1}, {17, 129}, {129, 129}}) {
-        Case c = base;
-        c.seqlen_q = sq, c.seqlen_k = sk;
-        c.mask = sq == 129 ? Mask::causal() : Mask::none();
-        cases.push_back(c);
-      }
-      // Long enough for many query tiles per key tile and the ring to wrap many times.
-      Case long_case = base;
-      long_case.batch = 1, long_case.heads_q = 2, long_case.heads_kv = 2, long_case.seqlen_q = 1000,
-      long_case.seqlen_k = 1000;
-      cases.push_back(long_case);
-      Case long_causal = long_case;
-      long_causal.mask = Mask::causal();
-      cases.push_back(long_causal);
-      // Varlen without a mask.
-      Case var_none = base;
-      var_none.heads_q = 2, var_none.heads_kv = 2;
-      var_none.varlen_q = {300, 45, 129};
-      var_none.varlen_k = {77, 500, 129};
-      cases.push_back(var_none);
-      // More items (128-key tile, kv head, sequence) than a Hopper GPU has SMs, so the persistent order gives a CTA
-      // several, its query-tile ring, dS buffers and K/V hand-over running on from one item to the next: GQA under
-      // a causal mask (192 items).
-      Case many = base;
-      many.batch = 8, many.heads_q = 16, many.heads_kv = 8, many.seqlen_q = 300, many.seqlen_k = 300;
-      many.mask = Mask::causal();
-      cases.push_back(many);
-      // Varlen with many items (384): empty sequences, and under a top-left causal mask with more keys than queries,
-      // key tiles that no query sees (their dK and dV must come out zero) between items that do work.
-      Case many_var = base;
-      many_var.heads_q = 8, many_var.heads_kv = 4;
-      many_var.mask = Mask::causal(Alignment::top_left);
-      for (int i = 0; i < 24; ++i) {
-        many_var.varlen_q.push_back(i % 6 == 0 ? 0 : 20 + (i * 37) % 180);
-        many_var.varlen_k.push_back(i % 7 == 3 ? 0 : 150 + (i * 53) % 250);
-      }
-      cases.push_back(many_var);
+      bases.push_back(base);
     }
+  }
+  return bases;
+}
+
+std::vector<Case> backward_cases() {
+  std::vector<Case> cases;
+  for (const Case& base : backward_bases()) {
+    for (const Case& c : kernel_shape_cases(base)) cases.push_back(c);
+    // More queries than keys: bottom-right causal leaves the first rows seeing nothing (lse -inf), with sinks.
+    Case empty_rows = base;
+    empty_rows.batch = 1, empty_rows.heads_q = 3, empty_rows.heads_kv = 1;
+    empty_rows.seqlen_q = 517, empty_rows.seqlen_k = 300;
+    empty_rows.mask = Mask::causal();
+    empty_rows.sinks = true;
+    cases.push_back(empty_rows);
+    // Tiny and odd lengths.
+    for (auto [sq, sk] : {std::pair{1, 1}, {1, 17}, {17, 1}, {17, 129}, {129, 129}}) {
+      Case c = base;
+      c.seqlen_q = sq, c.seqlen_k = sk;
+      c.mask = sq == 129 ? Mask::causal() : Mask::none();
+      cases.push_back(c);
+    }
+    // Long enough for many query tiles per key tile and the ring to wrap many times.
+    Case long_case = base;
+    long_case.batch = 1, long_case.heads_q = 2, long_case.heads_kv = 2, long_case.seqlen_q = 1000,
+    long_case.seqlen_k = 1000;
+    cases.push_back(long_case);
+    Case long_causal = long_case;
+    long_causal.mask = Mask::causal();
+    cases.push_back(long_causal);
+    // Varlen without a mask.
+    Case var_none = base;
+    var_none.heads_q = 2, var_none.heads_kv = 2;
+    var_none.varlen_q = {300, 45, 129};
+    var_none.varlen_k = {77, 500, 129};
+    cases.push_back(var_none);
+    // More items (128-key tile, kv head, sequence) than a Hopper GPU has SMs, so the persistent order gives a CTA
+    // several, its query-tile ring, dS buffers and K/V hand-over running on from one item to the next: GQA under
+    // a causal mask (192 items).
+    Case many = base;
+    many.batch = 8, many.heads_q = 16, many.heads_kv = 8, many.seqlen_q = 300, many.seqlen_k = 300;
+    many.mask = Mask::causal();
+    cases.push_back(many);
+    // Varlen with many items (384): empty sequences, and under a top-left causal mask with more keys than queries,
+    // key tiles that no query sees (their dK and dV must come out zero) between items that do work.
+    Case many_var = base;
+    many_var.heads_q = 8, many_var.heads_kv = 4;
+    many_var.mask = Mask::causal(Alignment::top_left);
+    for (int i = 0; i < 24; ++i) {
+      many_var.varlen_q.push_back(i % 6 == 0 ? 0 : 20 + (i * 37) % 180);
+      many_var.varlen_k.push_back(i % 7 == 3 ? 0 : 150 + (i * 53) % 250);
+    }
+    cases.push_back(many_var);
   }
   return cases;
 }
@@ -187,55 +196,49 @@ TEST(Sm90BackwardRefusals, FallBackToSm80) {
 TEST(Sm90BackwardDeterministic, SameBitsEveryRun) {
   if (std::string why = why_no_sm90_backward(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
   int control_cases = 0, control_moved = 0;
-  for (DType dtype : {DType::bf16, DType::f16}) {
-    if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
-    for (int dim : {64, 128}) {
-      if (!listed(IOATTN_TEST_CUDA_HEAD_DIMS, std::to_string(dim))) continue;
-      Case base;
-      base.dtype = dtype;
-      base.dim_qk = base.dim_v = dim;
-      base.deterministic = true;
-      std::vector<Case> cases;
-      Case many = base;
-      many.batch = 8, many.heads_q = 16, many.heads_kv = 8, many.seqlen_q = 300, many.seqlen_k = 1100;
-      many.mask = Mask::causal();
-      cases.push_back(many);
-      Case long_head = base;
-      long_head.batch = 1, long_head.heads_q = 2, long_head.heads_kv = 1, long_head.seqlen_q = 700;
-      long_head.seqlen_k = 2000;
-      cases.push_back(long_head);
-      Case window = base;
-      window.heads_q = 3, window.heads_kv = 1, window.seqlen_q = 517, window.seqlen_k = 450;
-      window.mask = Mask::window(200, 40);
-      window.sinks = true;
-      cases.push_back(window);
-      Case var = base;
-      var.heads_q = 4, var.heads_kv = 2;
-      var.mask = Mask::causal(Alignment::top_left);
-      var.varlen_q = {300, 0, 129, 650};
-      var.varlen_k = {900, 40, 0, 700};
-      cases.push_back(var);
-      for (const Case& c : cases) {
-        SCOPED_TRACE(c.name() + ", " + seed_text() + " reproduces these inputs");
-        CaseData data(c);
-        const Results first = data.run(kImpl, Device::cuda, true);
-        for (const Comparison& cmp : data.compare_all(first, true)) EXPECT_TRUE(cmp.ok()) << cmp.describe();
-        for (int again = 0; again < 2; ++again) {
-          const Results next = data.run(kImpl, Device::cuda, true);
-          EXPECT_EQ(next.dq, first.dq) << "dq moved between deterministic runs";
-          EXPECT_EQ(next.dk, first.dk) << "dk moved between deterministic runs";
-          EXPECT_EQ(next.dv, first.dv) << "dv moved between deterministic runs";
-          EXPECT_EQ(next.dsinks, first.dsinks) << "dsinks moved between deterministic runs";
-        }
-        Case unordered = c;
-        unordered.deterministic = false;
-        CaseData control(unordered);
-        const Results a = control.run(kImpl, Device::cuda, true);
-        bool moved = false;
-        for (int again = 0; again < 2 && !moved; ++again) moved = control.run(kImpl, Device::cuda, true).dq != a.dq;
-        ++control_cases;
-        control_moved += moved ? 1 : 0;
+  for (const Case& base_case : backward_bases()) {
+    Case base = base_case;
+    base.deterministic = true;
+    std::vector<Case> cases;
+    Case many = base;
+    many.batch = 8, many.heads_q = 16, many.heads_kv = 8, many.seqlen_q = 300, many.seqlen_k = 1100;
+    many.mask = Mask::causal();
+    cases.push_back(many);
+    Case long_head = base;
+    long_head.batch = 1, long_head.heads_q = 2, long_head.heads_kv = 1, long_head.seqlen_q = 700;
+    long_head.seqlen_k = 2000;
+    cases.push_back(long_head);
+    Case window = base;
+    window.heads_q = 3, window.heads_kv = 1, window.seqlen_q = 517, window.seqlen_k = 450;
+    window.mask = Mask::window(200, 40);
+    window.sinks = true;
+    cases.push_back(window);
+    Case var = base;
+    var.heads_q = 4, var.heads_kv = 2;
+    var.mask = Mask::causal(Alignment::top_left);
+    var.varlen_q = {300, 0, 129, 650};
+    var.varlen_k = {900, 40, 0, 700};
+    cases.push_back(var);
+    for (const Case& c : cases) {
+      SCOPED_TRACE(c.name() + ", " + seed_text() + " reproduces these inputs");
+      CaseData data(c);
+      const Results first = data.run(kImpl, Device::cuda, true);
+      for (const Comparison& cmp : data.compare_all(first, true)) EXPECT_TRUE(cmp.ok()) << cmp.describe();
+      for (int again = 0; again < 2; ++again) {
+        const Results next = data.run(kImpl, Device::cuda, true);
+        EXPECT_EQ(next.dq, first.dq) << "dq moved between deterministic runs";
+        EXPECT_EQ(next.dk, first.dk) << "dk moved between deterministic runs";
+        EXPECT_EQ(next.dv, first.dv) << "dv moved between deterministic runs";
+        EXPECT_EQ(next.dsinks, first.dsinks) << "dsinks moved between deterministic runs";
       }
+      Case unordered = c;
+      unordered.deterministic = false;
+      CaseData control(unordered);
+      const Results a = control.run(kImpl, Device::cuda, true);
+      bool moved = false;
+      for (int again = 0; again < 2 && !moved; ++again) moved = control.run(kImpl, Device::cuda, true).dq != a.dq;
+      ++control_cases;
+      control_moved += moved ? 1 : 0;
     }
   }
   std::printf("control without the order: dq moved between runs in %d of %d cases\n", control_moved, control_cases);

@@ -45,6 +45,22 @@ std::vector<std::pair<int, int>> sm90_dims() {
   return dims;
 }
 
+// A forward case of each dtype and head dims this build compiled, for the tests to build their shapes on.
+std::vector<Case> forward_bases() {
+  std::vector<Case> bases;
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
+    for (auto [dim_qk, dim_v] : sm90_dims()) {
+      Case base;
+      base.dtype = dtype;
+      base.dim_qk = dim_qk, base.dim_v = dim_v;
+      base.backward = false;
+      bases.push_back(base);
+    }
+  }
+  return bases;
+}
+
 // Empty when the sm90 backend runs here; otherwise why not (no GPU, not a Hopper GPU, no 90a code in the build).
 std::string why_no_sm90() {
   static const std::string why = [] {
@@ -70,58 +86,51 @@ std::string why_no_sm90() {
 
 std::vector<Case> sm90_cases() {
   std::vector<Case> cases;
-  for (DType dtype : {DType::bf16, DType::f16}) {
-    if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
-    for (auto [dim_qk, dim_v] : sm90_dims()) {
-      Case base;
-      base.dtype = dtype;
-      base.dim_qk = dim_qk, base.dim_v = dim_v;
-      base.backward = false;
-      for (const Case& c : kernel_shape_cases(base)) cases.push_back(c);
-      // More queries than keys: bottom-right causal leaves the first rows empty; the sinks must still be right.
-      Case empty_rows = base;
-      empty_rows.batch = 1, empty_rows.heads_q = 3, empty_rows.heads_kv = 1;
-      empty_rows.seqlen_q = 517, empty_rows.seqlen_k = 300;
-      empty_rows.mask = Mask::causal();
-      empty_rows.sinks = true;
-      cases.push_back(empty_rows);
-      // Score mods (the kScoreMod kernels). Softcap under a causal mask, GQA, both ends ragged.
-      Case soft = base;
-      soft.batch = 2, soft.heads_q = 4, soft.heads_kv = 2, soft.seqlen_q = 333, soft.seqlen_k = 1029;
-      soft.mask = Mask::causal();
-      soft.softcap = 5.0f;
-      cases.push_back(soft);
-      // ALiBi [h] without a mask: the persistent grid by default.
-      Case alibi = base;
-      alibi.batch = 2, alibi.heads_q = 4, alibi.heads_kv = 4, alibi.seqlen_q = 300, alibi.seqlen_k = 700;
-      alibi.alibi = Alibi::per_head;
-      cases.push_back(alibi);
-      // ALiBi [b, h] with softcap, top-left causal, MQA.
-      Case alibi_bh = base;
-      alibi_bh.batch = 3, alibi_bh.heads_q = 2, alibi_bh.heads_kv = 1, alibi_bh.seqlen_q = 260, alibi_bh.seqlen_k = 517;
-      alibi_bh.mask = Mask::causal(Alignment::top_left);
-      alibi_bh.alibi = Alibi::per_batch_head;
-      alibi_bh.softcap = 20.0f;
-      cases.push_back(alibi_bh);
-      // Varlen, causal, ALiBi [b, h], sinks, empty sequences.
-      Case var_alibi = base;
-      var_alibi.heads_q = 4, var_alibi.heads_kv = 2;
-      var_alibi.varlen_q = {300, 0, 129, 17};
-      var_alibi.varlen_k = {450, 33, 129, 0};
-      var_alibi.mask = Mask::causal();
-      var_alibi.alibi = Alibi::per_batch_head;
-      var_alibi.sinks = true;
-      cases.push_back(var_alibi);
-      // Varlen, sliding window, softcap and ALiBi [h].
-      Case var_soft = base;
-      var_soft.heads_q = 2, var_soft.heads_kv = 2;
-      var_soft.varlen_q = {1, 400, 77};
-      var_soft.varlen_k = {90, 600, 77};
-      var_soft.mask = Mask::window(200, 30);
-      var_soft.softcap = 3.0f;
-      var_soft.alibi = Alibi::per_head;
-      cases.push_back(var_soft);
-    }
+  for (const Case& base : forward_bases()) {
+    for (const Case& c : kernel_shape_cases(base)) cases.push_back(c);
+    // More queries than keys: bottom-right causal leaves the first rows empty; the sinks must still be right.
+    Case empty_rows = base;
+    empty_rows.batch = 1, empty_rows.heads_q = 3, empty_rows.heads_kv = 1;
+    empty_rows.seqlen_q = 517, empty_rows.seqlen_k = 300;
+    empty_rows.mask = Mask::causal();
+    empty_rows.sinks = true;
+    cases.push_back(empty_rows);
+    // Score mods (the kScoreMod kernels). Softcap under a causal mask, GQA, both ends ragged.
+    Case soft = base;
+    soft.batch = 2, soft.heads_q = 4, soft.heads_kv = 2, soft.seqlen_q = 333, soft.seqlen_k = 1029;
+    soft.mask = Mask::causal();
+    soft.softcap = 5.0f;
+    cases.push_back(soft);
+    // ALiBi [h] without a mask: the persistent grid by default.
+    Case alibi = base;
+    alibi.batch = 2, alibi.heads_q = 4, alibi.heads_kv = 4, alibi.seqlen_q = 300, alibi.seqlen_k = 700;
+    alibi.alibi = Alibi::per_head;
+    cases.push_back(alibi);
+    // ALiBi [b, h] with softcap, top-left causal, MQA.
+    Case alibi_bh = base;
+    alibi_bh.batch = 3, alibi_bh.heads_q = 2, alibi_bh.heads_kv = 1, alibi_bh.seqlen_q = 260, alibi_bh.seqlen_k = 517;
+    alibi_bh.mask = Mask::causal(Alignment::top_left);
+    alibi_bh.alibi = Alibi::per_batch_head;
+    alibi_bh.softcap = 20.0f;
+    cases.push_back(alibi_bh);
+    // Varlen, causal, ALiBi [b, h], sinks, empty sequences.
+    Case var_alibi = base;
+    var_alibi.heads_q = 4, var_alibi.heads_kv = 2;
+    var_alibi.varlen_q = {300, 0, 129, 17};
+    var_alibi.varlen_k = {450, 33, 129, 0};
+    var_alibi.mask = Mask::causal();
+    var_alibi.alibi = Alibi::per_batch_head;
+    var_alibi.sinks = true;
+    cases.push_back(var_alibi);
+    // Varlen, sliding window, softcap and ALiBi [h].
+    Case var_soft = base;
+    var_soft.heads_q = 2, var_soft.heads_kv = 2;
+    var_soft.varlen_q = {1, 400, 77};
+    var_soft.varlen_k = {90, 600, 77};
+    var_soft.mask = Mask::window(200, 30);
+    var_soft.softcap = 3.0f;
+    var_soft.alibi = Alibi::per_head;
+    cases.push_back(var_soft);
   }
   return cases;
 }
@@ -201,35 +210,28 @@ TEST(Sm90ForwardAuto, SoftcapAndAlibi) {
 // tile's last rows hold no query), one token per tile (128), every mask, sinks, softcap, padded strides, varlen.
 std::vector<Case> packed_gqa_cases() {
   std::vector<Case> cases;
-  for (DType dtype : {DType::bf16, DType::f16}) {
-    if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
-    for (auto [dim_qk, dim_v] : sm90_dims()) {
-      Case base;
-      base.dtype = dtype;
-      base.dim_qk = dim_qk, base.dim_v = dim_v;
-      base.backward = false;
-      auto add = [&](int heads_q, int heads_kv, int seqlen_q, int seqlen_k, Mask mask, auto&& more) {
-        Case c = base;
-        c.heads_q = heads_q, c.heads_kv = heads_kv, c.seqlen_q = seqlen_q, c.seqlen_k = seqlen_k;
-        c.mask = mask;
-        more(c);
-        cases.push_back(c);
-      };
-      auto none = [](Case&) {};
-      add(8, 2, 1, 1000, Mask::none(), [](Case& c) { c.batch = 3; });  // decoding: one token per sequence
-      add(16, 2, 16, 777, Mask::causal(), [](Case& c) { c.batch = 2, c.sinks = true; });
-      add(6, 2, 50, 300, Mask::window(64, 0), none);
-      add(7, 1, 37, 515, Mask::causal(Alignment::top_left), [](Case& c) { c.layout = Layout::padded; });
-      add(32, 2, 9, 129, Mask::causal(), [](Case& c) { c.softcap = 5.0f; });
-      add(12, 2, 100, 260, Mask::causal(), none);   // group 6: five tiles of 21 tokens
-      add(128, 1, 3, 70, Mask::none(), none);       // group 128: one token per tile
-      add(8, 2, 20, 10, Mask::causal(), [](Case& c) { c.sinks = true; });  // the first rows see no key
-      add(8, 2, 0, 0, Mask::causal(), [](Case& c) {
-        c.sinks = true;
-        c.varlen_q = {5, 0, 40, 1};
-        c.varlen_k = {300, 17, 40, 0};
-      });
-    }
+  for (const Case& base : forward_bases()) {
+    auto add = [&](int heads_q, int heads_kv, int seqlen_q, int seqlen_k, Mask mask, auto&& more) {
+      Case c = base;
+      c.heads_q = heads_q, c.heads_kv = heads_kv, c.seqlen_q = seqlen_q, c.seqlen_k = seqlen_k;
+      c.mask = mask;
+      more(c);
+      cases.push_back(c);
+    };
+    auto none = [](Case&) {};
+    add(8, 2, 1, 1000, Mask::none(), [](Case& c) { c.batch = 3; });  // decoding: one token per sequence
+    add(16, 2, 16, 777, Mask::causal(), [](Case& c) { c.batch = 2, c.sinks = true; });
+    add(6, 2, 50, 300, Mask::window(64, 0), none);
+    add(7, 1, 37, 515, Mask::causal(Alignment::top_left), [](Case& c) { c.layout = Layout::padded; });
+    add(32, 2, 9, 129, Mask::causal(), [](Case& c) { c.softcap = 5.0f; });
+    add(12, 2, 100, 260, Mask::causal(), none);   // group 6: five tiles of 21 tokens
+    add(128, 1, 3, 70, Mask::none(), none);       // group 128: one token per tile
+    add(8, 2, 20, 10, Mask::causal(), [](Case& c) { c.sinks = true; });  // the first rows see no key
+    add(8, 2, 0, 0, Mask::causal(), [](Case& c) {
+      c.sinks = true;
+      c.varlen_q = {5, 0, 40, 1};
+      c.varlen_k = {300, 17, 40, 0};
+    });
   }
   return cases;
 }
@@ -294,25 +296,19 @@ TEST(Sm90PackedGqa, MatchesReferenceAndUnpackedBits) {
 // first sequence's rows NaN.
 std::vector<Case> isolation_cases() {
   std::vector<Case> cases;
-  for (DType dtype : {DType::bf16, DType::f16}) {
-    if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
-    for (auto [dim_qk, dim_v] : sm90_dims()) {
-      Case c;
-      c.dtype = dtype;
-      c.dim_qk = dim_qk, c.dim_v = dim_v;
-      c.backward = false;
-      c.heads_q = 4, c.heads_kv = 2;
-      // Sequence 0: 100 and 300 keys, each ending inside a key tile of 64 and of 128; sequence 1 (the poisoned
-      // neighbour of both) has keys only.
-      c.varlen_q = {150, 0, 90, 0, 40};
-      c.varlen_k = {100, 64, 300, 200, 70};
-      cases.push_back(c);
-      Case mod = c;
-      mod.mask = Mask::causal();
-      mod.softcap = 10.0f;
-      mod.alibi = Alibi::per_batch_head;
-      cases.push_back(mod);
-    }
+  for (const Case& base : forward_bases()) {
+    Case c = base;
+    c.heads_q = 4, c.heads_kv = 2;
+    // Sequence 0: 100 and 300 keys, each ending inside a key tile of 64 and of 128; sequence 1 (the poisoned
+    // neighbour of both) has keys only.
+    c.varlen_q = {150, 0, 90, 0, 40};
+    c.varlen_k = {100, 64, 300, 200, 70};
+    cases.push_back(c);
+    Case mod = c;
+    mod.mask = Mask::causal();
+    mod.softcap = 10.0f;
+    mod.alibi = Alibi::per_batch_head;
+    cases.push_back(mod);
   }
   return cases;
 }
