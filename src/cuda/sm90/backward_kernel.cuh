@@ -8,7 +8,8 @@
 //    "full" barrier completes on the arrive of each of the warp's lanes (after its own lse2 / delta stores, which
 //    the arrive releases) and the TMA bytes; its "empty" barrier on the arrive of every consumer thread.
 //  - warp 1 stores dQ: per query tile, once the consumers put the fp32 dQ tile in shared memory, one TMA reduce-add
-//    into the global accumulator; the buffer is handed back when the TMA unit has read it.
+//    into the global accumulator (deterministic: in its turn, DqTurn); the buffer is handed back when the TMA unit
+//    has read it.
 // Consumers (two warpgroups, 64 keys each), per query tile:
 //   S^T, dP^T by wgmma; P^T = 2^(S^T scale log2(e) - lse2) (masked entries 0); dS^T = P^T (dP^T - delta);
 //   dV += P^T dO and dK += dS^T Q by wgmma with P^T, dS^T from registers; dS^T also to shared memory; after a
@@ -160,7 +161,8 @@ __forceinline__ __device__ KeyTileWork resolve_key_tile(const Params& p, int n_b
 // they arrive under a causal mask or a window: key tile n reaches its query tiles from its diagonal on, so the
 // diagonal key tile of m gets there first and key tile 0 last (in key order, every key tile would wait for key tile
 // 0: measured at half the speed of the unordered backward). The schedule launches one CTA per item, each pair's key
-// tiles from the last down, so a CTA waits only on CTAs launched before it: no cycle, however many waves.
+// tiles from the last down, so a CTA waits only on CTAs launched before it (the hardware starts CTAs in index
+// order, as the sm80 backward's deterministic order also assumes): no cycle, however many waves.
 struct DqTurn {
   int* sem = nullptr;
   int mine = 0;

@@ -2,7 +2,8 @@
 //
 // An item is (key tile of kBlockN keys, kv head, sequence): the CTA that takes it walks every query tile of every
 // query head of the group that sees those keys, and writes the item's dK and dV. Two orders (BackwardOrder):
-//  - one_per_cta: a CTA per item, the key tiles of one (kv head, sequence) adjacent, so CTAs running together share
+//  - one_per_cta: a CTA per item, the key tiles of one (kv head, sequence) adjacent (from the first up; from the
+//    last down for the deterministic dQ order, which also forces this order), so CTAs running together share
 //    that head's Q and dO in L2. The hardware hands CTAs out as SMs free up, which balances uneven work, but each
 //    CTA pays its prologue (K, V and the first Q, dO loads) and its epilogue (dK, dV stores, the last dQ reduce-add)
 //    with nothing to overlap them: at short sequences, a few query tiles per item, that is much of the time.
