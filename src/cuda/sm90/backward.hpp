@@ -36,9 +36,9 @@ struct BackwardBuffers {
   const float* delta;
   float* dq_accum;
   std::int64_t rows;
-  // Deterministic: [batch][heads_q][n_qtiles] key tiles already added into each query tile's dQ, zeroed; else null.
+  // Deterministic: [batch][heads_q][query tiles of seqlen_q] key tiles already added into each query tile's dQ,
+  // zeroed; else null.
   int* dq_sem;
-  int n_qtiles;
 };
 
 // One compiled instantiation (instantiations/bwd.cu.in): this dtype, head dim kDim for q, k and v.

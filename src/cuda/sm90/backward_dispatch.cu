@@ -44,6 +44,16 @@ std::string operand_alignment_problem(const char* name, const Operand& x, std::i
          ", " + std::to_string(x.seq_stride) + ", " + std::to_string(x.head_stride) + "]";
 }
 
+// Query tiles per sequence (of the longest, varlen): the deterministic order's semaphores per query head.
+std::int64_t query_tiles(const BackwardProblem& p) {
+  const std::int64_t block_m = backward_block_m(int(p.dim_qk));
+  return (p.seqlen_q + block_m - 1) / block_m;
+}
+
+sm80::bwd::WorkspaceLayout workspace_layout(const BackwardProblem& p) {
+  return sm80::bwd::WorkspaceLayout::make(p, p.deterministic ? std::size_t(p.batch * p.heads_q * query_tiles(p)) : 0);
+}
+
 }  // namespace
 
 std::string backward_unsupported(const Problem& problem) {
@@ -88,20 +98,6 @@ std::string backward_unsupported(const Problem& problem) {
   }
   return {};
 }
-
-namespace {
-
-// Query tiles per sequence (of the longest, varlen): the deterministic order's semaphores per query head.
-std::int64_t query_tiles(const BackwardProblem& p) {
-  const std::int64_t block_m = backward_block_m(int(p.dim_qk));
-  return (p.seqlen_q + block_m - 1) / block_m;
-}
-
-sm80::bwd::WorkspaceLayout workspace_layout(const BackwardProblem& p) {
-  return sm80::bwd::WorkspaceLayout::make(p, p.deterministic ? std::size_t(p.batch * p.heads_q * query_tiles(p)) : 0);
-}
-
-}  // namespace
 
 std::size_t backward_workspace_bytes(const BackwardProblem& p) { return workspace_layout(p).total; }
 
@@ -178,7 +174,7 @@ void run_backward(const BackwardProblem& p) {
                      "zeroing the cuda_sm90 backward's dQ semaphores");
   }
   find_backward(p.dtype, p.dim_qk, p.dim_v)(
-      p, BackwardBuffers{ws.lse2, ws.dpre, ws.dq_accum, ws.rows, ws.dq_sem, int(query_tiles(p))});
+      p, BackwardBuffers{ws.lse2, ws.dpre, ws.dq_accum, ws.rows, ws.dq_sem});
   if (layout.rows > 0 && !own_passes(p, ws, stream, false)) sm80::bwd::launch_backward_postpass(p, ws, stream);
   if (p.sinks != nullptr && p.dsinks != nullptr) sm80::bwd::launch_backward_dsinks(p, ws, stream);
 }

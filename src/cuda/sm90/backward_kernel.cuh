@@ -171,7 +171,8 @@ struct DqTurn {
   __forceinline__ __device__ static DqTurn wait(const Params& p, const KeyTileWork& w, const BackwardItem& item,
                                                 int h, int m_block, int block_m, int block_n) {
     DqTurn t;
-    t.sem = p.dq_sem + (std::int64_t(item.b) * p.heads_q + h) * p.n_qtiles + m_block;
+    const int query_tiles = (p.seqlen_q + block_m - 1) / block_m;  // of the longest sequence (backward_dispatch.cu)
+    t.sem = p.dq_sem + (std::int64_t(item.b) * p.heads_q + h) * query_tiles + m_block;
     const std::int64_t rows_end = std::int64_t(m_block + 1) * block_m;
     const std::int64_t last_row = (rows_end < w.span.q_len ? rows_end : w.span.q_len) - 1;
     t.mine = int((w.rule.key_end(last_row) - 1) / block_n) - item.n_block;

@@ -151,7 +151,6 @@ BackwardParams<Traits> make_backward_params(const BackwardProblem& p, const Back
   bp.dq_accum = buffers.dq_accum;
   bp.rows = buffers.rows;
   bp.dq_sem = buffers.dq_sem;
-  bp.n_qtiles = buffers.n_qtiles;
   bp.dk = p.dk.ptr;
   bp.dk_batch_stride = p.dk.batch_stride, bp.dk_row_stride = p.dk.seq_stride, bp.dk_head_stride = p.dk.head_stride;
   bp.dv = p.dv.ptr;

@@ -140,8 +140,7 @@ struct BackwardParams {
   const float* delta;
   float* dq_accum;
   std::int64_t rows;
-  int* dq_sem;   // deterministic: [batch][heads_q][n_qtiles] key tiles already added per query tile; else null
-  int n_qtiles;
+  int* dq_sem;  // deterministic: [batch][heads_q][query tiles] key tiles already added per query tile; else null
 
   void* dk;
   std::int64_t dk_batch_stride, dk_row_stride, dk_head_stride;

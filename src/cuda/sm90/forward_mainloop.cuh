@@ -183,8 +183,9 @@ struct WarpgroupTurns {
   __forceinline__ __device__ void pass_turn() const { cutlass::arch::NamedBarrier::arrive(kThreads, 2 - consumer); }
 };
 
-// Consumer-wide named barrier for zero_smem_rows (after WarpgroupTurns' 1 and 2).
-constexpr std::uint32_t kZeroRowsBarrier = 3;
+// Consumer-wide named barrier for zero_smem_rows (after WarpgroupTurns' 1 and 2). Named apart from the backward's
+// barriers, which live in the same namespace.
+constexpr std::uint32_t kForwardZeroRowsBarrier = 3;
 
 // Zeroes rows [first_row, rows), first_row >= 1, of a 128-byte swizzled (rows, cols) tile in shared memory, by all
 // kThreads threads of the consumer warpgroups, for wgmma to read next. 16-byte chunks: the swizzle permutes whole
@@ -207,7 +208,7 @@ __forceinline__ __device__ void zero_smem_rows(SmemTile&& s, int first_row, int 
   }
   // Ordinary stores that wgmma (the async proxy) reads next.
   cutlass::arch::fence_view_async_shared();
-  cutlass::arch::NamedBarrier::sync(kThreads, kZeroRowsBarrier);
+  cutlass::arch::NamedBarrier::sync(kThreads, kForwardZeroRowsBarrier);
 }
 
 // Varlen isolation. A tensor map bounds only the packed tensor, so the rows of a partial last key tile past the
