@@ -2,8 +2,8 @@
 // (tests/attention): dq, dk, dv (and dsinks) of every compiled head dim and dtype against the fp64 reference and the
 // 2x-naive bound (src/numerics/error_bound.hpp), outputs poisoned before each run, on lengths that are no multiple
 // of the tiles (1, 17, 129, 1000, ...), seqlen_q != seqlen_k both ways, every mask kind, GQA and MQA, varlen with
-// empty sequences, rows that see no key, padded strides; the deterministic order (the same bits every run); and the
-// refusals that send the rest to the sm80 backend.
+// empty sequences, rows that see no key, padded strides, softcap and ALiBi; the deterministic order (the same bits
+// every run); and the refusal that sends head dim 256 to the sm80 backend.
 // Without a Hopper GPU (or without 90a code in the build) every test skips, saying why.
 #include <gtest/gtest.h>
 
@@ -125,6 +125,43 @@ std::vector<Case> backward_cases() {
       many_var.varlen_k.push_back(i % 7 == 3 ? 0 : 150 + (i * 53) % 250);
     }
     cases.push_back(many_var);
+    // Score mods (the kScoreMod kernel). Softcap under a causal mask, GQA, both ends ragged; a cap of 1.5 keeps
+    // the logits in tanh's bend, where a wrong derivative shows.
+    Case soft = base;
+    soft.batch = 2, soft.heads_q = 4, soft.heads_kv = 2, soft.seqlen_q = 333, soft.seqlen_k = 1029;
+    soft.mask = Mask::causal();
+    soft.softcap = 1.5f;
+    cases.push_back(soft);
+    // ALiBi [h] without a mask.
+    Case alibi = base;
+    alibi.batch = 2, alibi.heads_q = 4, alibi.heads_kv = 4, alibi.seqlen_q = 300, alibi.seqlen_k = 700;
+    alibi.alibi = Alibi::per_head;
+    cases.push_back(alibi);
+    // ALiBi [b, h] with softcap, top-left causal, MQA (a slope per query head of the group).
+    Case alibi_bh = base;
+    alibi_bh.batch = 3, alibi_bh.heads_q = 3, alibi_bh.heads_kv = 1, alibi_bh.seqlen_q = 260, alibi_bh.seqlen_k = 517;
+    alibi_bh.mask = Mask::causal(Alignment::top_left);
+    alibi_bh.alibi = Alibi::per_batch_head;
+    alibi_bh.softcap = 20.0f;
+    cases.push_back(alibi_bh);
+    // Varlen, causal, ALiBi [b, h], sinks, empty sequences.
+    Case var_alibi = base;
+    var_alibi.heads_q = 4, var_alibi.heads_kv = 2;
+    var_alibi.varlen_q = {300, 0, 129, 17};
+    var_alibi.varlen_k = {450, 33, 129, 0};
+    var_alibi.mask = Mask::causal();
+    var_alibi.alibi = Alibi::per_batch_head;
+    var_alibi.sinks = true;
+    cases.push_back(var_alibi);
+    // Varlen, sliding window, softcap and ALiBi [h], more queries than keys in one sequence.
+    Case var_soft = base;
+    var_soft.heads_q = 2, var_soft.heads_kv = 2;
+    var_soft.varlen_q = {1, 400, 77, 250};
+    var_soft.varlen_k = {90, 600, 77, 130};
+    var_soft.mask = Mask::window(200, 30);
+    var_soft.softcap = 3.0f;
+    var_soft.alibi = Alibi::per_head;
+    cases.push_back(var_soft);
   }
   return cases;
 }
@@ -175,24 +212,22 @@ void expect_refused_then_auto(Case c, const std::string& reason_part) {
 
 TEST(Sm90BackwardRefusals, FallBackToSm80) {
   if (std::string why = why_no_sm90_backward(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
-  Case base;
-  base.dim_qk = base.dim_v = listed(IOATTN_TEST_CUDA_HEAD_DIMS, "128") ? 128 : 64;
-  base.dtype = listed(IOATTN_TEST_CUDA_DTYPES, "bf16") ? DType::bf16 : DType::f16;
-  base.seqlen_q = 150, base.seqlen_k = 270;
-  Case soft = base;
-  soft.softcap = 20.0f;
-  expect_refused_then_auto(soft, "softcap");
-  Case alibi = base;
-  alibi.alibi = Alibi::per_head;
-  expect_refused_then_auto(alibi, "ALiBi");
+  if (!listed(IOATTN_TEST_CUDA_HEAD_DIMS, "256")) GTEST_SKIP() << "no head dim 256 in this build (the refusal tested)";
+  Case c;
+  c.dim_qk = c.dim_v = 256;
+  c.dtype = listed(IOATTN_TEST_CUDA_DTYPES, "bf16") ? DType::bf16 : DType::f16;
+  c.seqlen_q = 150, c.seqlen_k = 270;
+  c.mask = Mask::causal();
+  expect_refused_then_auto(c, "head dims 64 and 128");
 }
 
 // The deterministic backward (AttentionParams::deterministic): the key tiles add into each query tile's dQ in key
 // order (a semaphore per query tile), so three runs give the same bits of dq, dk, dv (and dsinks), each within the
 // reference's bound. Cases with several key tiles per query tile: GQA under a causal mask with more items than SMs
 // (CTAs wait on each other across waves), one long head, a window with sinks and empty rows, varlen with empty
-// sequences. The same cases without the order run too, as a control: the printout says how many of them moved
-// between runs (unordered fp32 adds usually do), which is what this test would catch if the order broke.
+// sequences, softcap with ALiBi. The same cases without the order run too, as a control: the printout says how many
+// of them moved between runs (unordered fp32 adds usually do), which is what this test would catch if the order
+// broke.
 TEST(Sm90BackwardDeterministic, SameBitsEveryRun) {
   if (std::string why = why_no_sm90_backward(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
   int control_cases = 0, control_moved = 0;
@@ -219,6 +254,13 @@ TEST(Sm90BackwardDeterministic, SameBitsEveryRun) {
     var.varlen_q = {300, 0, 129, 650};
     var.varlen_k = {900, 40, 0, 700};
     cases.push_back(var);
+    Case score_mod = base;  // the kScoreMod kernel's dQ takes the same turns
+    score_mod.batch = 2, score_mod.heads_q = 4, score_mod.heads_kv = 2, score_mod.seqlen_q = 400;
+    score_mod.seqlen_k = 900;
+    score_mod.mask = Mask::causal();
+    score_mod.softcap = 2.0f;
+    score_mod.alibi = Alibi::per_batch_head;
+    cases.push_back(score_mod);
     for (const Case& c : cases) {
       SCOPED_TRACE(c.name() + ", " + seed_text() + " reproduces these inputs");
       CaseData data(c);

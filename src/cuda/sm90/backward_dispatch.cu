@@ -66,8 +66,6 @@ std::string backward_unsupported(const Problem& problem) {
            std::string(IOATTN_SM90_BWD_BUILD_HEAD_DIMS) + "\"); got " + std::to_string(p.dim_qk) + "/" +
            std::to_string(p.dim_v) + " in " + to_string(p.dtype);
   }
-  if (p.softcap > 0.0f) return "the cuda_sm90 backward has no softcap yet (the \"cuda\" backend runs it)";
-  if (p.alibi_slopes != nullptr) return "the cuda_sm90 backward has no ALiBi yet (the \"cuda\" backend runs it)";
   if (p.heads_kv > 65535 || p.batch > 65535) {
     return "the cuda_sm90 backward takes at most 65535 sequences and 65535 kv heads; got batch " +
            std::to_string(p.batch) + ", kv heads " + std::to_string(p.heads_kv);

@@ -11,7 +11,8 @@
 //    into the global accumulator (deterministic: in its turn, DqTurn); the buffer is handed back when the TMA unit
 //    has read it.
 // Consumers (two warpgroups, 64 keys each), per query tile:
-//   S^T, dP^T by wgmma; P^T = 2^(S^T scale log2(e) - lse2) (masked entries 0); dS^T = P^T (dP^T - delta);
+//   S^T, dP^T by wgmma; P^T = 2^(S^T scale log2(e) - lse2) (masked entries 0); dS^T = P^T (dP^T - delta) (with
+//   softcap or ALiBi: the logits and the softcap's derivative in between, backward_scores.cuh);
 //   dV += P^T dO and dK += dS^T Q by wgmma with P^T, dS^T from registers; dS^T also to shared memory; after a
 //   named barrier (both halves of dS written), dQ = dS K by wgmma, then to shared memory for warp 1. dK and dV stay
 //   in registers to the item's end: the CTA owns its keys for every query head of the group, so they need no
@@ -32,6 +33,7 @@
 #include "ioattn/core/seqlen.hpp"
 #include "cuda/sm80/common/tile_ops.cuh"
 #include "cuda/sm90/backward_scheduler.cuh"
+#include "cuda/sm90/backward_scores.cuh"
 #include "cuda/sm90/backward_traits.cuh"
 #include "cuda/sm90/wgmma_ops.cuh"
 
@@ -58,49 +60,6 @@ constexpr int kDqRegisters = 1;  // consumers' red.global.add.v2 straight from t
 __forceinline__ __device__ void red_add_v2(float* dst, float a, float b) {
   asm volatile("red.relaxed.gpu.global.add.v2.f32 [%0], {%1, %2};" ::"l"(dst), "f"(a), "f"(b) : "memory");
 }
-
-// Which (query, key) pairs of a tile are visible, in 32-bit arithmetic: the pair is visible when
-// -window_left <= key - row - diag_offset <= window_right (core::MaskRule), key < k_len and row < q_len.
-// backward_unsupported keeps seqlen_q + seqlen_k below 2^30, so the distance fits, and a window that wide bounds
-// nothing.
-struct TileMask {
-  int q_len, k_len, diag_offset, window_left, window_right;
-  bool has_left, has_right;
-
-  __forceinline__ __device__ static TileMask make(const core::MaskRule& rule, int q_len, int k_len) {
-    constexpr std::int64_t kWide = std::int64_t(1) << 30;
-    TileMask m;
-    m.q_len = q_len, m.k_len = k_len;
-    m.diag_offset = int(rule.diag_offset);
-    m.has_left = rule.window_left >= 0 && rule.window_left < kWide;
-    m.has_right = rule.window_right >= 0 && rule.window_right < kWide;
-    m.window_left = m.has_left ? int(rule.window_left) : 0;
-    m.window_right = m.has_right ? int(rule.window_right) : 0;
-    return m;
-  }
-  // Sets the hidden scores of a tile to -inf (rowcol view rS: keys down, queries across; rC the same view of its
-  // (key, query) coordinates in the tile). A query row sees one interval of keys, [row + diag_offset - window_left,
-  // row + diag_offset + window_right] cut to k_len, so each of the thread's query columns gets its bounds once and
-  // each element costs two compares: the rule per element compiled to about 1000 branchy instructions a tile (by
-  // ncu, 17% of the kernel's warp samples at head dim 64, 512 causal). |row + diag_offset| < 2^30 and a bounding
-  // window is narrower than 2^30, so the bounds fit in 32 bits.
-  template <class RegS, class Coords>
-  __forceinline__ __device__ void hide(RegS& rS, const Coords& rC, int row0, int key0) const {
-    CUTE_UNROLL
-    for (int ni = 0; ni < size<1>(rS); ++ni) {
-      const int row = row0 + get<1>(rC(0, ni));
-      const int base = row + diag_offset;
-      const int lo = has_left ? base - window_left : 0;
-      int hi = has_right ? min(base + window_right, k_len - 1) : k_len - 1;
-      if (row >= q_len) hi = -1;
-      CUTE_UNROLL
-      for (int mi = 0; mi < size<0>(rS); ++mi) {
-        const int key = key0 + get<0>(rC(mi, 0));
-        if (key < lo || key > hi) rS(mi, ni) = -INFINITY;
-      }
-    }
-  }
-};
 
 // Varlen isolation, as in the forward (zero_v_rows): a tensor map bounds only the packed tensor, so the rows of a
 // partial last tile past the sequence's end hold the next sequence's K, V, Q or dO. Their P and dS are 0, but the
@@ -195,7 +154,9 @@ struct DqTurn {
   }
 };
 
-template <class Traits, int kDqMode>
+// kScoreMod: softcap and ALiBi (ScoreModGrad); a kernel of its own, so that the plain one keeps its overlap of P
+// with the dP product and carries no score-mod code.
+template <class Traits, int kDqMode, bool kScoreMod>
 __global__ void __launch_bounds__(Traits::kThreads, 1)
     backward_kernel(CUTE_GRID_CONSTANT BackwardParams<Traits> const p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -452,25 +413,31 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         Tensor acc_dp = partition_fragment_C(mma_sdp, Shape<Int<kBlockN>, Int<kBlockM>>{});
         wgmma_gemm<true>(mma_sdp, tSrK, tSrQ(_, _, _, stage), acc_s);
         wgmma_gemm<true>(mma_sdp, tdPrV, tdPrdO(_, _, _, stage), acc_dp);
-        warpgroup_wait<1>();  // S^T done; dP^T may still run
-
         Tensor rS = make_tensor(acc_s.data(), gmma_rowcol_layout(acc_s.layout()));
+        Tensor rdP = make_tensor(acc_dp.data(), gmma_rowcol_layout(acc_dp.layout()));
         const float* lse2 = storage.lse2[stage];
         const float* delta = storage.delta[stage];
-        // -inf, not 0: an invisible score may be any value (even inf or NaN from a neighbour's rows).
-        if (masked) tile_mask.hide(rS, rC, row0, w.key0);
-        CUTE_UNROLL
-        for (int i = 0; i < size(rS); ++i) {
-          rS(i) = sm80::fast_exp2(fmaf(rS(i), p.scale_log2, -lse2[get<1>(rC(i))]));
-        }
-        warpgroup_wait<0>();  // dP^T done
-        Tensor rdP = make_tensor(acc_dp.data(), gmma_rowcol_layout(acc_dp.layout()));
-        CUTE_UNROLL
-        for (int i = 0; i < size(rdP); ++i) rdP(i) = rS(i) * (rdP(i) - delta[get<1>(rC(i))]);
-        if (masked) {
-          // A hidden pair's dS is 0 even where dP is not finite (a neighbour's rows in a varlen batch).
+        if constexpr (kScoreMod) {
+          warpgroup_wait<0>();  // S^T and dP^T done: ScoreModGrad takes them together
+          const int h = item.h_kv * p.group_size + it / w.n_m;
+          const float slope = p.alibi_slopes ? p.alibi_slopes[item.b * p.alibi_batch_stride + h] : 0.0f;
+          ScoreModGrad{p.scale, p.softcap, slope}.apply(rS, rdP, rC, tile_mask, lse2, delta, row0, w.key0);
+        } else {
+          warpgroup_wait<1>();  // S^T done; dP^T may still run
+          // -inf, not 0: an invisible score may be any value (even inf or NaN from a neighbour's rows).
+          if (masked) tile_mask.hide(rS, rC, row0, w.key0);
           CUTE_UNROLL
-          for (int i = 0; i < size(rdP); ++i) rdP(i) = rS(i) == 0.0f ? 0.0f : rdP(i);
+          for (int i = 0; i < size(rS); ++i) {
+            rS(i) = sm80::fast_exp2(fmaf(rS(i), p.scale_log2, -lse2[get<1>(rC(i))]));
+          }
+          warpgroup_wait<0>();  // dP^T done
+          CUTE_UNROLL
+          for (int i = 0; i < size(rdP); ++i) rdP(i) = rS(i) * (rdP(i) - delta[get<1>(rC(i))]);
+          if (masked) {
+            // A hidden pair's dS is 0 even where dP is not finite (a neighbour's rows in a varlen batch).
+            CUTE_UNROLL
+            for (int i = 0; i < size(rdP); ++i) rdP(i) = rS(i) == 0.0f ? 0.0f : rdP(i);
+          }
         }
 
         Tensor rP = sm80::convert_tensor<Element>(acc_s);

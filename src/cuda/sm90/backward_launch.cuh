@@ -163,6 +163,9 @@ BackwardParams<Traits> make_backward_params(const BackwardProblem& p, const Back
   bp.seqlen_k = int(p.seqlen_k);
   bp.scale = p.scale;
   bp.scale_log2 = p.scale * 1.4426950408889634f;
+  bp.softcap = p.softcap;
+  bp.alibi_slopes = p.alibi_slopes;
+  bp.alibi_batch_stride = p.alibi_batch_stride;
   bp.window_left = p.mask.window_left;
   bp.window_right = p.mask.window_right;
   bp.top_left = p.mask.alignment == Alignment::top_left;
@@ -170,10 +173,10 @@ BackwardParams<Traits> make_backward_params(const BackwardProblem& p, const Back
   return bp;
 }
 
-template <class Traits, int kDqMode>
+template <class Traits, int kDqMode, bool kScoreMod = false>
 void launch_backward_kernel(const BackwardProblem& p, const BackwardBuffers& buffers) {
   constexpr int kSmem = Traits::kSmemBytes;
-  auto kernel = &backward_kernel<Traits, kDqMode>;
+  auto kernel = &backward_kernel<Traits, kDqMode, kScoreMod>;
   opt_in_shared_memory(reinterpret_cast<const void*>(kernel), kSmem, p.device_index, "cuda_sm90 backward");
   BackwardParams<Traits> bp = make_backward_params<Traits>(p, buffers);
   int ctas = 0;
@@ -187,6 +190,11 @@ template <DType kDtype, int kDim>
 void launch_backward(const BackwardProblem& p, const BackwardBuffers& buffers) {
   using Traits = BackwardTraits<BackwardElement<kDtype>, kDim, backward_block_m(kDim)>;
   if (p.batch == 0 || p.seqlen_k == 0 || p.heads_kv == 0) return;
+  // Softcap and ALiBi have one kernel, with the TMA reduce-add (IOATTN_SM90_BWD_DQ does not apply): each dQ mode
+  // more would be one more kernel to compile per head dim and dtype for a timing comparison.
+  if (p.softcap > 0.0f || p.alibi_slopes != nullptr) {
+    return launch_backward_kernel<Traits, kDqTmaReduce, true>(p, buffers);
+  }
   // The deterministic order waits on the dQ warp's semaphores: the TMA reduce-add path only.
   if (buffers.dq_sem != nullptr) return launch_backward_kernel<Traits, kDqTmaReduce>(p, buffers);
   switch (dq_mode_from_env()) {

@@ -154,6 +154,9 @@ struct BackwardParams {
 
   float scale;
   float scale_log2;
+  float softcap;              // > 0: cap * tanh(s / cap) (the kScoreMod kernel only)
+  const float* alibi_slopes;  // element (b, h) at b * alibi_batch_stride + h; null: none (kScoreMod only)
+  std::int64_t alibi_batch_stride;
   std::int64_t window_left, window_right;
   bool top_left;
   bool dkv_tma;  // dK and dV by TMA store (whole tiles) where dk's and dv's strides allow a tensor map
