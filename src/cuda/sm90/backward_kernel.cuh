@@ -402,6 +402,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         const bool masked = row0 + kBlockM > q_len || w.key0 + kBlockN > k_len ||
                             w.rule.classify(row0, row0 + kBlockM, w.key0, w.key0 + kBlockN) != core::TileKind::full;
 
+        ScoreModGrad mod{};  // its slope loads before the wait, under it
+        if constexpr (kScoreMod) {
+          const int h = item.h_kv * p.group_size + it / w.n_m;
+          const float slope = p.alibi_slopes ? p.alibi_slopes[item.b * p.alibi_batch_stride + h] : 0.0f;
+          mod = ScoreModGrad{p.scale_log2, p.softcap, slope * 1.4426950408889634f};
+        }
         Barrier::wait(&storage.full[stage], (tile / kStages) & 1);
         // The sequence's last query tile, partial: alike in both consumer warpgroups, which both pass the barrier.
         if (p.clear_overhang && row0 + kBlockM > q_len) {
@@ -417,18 +423,20 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         Tensor rdP = make_tensor(acc_dp.data(), gmma_rowcol_layout(acc_dp.layout()));
         const float* lse2 = storage.lse2[stage];
         const float* delta = storage.delta[stage];
-        if constexpr (kScoreMod) {
-          warpgroup_wait<0>();  // S^T and dP^T done: ScoreModGrad takes them together
-          const int h = item.h_kv * p.group_size + it / w.n_m;
-          const float slope = p.alibi_slopes ? p.alibi_slopes[item.b * p.alibi_batch_stride + h] : 0.0f;
-          ScoreModGrad{p.scale, p.softcap, slope}.apply(rS, rdP, rC, tile_mask, lse2, delta, row0, w.key0);
+        if (kScoreMod && p.softcap > 0.0f) {
+          warpgroup_wait<0>();  // S^T and dP^T done: the softcap's derivative is needed next to dP^T
+          mod.softcap_probs_and_grads(masked, rS, rdP, rC, tile_mask, lse2, delta, row0, w.key0);
         } else {
           warpgroup_wait<1>();  // S^T done; dP^T may still run
-          // -inf, not 0: an invisible score may be any value (even inf or NaN from a neighbour's rows).
-          if (masked) tile_mask.hide(rS, rC, row0, w.key0);
-          CUTE_UNROLL
-          for (int i = 0; i < size(rS); ++i) {
-            rS(i) = sm80::fast_exp2(fmaf(rS(i), p.scale_log2, -lse2[get<1>(rC(i))]));
+          if constexpr (kScoreMod) {
+            mod.alibi_probs(masked, rS, rC, tile_mask, lse2, row0, w.key0);
+          } else {
+            // -inf, not 0: an invisible score may be any value (even inf or NaN from a neighbour's rows).
+            if (masked) tile_mask.hide(rS, rC, row0, w.key0);
+            CUTE_UNROLL
+            for (int i = 0; i < size(rS); ++i) {
+              rS(i) = sm80::fast_exp2(fmaf(rS(i), p.scale_log2, -lse2[get<1>(rC(i))]));
+            }
           }
           warpgroup_wait<0>();  // dP^T done
           CUTE_UNROLL

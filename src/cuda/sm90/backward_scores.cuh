@@ -64,48 +64,105 @@ struct TileMask {
   }
 };
 
-// Softcap and ALiBi in the backward (the kScoreMod kernels). The logit of raw product s = q.k is
+// Softcap and ALiBi in the backward (the kScoreMod kernel). The logit of raw product s = q.k is
 //   c = softcap tanh(scale s / softcap)  (or scale s),   logit = c + core::alibi_bias(slope, key, diag(row)),
 // so P = 2^(logit log2(e) - lse2) and, with dS the gradient with respect to scale s (the epilogue's and the
-// post-pass's factor scale makes it the gradient of q.k), dS = P (dP - delta) (1 - tanh^2). Where the plain kernel
-// computes P while dP's product still runs, this pass takes both accumulators at once: the softcap's derivative is
-// needed next to dP, and holding it from one loop to the next would cost a register per element (32 to 64). tanh
-// is the forward's (sm80::apply_score_mod): 1 - 2 / (1 + 2^(2x log2(e))) on the special-function unit, so P here is
-// the P whose row sums the forward's LSE holds. A hidden pair gets P = 0 and dS = 0 whatever its products are (a
-// neighbour's rows in a varlen batch may make them Inf or NaN).
+// post-pass's factor scale makes it the gradient of q.k), dS = P (dP - delta) (1 - tanh^2).
+//
+// Without softcap, ALiBi adds two float operations an element to the plain kernel's P (alibi_probs), which runs while
+// dP's product still runs, as the plain kernel's does; dS then is the plain kernel's. With softcap, P and dS come in
+// one pass after both products (softcap_probs_and_grads): the derivative is needed next to dP, and holding it from one
+// loop to the next would cost a register an element (32 to 64). Its tanh is the forward's (sm80::apply_score_mod),
+// 1 - 2 r with r = 1 / (1 + 2^(2 x log2(e))) on the special-function unit, so P here is the P whose row sums the
+// forward's LSE holds, and 1 - tanh^2 = 4 r (1 - r) (no cancellation near +-1).
+//
+// Costs, per element: each thread holds 2 keys (rows of its warpgroup's 64) by kBlockM / 4 queries, so what depends
+// on the query (lse2, the visible keys, the ALiBi diagonal) is worked out once a column, and a column's ALiBi
+// distance is kept in float (a conversion an element measured as costly as the exp). Hidden pairs are looked for only
+// in masked tiles; there P = 0 and dS = 0 whatever the products are (a neighbour's rows in a varlen batch may make
+// them Inf or NaN).
 struct ScoreModGrad {
-  float scale, softcap, alibi_slope;
+  float scale_log2;  // scale log2(e)
+  float softcap;     // > 0: the cap
+  float slope_log2;  // the ALiBi slope times log2(e); 0: none
 
+  // P^T into rS (no softcap).
   template <class RegS, class Coords>
+  __forceinline__ __device__ void alibi_probs(bool masked, RegS& rS, const Coords& rC, const TileMask& mask,
+                                              const float* lse2, int row0, int key0) const {
+    if (masked) {
+      apply<true, false, true>(rS, rS, rC, mask, lse2, nullptr, row0, key0);
+    } else {
+      apply<false, false, true>(rS, rS, rC, mask, lse2, nullptr, row0, key0);
+    }
+  }
+
+  // P^T into rS and dS^T into rdP.
+  template <class RegS, class Coords>
+  __forceinline__ __device__ void softcap_probs_and_grads(bool masked, RegS& rS, RegS& rdP, const Coords& rC,
+                                                          const TileMask& mask, const float* lse2,
+                                                          const float* delta, int row0, int key0) const {
+    const bool alibi = slope_log2 != 0.0f;
+    if (masked) {
+      if (alibi) apply<true, true, true>(rS, rdP, rC, mask, lse2, delta, row0, key0);
+      else apply<true, true, false>(rS, rdP, rC, mask, lse2, delta, row0, key0);
+    } else {
+      if (alibi) apply<false, true, true>(rS, rdP, rC, mask, lse2, delta, row0, key0);
+      else apply<false, true, false>(rS, rdP, rC, mask, lse2, delta, row0, key0);
+    }
+  }
+
+ private:
+  template <bool kMasked, bool kSoftcap, bool kAlibi, class RegS, class Coords>
   __forceinline__ __device__ void apply(RegS& rS, RegS& rdP, const Coords& rC, const TileMask& mask,
                                         const float* lse2, const float* delta, int row0, int key0) const {
+    constexpr int kKeys = decltype(size<0>(rS))::value;
     constexpr float kLog2e = 1.4426950408889634f;
-    const float tanh_pre = 2.0f * kLog2e * scale / softcap;  // used only when softcap > 0
+    // softcap: 2^(logit log2(e)) = 2^(cap log2(e) (1 - 2 r)), r from 2^(s pre).
+    const float pre = 2.0f * scale_log2 / softcap;
+    const float cap_log2 = softcap * kLog2e;
+    int key_in_tile[kKeys];
+    float key_f[kKeys];
+    CUTE_UNROLL
+    for (int mi = 0; mi < kKeys; ++mi) {
+      key_in_tile[mi] = get<0>(rC(mi, 0));
+      key_f[mi] = float(key_in_tile[mi]);
+    }
+    // The ALiBi diagonal of column ni relative to key0, in float: that of column 0 plus the columns' distance (a
+    // constant of the fragment's layout once unrolled).
+    const int col0 = get<1>(rC(0, 0));
+    const float diag0_f = float(row0 + col0 + mask.diag_offset - key0);
     CUTE_UNROLL
     for (int ni = 0; ni < size<1>(rS); ++ni) {
       const int col = get<1>(rC(0, ni));
-      const int row = row0 + col;
-      int lo, hi;
-      mask.visible_keys(row, lo, hi);
-      const int diag = row + mask.diag_offset;  // core::MaskRule::diag; fits: |row + diag_offset| < 2^30
-      const float row_lse2 = lse2[col];
-      const float row_delta = delta[col];
+      int lo = 0, hi = 0;
+      if constexpr (kMasked) {
+        mask.visible_keys(row0 + col, lo, hi);
+        lo -= key0, hi -= key0;
+      }
+      const float diag_f = diag0_f + float(col - col0);
+      const float neg_lse2 = -lse2[col];
+      const float row_delta = kSoftcap ? delta[col] : 0.0f;
       CUTE_UNROLL
-      for (int mi = 0; mi < size<0>(rS); ++mi) {
-        const int key = key0 + get<0>(rC(mi, 0));
-        float logit, cap_grad = 1.0f;
-        if (softcap > 0.0f) {
-          const float t = 1.0f - 2.0f * sm80::fast_rcp(1.0f + sm80::fast_exp2(rS(mi, ni) * tanh_pre));
-          logit = softcap * t;
-          cap_grad = 1.0f - t * t;
+      for (int mi = 0; mi < kKeys; ++mi) {
+        float x, r = 0.0f;
+        if constexpr (kSoftcap) {
+          r = sm80::fast_rcp(1.0f + sm80::fast_exp2(rS(mi, ni) * pre));
+          x = fmaf(r, -2.0f * cap_log2, cap_log2 + neg_lse2);
         } else {
-          logit = rS(mi, ni) * scale;
+          x = fmaf(rS(mi, ni), scale_log2, neg_lse2);
         }
-        if (alibi_slope != 0.0f) logit += core::alibi_bias(alibi_slope, key, diag);
-        const bool seen = key >= lo && key <= hi;
-        const float prob = seen ? sm80::fast_exp2(fmaf(logit, kLog2e, -row_lse2)) : 0.0f;
+        if constexpr (kAlibi) x = fmaf(-slope_log2, fabsf(key_f[mi] - diag_f), x);
+        if constexpr (kMasked) {
+          if (key_in_tile[mi] < lo || key_in_tile[mi] > hi) x = -INFINITY;
+        }
+        const float prob = sm80::fast_exp2(x);
         rS(mi, ni) = prob;
-        rdP(mi, ni) = seen ? prob * (rdP(mi, ni) - row_delta) * cap_grad : 0.0f;
+        if constexpr (kSoftcap) {
+          const float grad = 4.0f * fmaf(-r, r, r);  // 1 - tanh^2
+          const float ds = prob * (rdP(mi, ni) - row_delta) * grad;
+          rdP(mi, ni) = kMasked && prob == 0.0f ? 0.0f : ds;
+        }
       }
     }
   }
