@@ -145,7 +145,11 @@ def main():
     args = ap.parse_args()
     if args.flex:
         import torch._dynamo
+        import torch._functorch.config
         torch._dynamo.config.cache_size_limit = 64  # one compile per shape and score mod
+        # The timing calls the compiled backward again and again on one graph (retain_graph), which a backward that
+        # donates its saved buffers refuses.
+        torch._functorch.config.donated_buffer = False
     lib = IoAttn(args.lib)
     env = environment()
     rows = []
