@@ -9,6 +9,11 @@ if(IOATTN_CUDA AND TARGET ioattn_attention_support)
   target_compile_definitions(test_cuda_forward PRIVATE
     IOATTN_TEST_CUDA_HEAD_DIMS="${_ioattn_dims}" IOATTN_TEST_CUDA_DTYPES="${_ioattn_dtypes}")
 
+  # Decode shapes through the paged kernels (the cuda_decode backend); the paged kernels are always compiled.
+  ioattn_add_test(test_cuda_dense_decode ${CMAKE_CURRENT_SOURCE_DIR}/cuda/dense_decode_test.cpp LABELS cuda
+                  TIMEOUT 900)
+  target_link_libraries(test_cuda_dense_decode PRIVATE ioattn_attention_support)
+
   # A small forward + backward for compute-sanitizer (scripts/device-check); not a CTest test.
   add_executable(cuda_sanitize_small ${CMAKE_CURRENT_SOURCE_DIR}/cuda/sanitize_small.cpp)
   target_link_libraries(cuda_sanitize_small PRIVATE ioattn CUDA::cudart)

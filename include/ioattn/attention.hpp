@@ -72,7 +72,9 @@ struct AttentionParams {
   float softcap = 0.0f;       // 0: off; otherwise the logit cap (> 0)
   TensorView alibi_slopes;    // optional fp32 [heads_q] or [batch, heads_q]
   TensorView sinks;           // optional fp32 [heads_q]: one logit per head that joins each row's softmax denominator
-  bool deterministic = false; // backward: reduce dQ (and dK, dV under GQA) in a fixed order, bitwise reproducible
+  bool deterministic = false; // backward: reduce dQ (and dK, dV under GQA) in a fixed order, bitwise reproducible;
+                              // cuda_decode forward: split keys at points that do not follow the batch (a sequence's
+                              // bits then do not depend on the batch it is in)
   std::string impl = "auto";  // "auto", or a backend by name: "reference", "tiled", "cuda" (see backends())
   void* stream = nullptr;     // cudaStream_t for the CUDA backends; ignored on the CPU
   Workspace workspace;
@@ -106,7 +108,9 @@ std::size_t backward_workspace_bytes(const BackwardArgs& args, const AttentionPa
 
 // The backends compiled into this build, e.g. "reference tiled cuda".
 std::string backends();
-// The backend `impl = "auto"` would pick for tensors on `device` (e.g. "tiled" on the CPU).
+// The backend `impl = "auto"` would pick for tensors on `device` (e.g. "tiled" on the CPU), for problems in general:
+// on a GPU, "auto" runs decode steps (a few query rows per kv head, dense q, k, v; forward) on "cuda_decode", the
+// paged split-KV kernels.
 std::string default_backend(Device device);
 // CUDA devices usable by this build: 0 when built without CUDA or when no GPU (or driver) is present.
 int cuda_device_count();

@@ -107,7 +107,8 @@ typedef struct ioattn_params {
   ioattn_mask mask;           /* default: none (both windows -1), bottom-right */
   ioattn_tensor alibi_slopes; /* optional fp32 [heads_q] or [batch, heads_q] */
   ioattn_tensor sinks;        /* optional fp32 [heads_q]: one logit per head joining each row's denominator */
-  int32_t deterministic;      /* backward: nonzero reduces dq (and dk, dv under GQA) in a fixed order */
+  int32_t deterministic;      /* backward: nonzero reduces dq (and dk, dv under GQA) in a fixed order; cuda_decode
+                                 forward: keys split at points that do not follow the batch */
   int32_t num_threads;        /* CPU backends: OpenMP threads, 0 = the OpenMP default */
   const char* impl;           /* NULL or "auto", or a backend by name (see ioattn_backends()) */
   void* stream;               /* cudaStream_t for the CUDA backends; ignored on the CPU */

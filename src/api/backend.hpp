@@ -19,6 +19,9 @@ struct Backend {
   std::size_t (*backward_workspace_bytes)(const BackwardProblem& problem);
   void (*forward)(const Problem& problem);
   void (*backward)(const BackwardProblem& problem);
+  // A backend for some shapes only (cuda_decode: decode steps), which "auto" tries before the general ones of lower
+  // priority; default_backend() names the general one.
+  bool specialist = false;
 };
 
 // Each backend defines one of these in its own directory; dispatch.cpp lists the ones compiled in.
@@ -27,6 +30,7 @@ extern const Backend kTiledBackend;      // src/cpu/tiled_forward.cpp
 #if IOATTN_HAVE_CUDA
 extern const Backend kCudaSm80Backend;   // src/cuda/sm80/
 extern const Backend kCudaSm90Backend;   // src/cuda/sm90/ (Hopper: TMA, wgmma, warp specialization)
+extern const Backend kCudaDecodeBackend; // src/cuda/paged/dense_decode.cu (decode shapes, split-KV)
 int cuda_device_count();                 // src/cuda/: 0 when no usable GPU or driver, never throws
 #endif
 

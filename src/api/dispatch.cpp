@@ -24,6 +24,7 @@ const std::vector<const Backend*>& all_backends() {
 #if IOATTN_HAVE_CUDA
       &kCudaSm80Backend,
       &kCudaSm90Backend,
+      &kCudaDecodeBackend,
 #endif
   };
   return list;
@@ -138,7 +139,7 @@ std::string backends() {
 std::string default_backend(Device device) {
   const detail::Backend* best = nullptr;
   for (const detail::Backend* b : detail::all_backends()) {
-    if (b->device == device && (best == nullptr || b->priority > best->priority)) best = b;
+    if (b->device == device && !b->specialist && (best == nullptr || b->priority > best->priority)) best = b;
   }
   return best != nullptr ? best->name : "";
 }

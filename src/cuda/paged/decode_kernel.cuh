@@ -80,6 +80,7 @@ __device__ __forceinline__ void group_sync(int group) {
 
 // Sequence b's length in the cache: device-resident lengths are trusted but clamped to the table's capacity.
 __device__ __forceinline__ int sequence_length(const DecodeParams& p, int b) {
+  if (p.seqlens_k == nullptr) return p.capacity;  // a dense cache
   const int len = p.seqlens_k[b];
   return len < 0 ? 0 : (len > p.capacity ? p.capacity : len);
 }
@@ -117,7 +118,9 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
   constexpr int kLanes = T::kLoadLanes, kPassRows = T::kLoadRows;
   constexpr int kRowsPerThread = T::kBlockN / kPassRows;
   const int load_row0 = tid / kLanes, load_lane = tid % kLanes;
-  const std::int32_t* table = p.block_table + b * p.block_table_stride;
+  // A dense cache (no table, dense_decode.cu) is one page per sequence: page b.
+  const std::int32_t* table = p.block_table != nullptr ? p.block_table + b * p.block_table_stride : nullptr;
+  auto page_at = [&](int page_index) { return table != nullptr ? __ldg(table + page_index) : b; };
   // The pages of the group's first tile are read before the sequence's length is known, saving one round trip in
   // front of the first loads (entries past the sequence's pages are read, inside the table, but never used).
   const int first_tile = split * (p.split_tokens / T::kBlockN) + group;
@@ -125,7 +128,7 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
 #pragma unroll
   for (int i = 0; i < kRowsPerThread; ++i) {
     const int page_index = p.page_div.quotient(first_tile * T::kBlockN + load_row0 + kPassRows * i);
-    first_tile_page[i] = page_index < p.max_pages_per_seq ? __ldg(table + page_index) : 0;
+    first_tile_page[i] = page_index < p.max_pages_per_seq ? page_at(page_index) : 0;
   }
 
   const int len = sequence_length(p, b);
@@ -197,7 +200,7 @@ __global__ void __launch_bounds__(T::kThreads) paged_decode_kernel(const DecodeP
       row_in_page[i] = j - page_index * p.page_size;
       // Entries past a sequence's last page may hold anything: never read them.
       const bool reuse = may_be_first && n == first_tile;
-      row_page[i] = j < len ? (reuse ? first_tile_page[i] : __ldg(table + page_index)) : -1;
+      row_page[i] = j < len ? (reuse ? first_tile_page[i] : page_at(page_index)) : -1;
     }
   };
   // Issues the loads of the looked-up tile into ring slot `slot`.

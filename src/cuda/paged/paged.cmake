@@ -5,6 +5,7 @@ target_sources(ioattn PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/backend.cu
   ${CMAKE_CURRENT_LIST_DIR}/combine.cu
   ${CMAKE_CURRENT_LIST_DIR}/cache_ops.cu
+  ${CMAKE_CURRENT_LIST_DIR}/dense_decode.cu
   ${CMAKE_CURRENT_LIST_DIR}/instantiations/decode_bf16_d64x64.cu
   ${CMAKE_CURRENT_LIST_DIR}/instantiations/decode_bf16_d128x128.cu
   ${CMAKE_CURRENT_LIST_DIR}/instantiations/decode_bf16_d192x128.cu

@@ -34,8 +34,8 @@ struct DecodeParams {
   const void* v_cache;
   void* out;
   float* lse;  // null: not asked for
-  const std::int32_t* block_table;
-  const std::int32_t* seqlens_k;
+  const std::int32_t* block_table;  // null: sequence b's keys are page b (a dense cache, max_pages_per_seq 1)
+  const std::int32_t* seqlens_k;    // null: every sequence holds `capacity` keys
   const std::int32_t* cu_seqlens_q;  // null: dense q
   float* partial_out;  // [max_splits, rows, heads_q, dim_v]; null when max_splits == 1
   float* partial_lse;  // [max_splits, rows, heads_q]
