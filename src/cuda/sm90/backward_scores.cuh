@@ -78,9 +78,10 @@ struct TileMask {
 //
 // Costs, per element: each thread holds 2 keys (rows of its warpgroup's 64) by kBlockM / 4 queries, so what depends
 // on the query (lse2, the visible keys, the ALiBi diagonal) is worked out once a column, and a column's ALiBi
-// distance is kept in float (a conversion an element measured as costly as the exp). Hidden pairs are looked for only
-// in masked tiles; there P = 0 and dS = 0 whatever the products are (a neighbour's rows in a varlen batch may make
-// them Inf or NaN).
+// distance is kept in float (no int-to-float conversion an element). Hidden pairs are looked for only in masked
+// tiles; there P = 0 and dS = 0 whatever the products are (a neighbour's rows in a varlen batch may make them Inf or
+// NaN). The first version, one pass after both products with all of that per element, ran at half the plain
+// kernel's speed (docs/PERF.md, tenth session).
 struct ScoreModGrad {
   float scale_log2;  // scale log2(e)
   float softcap;     // > 0: the cap
