@@ -24,7 +24,8 @@ from ioattn_abi import ForwardArgs, check, environment, load, params, view
 from paged_decode import copy_bandwidth, flush_l2
 
 HEADS_Q, HEADS_KV = 32, 8
-ROWS = [(1, 1, 32768), (1, 1, 8192), (4, 1, 16384), (16, 1, 2048), (16, 1, 8192), (64, 1, 2048), (16, 4, 8192)]
+ROWS = [(1, 1, 32768), (1, 1, 8192), (4, 1, 16384), (16, 1, 2048), (16, 1, 8192), (64, 1, 2048), (16, 4, 8192),
+        (1, 8, 32768), (16, 8, 8192), (1, 16, 16384), (16, 16, 4096)]  # the last four: 32 and 64 rows per kv head
 IMPLS = {"auto": (b"auto", False), "auto det": (b"auto", True), "cuda_sm90": (b"cuda_sm90", False)}
 
 

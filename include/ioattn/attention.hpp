@@ -109,8 +109,8 @@ std::size_t backward_workspace_bytes(const BackwardArgs& args, const AttentionPa
 // The backends compiled into this build, e.g. "reference tiled cuda".
 std::string backends();
 // The backend `impl = "auto"` would pick for tensors on `device` (e.g. "tiled" on the CPU), for problems in general:
-// on a GPU, "auto" runs decode steps (a few query rows per kv head, dense q, k, v; forward) on "cuda_decode", the
-// paged split-KV kernels.
+// on a GPU, "auto" runs decode steps (up to 16 query rows per kv head, or 64 where the dense grid is small; dense q,
+// k, v; forward) on "cuda_decode", the paged split-KV kernels.
 std::string default_backend(Device device);
 // CUDA devices usable by this build: 0 when built without CUDA or when no GPU (or driver) is present.
 int cuda_device_count();

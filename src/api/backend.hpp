@@ -19,9 +19,10 @@ struct Backend {
   std::size_t (*backward_workspace_bytes)(const BackwardProblem& problem);
   void (*forward)(const Problem& problem);
   void (*backward)(const BackwardProblem& problem);
-  // A backend for some shapes only (cuda_decode: decode steps), which "auto" tries before the general ones of lower
-  // priority; default_backend() names the general one.
-  bool specialist = false;
+  // Null for a general backend. A backend for some shapes only (cuda_decode: decode steps) says here where "auto"
+  // should take it (before the general ones of lower priority); a named impl runs whatever `unsupported` accepts, and
+  // default_backend() names the general backend.
+  bool (*auto_prefers)(const Problem& problem) = nullptr;
 };
 
 // Each backend defines one of these in its own directory; dispatch.cpp lists the ones compiled in.

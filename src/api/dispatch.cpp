@@ -52,6 +52,7 @@ const Backend& select(const Problem& problem, const std::string& impl, bool back
     for (const Backend* b : all_backends()) {
       if (b->device != problem.device) continue;
       any_for_device = true;
+      if (b->auto_prefers != nullptr && !b->auto_prefers(problem)) continue;  // a specialist, not for this shape
       const std::string why = b->unsupported(problem, backward);
       if (!why.empty()) {
         reasons += std::string(reasons.empty() ? "" : "; ") + b->name + ": " + why;
@@ -139,7 +140,8 @@ std::string backends() {
 std::string default_backend(Device device) {
   const detail::Backend* best = nullptr;
   for (const detail::Backend* b : detail::all_backends()) {
-    if (b->device == device && !b->specialist && (best == nullptr || b->priority > best->priority)) best = b;
+    const bool general = b->auto_prefers == nullptr;
+    if (b->device == device && general && (best == nullptr || b->priority > best->priority)) best = b;
   }
   return best != nullptr ? best->name : "";
 }

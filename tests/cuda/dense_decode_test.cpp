@@ -1,6 +1,6 @@
 // GPU-only checks of the dense decode backend ("cuda_decode", src/cuda/paged/dense_decode.cu: dense K and V through
 // the paged split-KV kernels): out and lse against the fp64 reference and the 2x-naive bound on decode shapes of
-// every head dim and dtype (1 to 16 query rows per kv head, contexts from 1 key to 33k, every mask kind, softcap,
+// every head dim and dtype (1 to 64 query rows per kv head, contexts from 1 key to 33k, every mask kind, softcap,
 // ALiBi, sinks, padded strides, rows that see no key); "auto" taking them (the same bits); deterministic runs
 // giving a sequence the same bits whatever batch it is in; and the refusals that leave other problems to the dense
 // kernels. Without a GPU every test skips, saying so.
@@ -67,6 +67,15 @@ std::vector<Case> decode_cases() {
   mha.batch = 2, mha.heads_q = 3, mha.heads_kv = 3, mha.seqlen_q = 16, mha.seqlen_k = 500;
   mha.mask = Mask::causal(Alignment::top_left);
   cases.push_back(mha);
+  // 32 and 64 rows per kv head (8 and 16 tokens x group 4): the 64-row decode kernel.
+  Case rows32 = rows16;
+  rows32.seqlen_q = 8, rows32.seqlen_k = 5000;
+  cases.push_back(rows32);
+  Case rows64 = rows16;
+  rows64.batch = 1, rows64.seqlen_q = 16, rows64.seqlen_k = 20000;
+  rows64.mask = Mask::causal(Alignment::top_left);
+  rows64.sinks = true;
+  cases.push_back(rows64);
   Case window = base;
   window.batch = 2, window.heads_q = 8, window.heads_kv = 2, window.seqlen_q = 3, window.seqlen_k = 2500;
   window.mask = Mask::window(300, 0);
@@ -186,7 +195,7 @@ TEST(DenseDecodeRefusals, LeaveTheRestToTheDenseKernels) {
   if (!gpu_available()) GTEST_SKIP() << kNoGpu;
   Case many_rows;
   many_rows.dim_qk = many_rows.dim_v = 128;
-  many_rows.heads_q = 8, many_rows.heads_kv = 2, many_rows.seqlen_q = 5, many_rows.seqlen_k = 300;  // 20 rows
+  many_rows.heads_q = 8, many_rows.heads_kv = 2, many_rows.seqlen_q = 17, many_rows.seqlen_k = 300;  // 68 rows
   Case var = many_rows;
   var.seqlen_q = 1;
   var.varlen_q = {1, 1}, var.varlen_k = {100, 300};

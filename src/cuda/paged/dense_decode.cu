@@ -7,21 +7,27 @@
 // holds sequence b's seqlen_k keys, with K's batch stride as the page stride. The kernels read no block table and no
 // lengths for it (DecodeParams: both null).
 //
-// "auto" prefers this backend for decode shapes: dense q, k and v, forward only, at most paged::kNarrowRows query
-// rows per (sequence, kv head) (new tokens x GQA group), which the 16-row decode kernel holds in one tile. The
-// split follows the batch (the paged planner's automatic rule), so a sequence's bits may follow the batch it is in;
-// with AttentionParams::deterministic the chunks are cut at fixed points that depend only on the sequence's length,
-// the kv heads and the GPU, so they do not.
+// It takes dense q, k and v, forward only, with at most paged::kWideRows query rows per (sequence, kv head) (new
+// tokens x GQA group), which one tile of the decode kernels holds. "auto" takes it (auto_prefers):
+// - up to paged::kNarrowRows rows (a decode step, or a few speculative tokens) always: the 16-row kernel streams K
+//   and V as fast as the dense kernels from batch 16 on, and far faster below (docs/PERF.md, tenth session);
+// - up to kWideRows only where the dense kernels' grid would leave more than half the SMs idle, and not with
+//   AttentionParams::deterministic: the 64-row kernel has 4 warps of sm80 MMAs, 3.4-5.5x faster than the dense
+//   Hopper kernels at batch 1 but 0.40-0.48x at batch 16 (H200, same page), so that choice follows the batch.
+// The split follows the batch (the paged planner's automatic rule), so a sequence's bits may follow the batch it is
+// in; with AttentionParams::deterministic the chunks are cut at fixed points that depend only on the sequence's
+// length, the kv heads and the GPU, so they do not.
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include <cuda_runtime.h>
 
 #include "api/backend.hpp"
 #include "api/paged_problem.hpp"
 #include "cuda/paged/decode.hpp"
-#include "cuda/sm80/common/cuda_check.cuh"
 #include "ioattn/error.hpp"
 
 namespace ioattn::detail {
@@ -41,10 +47,19 @@ PagedProblem as_paged(const Problem& p) {
   return pp;
 }
 
+// The device's multiprocessor count, read once per device; 0 where the driver cannot say (never throws: "auto"
+// asks while it picks a backend).
 int multiprocessors(int device) {
+  static std::mutex mutex;
+  static std::unordered_map<int, int> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (auto it = cache.find(device); it != cache.end()) return it->second;
   int sms = 0;
-  sm80::cuda_check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device),
-                   "cudaDeviceGetAttribute(multiprocessor count)");
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  cache.emplace(device, sms);
   return sms;
 }
 
@@ -55,7 +70,9 @@ PagedProblem planned(const Problem& p) {
   SplitKV split;
   split.mode = pp.split_mode;
   if (p.deterministic) {
-    const std::int64_t chunks = std::max<std::int64_t>(1, 2 * multiprocessors(p.device_index) / p.heads_kv);
+    const int sms = multiprocessors(p.device_index);
+    if (sms == 0) throw Error(ErrorCode::backend_failure, "cudaDeviceGetAttribute(multiprocessor count) failed");
+    const std::int64_t chunks = std::max<std::int64_t>(1, 2 * sms / p.heads_kv);
     const std::int64_t tokens = (p.seqlen_k + chunks - 1) / chunks;
     split.tokens = std::max(kMinFixedChunk, (tokens + paged::kBlockKeys - 1) / paged::kBlockKeys * paged::kBlockKeys);
   }
@@ -72,8 +89,8 @@ std::string decode_unsupported(const Problem& p, bool backward) {
   }
   if (p.is_varlen()) return "the cuda_decode backend takes dense q, k and v (varlen goes to the dense kernels)";
   const std::int64_t rows = p.seqlen_q * p.group_size();
-  if (rows > paged::kNarrowRows) {
-    return "the cuda_decode backend takes at most " + std::to_string(paged::kNarrowRows) +
+  if (rows > paged::kWideRows) {
+    return "the cuda_decode backend takes at most " + std::to_string(paged::kWideRows) +
            " query rows per sequence and kv head (seqlen_q x query heads per kv head), a decode step; got " +
            std::to_string(rows);
   }
@@ -82,6 +99,15 @@ std::string decode_unsupported(const Problem& p, bool backward) {
     return "the cuda_decode backend runs the paged kernels: " + why;
   }
   return {};
+}
+
+bool decode_preferred(const Problem& p) {
+  const std::int64_t rows = p.seqlen_q * p.group_size();
+  if (rows <= paged::kNarrowRows) return true;
+  if (rows > paged::kWideRows || p.deterministic) return false;
+  // The dense kernels' CTAs: one per (sequence, kv head, 128 packed rows).
+  const std::int64_t dense_ctas = p.batch * p.heads_kv * ((rows + 127) / 128);
+  return 2 * dense_ctas < multiprocessors(p.device_index);
 }
 
 std::size_t decode_workspace_bytes(const Problem& p) { return planned(p).partial_bytes(); }
@@ -95,10 +121,9 @@ std::size_t no_backward_workspace(const BackwardProblem&) { return 0; }
 
 }  // namespace
 
-// Priority 300: above the dense kernels (cuda_sm90 200, cuda 100), so "auto" takes the decode shapes it accepts; a
-// specialist, so default_backend() still names the general one.
-const Backend kCudaDecodeBackend{"cuda_decode",         Device::cuda,           300,
-                                 &decode_unsupported,   &decode_workspace_bytes, &no_backward_workspace,
-                                 &decode_forward,       &no_backward,            true};
+// Priority 300: above the dense kernels (cuda_sm90 200, cuda 100), so "auto" takes the decode shapes it prefers.
+const Backend kCudaDecodeBackend{"cuda_decode",       Device::cuda,           300,
+                                 &decode_unsupported, &decode_workspace_bytes, &no_backward_workspace,
+                                 &decode_forward,     &no_backward,            &decode_preferred};
 
 }  // namespace ioattn::detail
