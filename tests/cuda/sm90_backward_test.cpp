@@ -1,9 +1,10 @@
 // GPU-only checks of the Hopper backward ("cuda_sm90", src/cuda/sm90/backward_*) beyond the shared case table
-// (tests/attention): dq, dk, dv (and dsinks) of every compiled head dim and dtype against the fp64 reference and the
-// 2x-naive bound (src/numerics/error_bound.hpp), outputs poisoned before each run, on lengths that are no multiple
-// of the tiles (1, 17, 129, 1000, ...), seqlen_q != seqlen_k both ways, every mask kind, GQA and MQA, varlen with
-// empty sequences, rows that see no key, padded strides, softcap and ALiBi; the deterministic order (the same bits
-// every run); and the refusal that sends head dim 256 to the sm80 backend.
+// (tests/attention): dq, dk, dv (and dsinks) of every compiled head dim (64, 128, 256) and dtype against the fp64
+// reference and the 2x-naive bound (src/numerics/error_bound.hpp), outputs poisoned before each run, on lengths
+// that are no multiple of the tiles (1, 17, 129, 1000, ...), seqlen_q != seqlen_k both ways, every mask kind, GQA
+// and MQA, varlen with empty sequences, rows that see no key, padded strides, softcap and ALiBi; the deterministic
+// order (the same bits every run); and the refusal that sends head dim 256's deterministic backward to the sm80
+// backend.
 // Without a Hopper GPU (or without 90a code in the build) every test skips, saying why.
 #include <gtest/gtest.h>
 
@@ -36,7 +37,7 @@ constexpr const char* kImpl = "cuda_sm90";
 std::string why_no_sm90_backward() {
   static const std::string why = [] {
     if (!gpu_available()) return std::string("no usable GPU on this machine");
-    for (const char* dim : {"128", "64"}) {
+    for (const char* dim : {"128", "64", "256"}) {
       if (!listed(IOATTN_TEST_CUDA_HEAD_DIMS, dim)) continue;
       Case c;
       c.dim_qk = c.dim_v = std::stoi(dim);
@@ -55,17 +56,17 @@ std::string why_no_sm90_backward() {
         return what;
       }
     }
-    return std::string("this build has no head dim 64 or 128");
+    return std::string("this build has no head dim 64, 128 or 256");
   }();
   return why;
 }
 
-// A case of each dtype and head dim this build compiled (the backward's: 64, 128), to build the shapes on.
+// A case of each dtype and head dim this build compiled (the backward's: 64, 128, 256), to build the shapes on.
 std::vector<Case> backward_bases() {
   std::vector<Case> bases;
   for (DType dtype : {DType::bf16, DType::f16}) {
     if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
-    for (int dim : {64, 128}) {
+    for (int dim : {64, 128, 256}) {
       if (!listed(IOATTN_TEST_CUDA_HEAD_DIMS, std::to_string(dim))) continue;
       Case base;
       base.dtype = dtype;
@@ -218,7 +219,8 @@ TEST(Sm90BackwardRefusals, FallBackToSm80) {
   c.dtype = listed(IOATTN_TEST_CUDA_DTYPES, "bf16") ? DType::bf16 : DType::f16;
   c.seqlen_q = 150, c.seqlen_k = 270;
   c.mask = Mask::causal();
-  expect_refused_then_auto(c, "head dims 64 and 128");
+  c.deterministic = true;  // head dim 256 adds dQ by atomics, in no fixed order
+  expect_refused_then_auto(c, "deterministic order");
 }
 
 // The deterministic backward (AttentionParams::deterministic): the key tiles add into each query tile's dQ in key
@@ -232,6 +234,7 @@ TEST(Sm90BackwardDeterministic, SameBitsEveryRun) {
   if (std::string why = why_no_sm90_backward(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
   int control_cases = 0, control_moved = 0;
   for (const Case& base_case : backward_bases()) {
+    if (base_case.dim_qk > 128) continue;  // head dim 256 has no deterministic order (the refusal test)
     Case base = base_case;
     base.deterministic = true;
     std::vector<Case> cases;
@@ -309,7 +312,7 @@ TEST(Sm90BackwardVarlenIsolation, NeighbourInfNanStaysOut) {
   if (std::string why = why_no_sm90_backward(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
   for (DType dtype : {DType::bf16, DType::f16}) {
     if (!listed(IOATTN_TEST_CUDA_DTYPES, dtype == DType::bf16 ? "bf16" : "fp16")) continue;
-    for (int dim : {64, 128}) {
+    for (int dim : {64, 128, 256}) {
       if (!listed(IOATTN_TEST_CUDA_HEAD_DIMS, std::to_string(dim))) continue;
       for (const Mask& mask : {Mask::none(), Mask::causal()}) {
         Case c;
@@ -317,8 +320,8 @@ TEST(Sm90BackwardVarlenIsolation, NeighbourInfNanStaysOut) {
         c.dim_qk = c.dim_v = dim;
         c.heads_q = 4, c.heads_kv = 2;
         c.mask = mask;
-        // Sequence 0's 100 keys end inside a key tile (128), over sequence 1's poisoned keys; sequence 2's 90
-        // queries end inside a query tile (64 or 128), over sequence 3's poisoned queries.
+        // Sequence 0's 100 keys end inside a key tile (128, or 64 at D 256), over sequence 1's poisoned keys;
+        // sequence 2's 90 queries end inside a query tile (64 or 128), over sequence 3's poisoned queries.
         c.varlen_q = {150, 0, 90, 70};
         c.varlen_k = {100, 64, 300, 0};
         SCOPED_TRACE(c.name() + ", " + seed_text() + " reproduces these inputs");

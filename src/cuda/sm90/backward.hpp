@@ -22,9 +22,9 @@ std::string backward_unsupported(const Problem& p);
 // query tile of every query head and sequence).
 std::size_t backward_workspace_bytes(const BackwardProblem& p);
 
-// Queries per tile of the main kernel at head dim `dim` (its keys: 128 per CTA). Head dim 64 takes 128 queries:
-// S^T and dP^T are 64 registers a thread each, dK and dV 32; head dim 128 takes 64 queries: S^T, dP^T 32, dK and dV
-// 64 each.
+// Queries per tile of the main kernel at head dim `dim` (its keys: 128 per CTA, 64 at head dim 256). Head dim 64
+// takes 128 queries: S^T and dP^T are 64 registers a thread each, dK and dV 32; head dims 128 and 256 take 64
+// queries: S^T, dP^T 32, dK and dV 64 each (at 256, half the columns each: backward_traits.cuh).
 constexpr int backward_block_m(int dim) { return dim == 64 ? 128 : 64; }
 
 // Uses p.workspace when it holds backward_workspace_bytes(p), else allocates (stream-ordered) and frees its own.

@@ -62,17 +62,21 @@ std::string backward_unsupported(const Problem& problem) {
   // dispatch.cpp hands every backend the BackwardProblem it built for a backward (as its Problem base).
   const auto& p = static_cast<const BackwardProblem&>(problem);
   if (find_backward(p.dtype, p.dim_qk, p.dim_v) == nullptr) {
-    return "the cuda_sm90 backward has kernels for head dims 64 and 128 (this build: IOATTN_CUDA_HEAD_DIMS=\"" +
+    return "the cuda_sm90 backward has kernels for head dims 64, 128 and 256 (this build: IOATTN_CUDA_HEAD_DIMS=\"" +
            std::string(IOATTN_SM90_BWD_BUILD_HEAD_DIMS) + "\"); got " + std::to_string(p.dim_qk) + "/" +
            std::to_string(p.dim_v) + " in " + to_string(p.dtype);
+  }
+  if (p.deterministic && p.dim_qk > 128) {
+    return "the cuda_sm90 backward's deterministic order is for head dims 64 and 128 (at " +
+           std::to_string(p.dim_qk) + " dQ is added from registers, in no fixed order; the \"cuda\" backend runs it)";
   }
   if (p.heads_kv > 65535 || p.batch > 65535) {
     return "the cuda_sm90 backward takes at most 65535 sequences and 65535 kv heads; got batch " +
            std::to_string(p.batch) + ", kv heads " + std::to_string(p.heads_kv);
   }
-  const std::int64_t key_tiles = (p.seqlen_k + 127) / 128;  // the kernel's items: (key tile, kv head, sequence)
+  const std::int64_t key_tiles = (p.seqlen_k + 63) / 64;  // the kernel's items (key tile, kv head, sequence), at most
   if (key_tiles * p.heads_kv * p.batch >= (std::int64_t(1) << 31)) {
-    return "the cuda_sm90 backward takes fewer than 2^31 (128-key tile, kv head, sequence) items; got " +
+    return "the cuda_sm90 backward takes fewer than 2^31 (64-key tile, kv head, sequence) items; got " +
            std::to_string(key_tiles * p.heads_kv * p.batch);
   }
   // The kernel's mask works on key - row distances in 32 bits (backward_kernel.cuh, TileMask).

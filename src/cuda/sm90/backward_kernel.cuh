@@ -332,7 +332,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     typename Traits::TiledMmaSdP mma_sdp;
     typename Traits::TiledMmaKV mma_kv;
     typename Traits::TiledMmaDq mma_dq;
-    auto thr_sdp = mma_sdp.get_thread_slice(ctid);
+    // kSplitDim: both warpgroups compute the whole S^T and dP^T (a one-warpgroup tiling; see backward_traits.cuh).
+    constexpr bool kSplitDim = Traits::kSplitDim;
+    const int sdp_thread = kSplitDim ? ctid % 128 : ctid;
+    auto thr_sdp = mma_sdp.get_thread_slice(sdp_thread);
     auto thr_kv = mma_kv.get_thread_slice(ctid);
     auto thr_dq = mma_dq.get_thread_slice(ctid);
     Tensor tSrK = thr_sdp.partition_fragment_A(sK);     // (MMA, MMA_M, MMA_K) descriptors
@@ -342,13 +345,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     Tensor tdVrdO = thr_kv.partition_fragment_B(sdOt);  // (MMA, MMA_N, MMA_K, stage)
     Tensor tdKrQ = thr_kv.partition_fragment_B(sQt);
     Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);   // (MMA, MMA_M, MMA_K, buffer)
-    Tensor tdQrK = thr_dq.partition_fragment_B(sKt);    // (MMA, MMA_N, MMA_K)
+    Tensor tdQrK = thr_dq.partition_fragment_B(sKt);    // (MMA, MMA_N, MMA_K); kSplitDim: see dq_chunk_k
     // 16-bit accumulators (dS^T; dK, dV) go to shared memory by stmatrix, four 8 x 8 blocks a warp instruction,
     // where plain copies compiled to one 4-byte generic store per element pair (by ncu, the dS and dQ stores were
     // 11% of the warp samples at head dim 64, 512 causal).
     using StoreAtom = Copy_Atom<SM90_U32x4_STSM_N, Element>;
     auto store_ds = make_tiled_copy_C(StoreAtom{}, mma_sdp);
-    auto thr_store_ds = store_ds.get_thread_slice(ctid);
+    auto thr_store_ds = store_ds.get_thread_slice(sdp_thread);
     Tensor tdSsdS = thr_store_ds.partition_D(sdSt);  // (CPY, CPY_M, CPY_N, buffer): dS^T as this thread holds it
     auto store_kv = make_tiled_copy_C(StoreAtom{}, mma_kv);
     auto thr_store_kv = store_kv.get_thread_slice(ctid);
@@ -363,7 +366,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     Tensor rC = make_tensor(cS.data(), gmma_rowcol_layout(cS.layout()));
     Tensor sdQ = make_tensor(make_smem_ptr(storage.dq.data()), typename Traits::SmemLayoutdQ{});
     Tensor tdQsdQ = thr_dq.partition_C(sdQ);
-    Tensor cdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<kDim>>{}));
+    Tensor cdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<Traits::kDqChunk>>{}));
     Tensor cKV = thr_kv.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kDim>>{}));
 
     constexpr int kConsumers = Traits::kConsumerThreads;
@@ -455,12 +458,41 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         Tensor tdKrdS = make_tensor(rdS.data(), gmma_acc_as_a_layout(rdS.layout()));
         // dS^T to shared memory for the dQ product; ordinary stores read next by wgmma (the async proxy): a proxy
         // fence in each writing thread, then the barrier the readers pass.
-        copy(store_ds, thr_store_ds.retile_S(rdS), tdSsdS(_, _, _, buffer));
+        if (!kSplitDim || ctid < 128) copy(store_ds, thr_store_ds.retile_S(rdS), tdSsdS(_, _, _, buffer));
         cutlass::arch::fence_view_async_shared();
         wgmma_gemm<false>(mma_kv, tdKrdS, tdKrQ(_, _, _, stage), acc_dk);
         cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads, kDsReadyBarrier);
-        Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDim>>{});
         Tensor tdQrdS_now = tdQrdS(_, _, _, buffer);
+        if constexpr (kSplitDim) {
+          // dQ in chunks of kDqChunk columns (64 per warpgroup), each added from registers once its product
+          // retired, so that only one chunk's accumulator is live.
+          static_assert(kDqMode == kDqRegisters);
+          const int h = item.h_kv * p.group_size + it / w.n_m;
+          float* dq_tile = p.dq_accum + ((w.flat_q0 + row0) * p.heads_q + h) * std::int64_t(kDim);
+          CUTE_UNROLL
+          for (int c = 0; c < kDim / Traits::kDqChunk; ++c) {
+            Tensor sKt_chunk = local_tile(sKt, Shape<Int<Traits::kDqChunk>, Int<kBlockN>>{}, make_coord(c, _0{}));
+            Tensor tdQrK_chunk = thr_dq.partition_fragment_B(sKt_chunk);
+            Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<Traits::kDqChunk>>{});
+            wgmma_gemm<true>(mma_dq, tdQrdS_now, tdQrK_chunk, acc_dq);
+            warpgroup_wait<0>();
+            if (c + 1 == kDim / Traits::kDqChunk) {  // as below: every product of the stage retired
+              PlainBarrier::arrive(&storage.empty[stage]);
+              if (it + 1 == total && !tma_epilogue) PlainBarrier::arrive(&storage.kv_empty);
+            }
+            CUTE_UNROLL
+            for (int i = 0; i < size(acc_dq) / 2; ++i) {
+              const int row = get<0>(cdQ(2 * i));
+              const int col = c * Traits::kDqChunk + get<1>(cdQ(2 * i));
+              if (row0 + row < q_len) {
+                red_add_v2(dq_tile + row * std::int64_t(p.heads_q) * kDim + col, acc_dq(2 * i),
+                           acc_dq(2 * i + 1));
+              }
+            }
+          }
+          continue;
+        }
+        Tensor acc_dq = partition_fragment_C(mma_dq, Shape<Int<kBlockM>, Int<kDim>>{});
         wgmma_gemm<true>(mma_dq, tdQrdS_now, tdQrK, acc_dq);
         // Every product of this stage retired: Q and dO may be replaced, and after the item's last tile K and V
         // too (the producer loads the next item's under this item's last dQ and the dK, dV epilogue). The other

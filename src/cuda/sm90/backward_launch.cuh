@@ -190,18 +190,24 @@ template <DType kDtype, int kDim>
 void launch_backward(const BackwardProblem& p, const BackwardBuffers& buffers) {
   using Traits = BackwardTraits<BackwardElement<kDtype>, kDim, backward_block_m(kDim)>;
   if (p.batch == 0 || p.seqlen_k == 0 || p.heads_kv == 0) return;
-  // Softcap and ALiBi have one kernel, with the TMA reduce-add (IOATTN_SM90_BWD_DQ does not apply): each dQ mode
-  // more would be one more kernel to compile per head dim and dtype for a timing comparison.
-  if (p.softcap > 0.0f || p.alibi_slopes != nullptr) {
-    return launch_backward_kernel<Traits, kDqTmaReduce, true>(p, buffers);
-  }
-  // The deterministic order waits on the dQ warp's semaphores: the TMA reduce-add path only.
-  if (buffers.dq_sem != nullptr) return launch_backward_kernel<Traits, kDqTmaReduce>(p, buffers);
-  switch (dq_mode_from_env()) {
-    case kDqTmaReduce:
-      return launch_backward_kernel<Traits, kDqTmaReduce>(p, buffers);
-    default:
-      return launch_backward_kernel<Traits, kDqRegisters>(p, buffers);
+  if constexpr (Traits::kSplitDim) {
+    // Head dim 256 adds dQ from registers only (backward_traits.cuh); no deterministic order (backward_unsupported).
+    if (p.softcap > 0.0f || p.alibi_slopes != nullptr) {
+      launch_backward_kernel<Traits, kDqRegisters, true>(p, buffers);
+    } else {
+      launch_backward_kernel<Traits, kDqRegisters>(p, buffers);
+    }
+  } else if (p.softcap > 0.0f || p.alibi_slopes != nullptr) {
+    // Softcap and ALiBi have one kernel, with the TMA reduce-add (IOATTN_SM90_BWD_DQ does not apply): each dQ mode
+    // more would be one more kernel to compile per head dim and dtype for a timing comparison.
+    launch_backward_kernel<Traits, kDqTmaReduce, true>(p, buffers);
+  } else if (buffers.dq_sem != nullptr) {
+    // The deterministic order waits on the dQ warp's semaphores: the TMA reduce-add path only.
+    launch_backward_kernel<Traits, kDqTmaReduce>(p, buffers);
+  } else if (dq_mode_from_env() == kDqTmaReduce) {
+    launch_backward_kernel<Traits, kDqTmaReduce>(p, buffers);
+  } else {
+    launch_backward_kernel<Traits, kDqRegisters>(p, buffers);
   }
 }
 

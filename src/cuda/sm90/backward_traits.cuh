@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/atom/copy_traits_sm90_tma.hpp>
@@ -26,13 +27,20 @@ namespace ioattn::detail::sm90 {
 
 using namespace cute;
 
+//
+// Head dim 256 (kSplitDim): the dK and dV accumulators of 64 keys x 256 would not fit a consumer thread's registers,
+// so the CTA owns 64 keys and the warpgroups split the head dim instead: each computes the whole S^T and dP^T of
+// the 64 keys (the same products twice: 1.4x the minimal tensor work, but P^T and dS^T stay in registers for dV and
+// dK, as above) and accumulates dK and dV for its 128 columns; dQ = dS K goes in two chunks of 128 columns, 64 per
+// warpgroup, by atomics from registers (a TMA reduce-add would need 64 KB of shared memory for the tile).
 template <class Element_, int kDim_, int kBlockM_, int kStages_ = 2>
 struct BackwardTraits {
   using Element = Element_;
   static constexpr int kDim = kDim_;
-  static constexpr int kBlockM = kBlockM_;  // queries per tile
-  static constexpr int kBlockN = 128;       // keys per CTA
-  static constexpr int kStages = kStages_;  // Q, dO, LSE and delta ring depth
+  static constexpr bool kSplitDim = kDim > 128;
+  static constexpr int kBlockM = kBlockM_;                // queries per tile
+  static constexpr int kBlockN = kSplitDim ? 64 : 128;   // keys per CTA
+  static constexpr int kStages = kStages_;                // Q, dO, LSE and delta ring depth
   static constexpr int kConsumerWarpgroups = 2;
   static constexpr int kConsumerThreads = 128 * kConsumerWarpgroups;
   static constexpr int kThreads = 128 + kConsumerThreads;
@@ -40,22 +48,28 @@ struct BackwardTraits {
   static constexpr int kConsumerRegisters = 240;
   static_assert(kBlockM == 64 || kBlockM == 128);
 
-  using AtomKeys = Layout<Shape<_2, _1, _1>>;  // warpgroups stacked along the keys (M)
+  // Warpgroups stacked along the keys (M) of S^T, dP^T, dK and dV; with kSplitDim, S^T and dP^T are one warpgroup's
+  // tile (each computes it) and dK, dV split their columns (N).
+  using AtomKeys = Layout<Shape<_2, _1, _1>>;
+  using AtomSdP = std::conditional_t<kSplitDim, Layout<Shape<_1, _1, _1>>, AtomKeys>;
+  using AtomKV = std::conditional_t<kSplitDim, Layout<Shape<_1, _2, _1>>, AtomKeys>;
   using TileShapeSdP = Shape<Int<kBlockN>, Int<kBlockM>, Int<kDim>>;  // (M keys, N queries, K dim)
-  using TileShapeKV = Shape<Int<kBlockN>, Int<kDim>, Int<kBlockM>>;   // (M keys, N dim, K queries)
+  using TileShapeKV = Shape<Int<kBlockN>, Int<kSplitDim ? kDim / 2 : kDim>, Int<kBlockM>>;  // (M keys, N dim, K q)
   using TiledMmaSdP =
-      decltype(make_tiled_mma(GMMA::ss_op_selector<Element, Element, float, TileShapeSdP>(), AtomKeys{}));
+      decltype(make_tiled_mma(GMMA::ss_op_selector<Element, Element, float, TileShapeSdP>(), AtomSdP{}));
   using TiledMmaKV = decltype(make_tiled_mma(
-      GMMA::rs_op_selector<Element, Element, float, TileShapeKV, GMMA::Major::K, GMMA::Major::MN>(), AtomKeys{}));
+      GMMA::rs_op_selector<Element, Element, float, TileShapeKV, GMMA::Major::K, GMMA::Major::MN>(), AtomKV{}));
   // dQ (queries x dim): a 128-query tile splits its rows between the warpgroups, a 64-query tile its columns.
-  // Either way each warpgroup's share of K (the MN-major B operand) is whole 64-column swizzle atoms.
+  // Either way each warpgroup's share of K (the MN-major B operand) is whole 64-column swizzle atoms. kSplitDim:
+  // in chunks of kDqChunk columns (64 per warpgroup), one after the other.
+  static constexpr int kDqChunk = kSplitDim ? 128 : kDim;
   static constexpr int kDqAtomM = kBlockM / 64;
   static constexpr int kDqAtomN = 2 / kDqAtomM;
-  using TileShapeDqAtom = Shape<Int<kBlockM / kDqAtomM>, Int<kDim / kDqAtomN>, Int<kBlockN>>;
+  using TileShapeDqAtom = Shape<Int<kBlockM / kDqAtomM>, Int<kDqChunk / kDqAtomN>, Int<kBlockN>>;
   using TiledMmaDq = decltype(make_tiled_mma(
       GMMA::ss_op_selector<Element, Element, float, TileShapeDqAtom, GMMA::Major::MN, GMMA::Major::MN>(),
       Layout<Shape<Int<kDqAtomM>, Int<kDqAtomN>, _1>>{}));
-  static_assert(kDim / kDqAtomN % 64 == 0);
+  static_assert(kDqChunk / kDqAtomN % 64 == 0);
 
   using SmemAtomK = GMMA::Layout_K_SW128_Atom<Element>;
   using SmemLayoutK = decltype(tile_to_shape(SmemAtomK{}, Shape<Int<kBlockN>, Int<kDim>>{}));  // also V
@@ -107,7 +121,8 @@ struct BackwardTraits {
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutQ>> q;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutQ>> dout;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutdS>> ds;
-    alignas(1024) cute::array_aligned<float, cosize_v<SmemLayoutdQ>> dq;
+    // kSplitDim adds dQ from registers: no tile here (it would not fit beside K, V, Q and dO).
+    alignas(1024) cute::array_aligned<float, kSplitDim ? 1 : cosize_v<SmemLayoutdQ>> dq;
     float lse2[kStages][kBlockM];   // lse * log2(e) of each query row (0 for rows that see nothing)
     float delta[kStages][kBlockM];  // rowsum(dO * O)
     alignas(8) std::uint64_t bar_kv;           // K and V landed (once per item)

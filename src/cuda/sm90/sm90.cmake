@@ -69,8 +69,8 @@ target_sources(ioattn PRIVATE
   "${_ioattn_sm90_dir}/forward_dispatch.cu"
   "${_ioattn_sm90_dir}/fp8_dispatch.cu")
 
-# The Hopper backward (backward_*.cu/.cuh): one main-kernel instantiation per (dtype, head dim 64 or 128) of this
-# build, listed for backward_dispatch.cu in ioattn_sm90_bwd_config.hpp. The passes around it are its own
+# The Hopper backward (backward_*.cu/.cuh): one main-kernel instantiation per (dtype, head dim 64, 128 or 256) of
+# this build, listed for backward_dispatch.cu in ioattn_sm90_bwd_config.hpp. The passes around it are its own
 # (backward_passes.cuh) at D 64 and 128.
 set(_ioattn_sm90_bwd_list "")
 if("90a" IN_LIST IOATTN_CUDA_ARCHS)
@@ -80,7 +80,7 @@ if("90a" IN_LIST IOATTN_CUDA_ARCHS)
     else()
       set(IOATTN_SM90_BWD_DTYPE_ENUM f16)
     endif()
-    foreach(dim IN ITEMS 64 128)
+    foreach(dim IN ITEMS 64 128 256)
       if(NOT dim IN_LIST IOATTN_CUDA_HEAD_DIMS)
         continue()
       endif()
