@@ -10,7 +10,8 @@
 //  - warp 1 stores dQ: per query tile, once the consumers put the fp32 dQ tile in shared memory, one TMA reduce-add
 //    into the global accumulator (deterministic: in its turn, DqTurn); the buffer is handed back when the TMA unit
 //    has read it.
-// Consumers (two warpgroups, 64 keys each), per query tile:
+// Consumers (two warpgroups, 64 keys each; at head dim 256 the same 64 keys, half the columns each:
+// backward_traits.cuh), per query tile:
 //   S^T, dP^T by wgmma; P^T = 2^(S^T scale log2(e) - lse2) (masked entries 0); dS^T = P^T (dP^T - delta) (with
 //   softcap or ALiBi: the logits and the softcap's derivative in between, backward_scores.cuh);
 //   dV += P^T dO and dK += dS^T Q by wgmma with P^T, dS^T from registers; dS^T also to shared memory; after a
@@ -345,7 +346,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     Tensor tdVrdO = thr_kv.partition_fragment_B(sdOt);  // (MMA, MMA_N, MMA_K, stage)
     Tensor tdKrQ = thr_kv.partition_fragment_B(sQt);
     Tensor tdQrdS = thr_dq.partition_fragment_A(sdS);   // (MMA, MMA_M, MMA_K, buffer)
-    Tensor tdQrK = thr_dq.partition_fragment_B(sKt);    // (MMA, MMA_N, MMA_K); kSplitDim: see dq_chunk_k
+    Tensor tdQrK = thr_dq.partition_fragment_B(sKt);    // (MMA, MMA_N, MMA_K); kSplitDim: per chunk, below
     // 16-bit accumulators (dS^T; dK, dV) go to shared memory by stmatrix, four 8 x 8 blocks a warp instruction,
     // where plain copies compiled to one 4-byte generic store per element pair (by ncu, the dS and dQ stores were
     // 11% of the warp samples at head dim 64, 512 causal).

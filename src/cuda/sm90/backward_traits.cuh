@@ -11,6 +11,7 @@
 //   dQ   = dS K       (queries x dim)    dS from shared memory (written by both warpgroups), K read MN-major
 // so the probabilities and score gradients feed dV and dK without a trip through shared memory. The fp32 dQ tile goes
 // through shared memory to a TMA reduce-add into the global accumulator, issued by a warp of the producer warpgroup.
+// Head dim 256 differs (kSplitDim, below): 64 keys per CTA, the warpgroups split the columns, dQ by atomics.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +28,6 @@ namespace ioattn::detail::sm90 {
 
 using namespace cute;
 
-//
 // Head dim 256 (kSplitDim): the dK and dV accumulators of 64 keys x 256 would not fit a consumer thread's registers,
 // so the CTA owns 64 keys and the warpgroups split the head dim instead: each computes the whole S^T and dP^T of
 // the 64 keys (the same products twice: 1.4x the minimal tensor work, but P^T and dS^T stay in registers for dV and
