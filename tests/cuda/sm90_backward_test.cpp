@@ -126,43 +126,8 @@ std::vector<Case> backward_cases() {
       many_var.varlen_k.push_back(i % 7 == 3 ? 0 : 150 + (i * 53) % 250);
     }
     cases.push_back(many_var);
-    // Score mods (the kScoreMod kernel). Softcap under a causal mask, GQA, both ends ragged; a cap of 1.5 keeps
-    // the logits in tanh's bend, where a wrong derivative shows.
-    Case soft = base;
-    soft.batch = 2, soft.heads_q = 4, soft.heads_kv = 2, soft.seqlen_q = 333, soft.seqlen_k = 1029;
-    soft.mask = Mask::causal();
-    soft.softcap = 1.5f;
-    cases.push_back(soft);
-    // ALiBi [h] without a mask.
-    Case alibi = base;
-    alibi.batch = 2, alibi.heads_q = 4, alibi.heads_kv = 4, alibi.seqlen_q = 300, alibi.seqlen_k = 700;
-    alibi.alibi = Alibi::per_head;
-    cases.push_back(alibi);
-    // ALiBi [b, h] with softcap, top-left causal, MQA (a slope per query head of the group).
-    Case alibi_bh = base;
-    alibi_bh.batch = 3, alibi_bh.heads_q = 3, alibi_bh.heads_kv = 1, alibi_bh.seqlen_q = 260, alibi_bh.seqlen_k = 517;
-    alibi_bh.mask = Mask::causal(Alignment::top_left);
-    alibi_bh.alibi = Alibi::per_batch_head;
-    alibi_bh.softcap = 20.0f;
-    cases.push_back(alibi_bh);
-    // Varlen, causal, ALiBi [b, h], sinks, empty sequences.
-    Case var_alibi = base;
-    var_alibi.heads_q = 4, var_alibi.heads_kv = 2;
-    var_alibi.varlen_q = {300, 0, 129, 17};
-    var_alibi.varlen_k = {450, 33, 129, 0};
-    var_alibi.mask = Mask::causal();
-    var_alibi.alibi = Alibi::per_batch_head;
-    var_alibi.sinks = true;
-    cases.push_back(var_alibi);
-    // Varlen, sliding window, softcap and ALiBi [h], more queries than keys in one sequence.
-    Case var_soft = base;
-    var_soft.heads_q = 2, var_soft.heads_kv = 2;
-    var_soft.varlen_q = {1, 400, 77, 250};
-    var_soft.varlen_k = {90, 600, 77, 130};
-    var_soft.mask = Mask::window(200, 30);
-    var_soft.softcap = 3.0f;
-    var_soft.alibi = Alibi::per_head;
-    cases.push_back(var_soft);
+    // Score mods (the kScoreMod kernel).
+    for (const Case& c : score_mod_cases(base)) cases.push_back(c);
   }
   return cases;
 }

@@ -221,6 +221,48 @@ std::vector<Case> kernel_shape_cases(const Case& base) {
   return cases;
 }
 
+std::vector<Case> score_mod_cases(const Case& base) {
+  std::vector<Case> cases;
+  // Softcap under a causal mask, GQA, both ends ragged; a cap of 1.5 keeps the logits in tanh's bend, where a wrong
+  // derivative shows in a backward.
+  Case soft = base;
+  soft.batch = 2, soft.heads_q = 4, soft.heads_kv = 2, soft.seqlen_q = 333, soft.seqlen_k = 1029;
+  soft.mask = Mask::causal();
+  soft.softcap = 1.5f;
+  cases.push_back(soft);
+  // ALiBi [h] without a mask.
+  Case alibi = base;
+  alibi.batch = 2, alibi.heads_q = 4, alibi.heads_kv = 4, alibi.seqlen_q = 300, alibi.seqlen_k = 700;
+  alibi.alibi = Alibi::per_head;
+  cases.push_back(alibi);
+  // ALiBi [b, h] with softcap, top-left causal, MQA (a slope per query head of the group).
+  Case alibi_bh = base;
+  alibi_bh.batch = 3, alibi_bh.heads_q = 3, alibi_bh.heads_kv = 1, alibi_bh.seqlen_q = 260, alibi_bh.seqlen_k = 517;
+  alibi_bh.mask = Mask::causal(Alignment::top_left);
+  alibi_bh.alibi = Alibi::per_batch_head;
+  alibi_bh.softcap = 20.0f;
+  cases.push_back(alibi_bh);
+  // Varlen, causal, ALiBi [b, h], sinks, empty sequences.
+  Case var_alibi = base;
+  var_alibi.heads_q = 4, var_alibi.heads_kv = 2;
+  var_alibi.varlen_q = {300, 0, 129, 17};
+  var_alibi.varlen_k = {450, 33, 129, 0};
+  var_alibi.mask = Mask::causal();
+  var_alibi.alibi = Alibi::per_batch_head;
+  var_alibi.sinks = true;
+  cases.push_back(var_alibi);
+  // Varlen, sliding window, softcap and ALiBi [h], more queries than keys in one sequence.
+  Case var_soft = base;
+  var_soft.heads_q = 2, var_soft.heads_kv = 2;
+  var_soft.varlen_q = {1, 400, 77, 250};
+  var_soft.varlen_k = {90, 600, 77, 130};
+  var_soft.mask = Mask::window(200, 30);
+  var_soft.softcap = 3.0f;
+  var_soft.alibi = Alibi::per_head;
+  cases.push_back(var_soft);
+  return cases;
+}
+
 bool listed(const std::string& list, const std::string& item) {
   std::istringstream in(list);
   for (std::string token; std::getline(in, token, ',');) {

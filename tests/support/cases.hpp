@@ -69,4 +69,9 @@ bool listed(const std::string& list, const std::string& item);
 // sequences (a sliding window with sinks; causal with one long sequence among short ones).
 std::vector<Case> kernel_shape_cases(const Case& base);
 
+// The score-mod shapes the GPU kernels' own tests add, from a base case (dtype, head dims, forward or backward):
+// softcap (one cap small enough that a wrong derivative shows) under a causal mask with GQA, ALiBi [h] and [b, h]
+// (with softcap, top-left causal, MQA), varlen with empty sequences and sinks, and a sliding window.
+std::vector<Case> score_mod_cases(const Case& base);
+
 }  // namespace ioattn::test
