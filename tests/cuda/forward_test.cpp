@@ -1,9 +1,13 @@
 // GPU-only checks of the cuda forward beyond the shared case table (tests/attention): every compiled head dim and
 // dtype on multi-tile shapes that are no multiple of any tile size, under every mask kind, with the score mods,
-// sinks, GQA and varlen with empty sequences; and the backend's refusals. Judged by the same fp64 reference and
-// 2x-naive bound (src/numerics/error_bound.hpp). Without a GPU every test skips, saying so.
+// sinks, GQA and varlen with empty sequences; a row's bits with and without key tiles it cannot see (here and on
+// cuda_sm90); and the backend's refusals. Judged by the same fp64 reference and 2x-naive bound
+// (src/numerics/error_bound.hpp). Without a GPU every test skips, saying so.
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <cstring>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -95,6 +99,71 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaForward, ::testing::ValuesIn(case_pointers(
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(CudaForward);
 
 // A head dim outside the kernel set is refused with a reason that names what is supported.
+// A row's bits must not depend on key tiles it cannot see. Under a sliding window the last row of a query tile
+// shares it with rows that see the key tiles before its window, so the kernel visits those for it too, all masked.
+// Alone (one query, the same window about the same diagonal) the row visits only the tiles it sees. Both runs must
+// give its out and lse the same bits: where a row's max did not move, the online softmax's rescale factor must be
+// exactly 1 (an FMA-contracted m_old * s - m_new * s gave 1 + an ulp). q is scaled up so that the row maxima, and
+// the rounding such a product shows, are large.
+TEST(CudaForwardBits, InvisibleKeyTilesLeaveARowAlone) {
+  if (!gpu_available()) GTEST_SKIP() << "no usable GPU on this machine";
+  SCOPED_TRACE(seed_text());
+  const int dim = listed(IOATTN_TEST_CUDA_HEAD_DIMS, "128") ? 128 : 64;
+  const DType dtype = listed(IOATTN_TEST_CUDA_DTYPES, "bf16") ? DType::bf16 : DType::f16;
+  constexpr std::int64_t kKeys = 512, kHeads = 16;
+  std::mt19937_64 rng(test_seed());
+  std::normal_distribution<double> normal(0.0, 1.0);
+  HostBuffer q(dtype, kKeys * kHeads * dim), k(dtype, kKeys * kHeads * dim), v(dtype, kKeys * kHeads * dim);
+  q.fill([&] { return 4.0 * normal(rng); });
+  k.fill([&] { return normal(rng); });
+  v.fill([&] { return normal(rng); });
+  HostBuffer out(dtype, kKeys * kHeads * dim), lse(DType::f32, kKeys * kHeads);
+  const DeviceBuffer dq(q), dk(k), dv(v);
+  DeviceBuffer dout(out), dlse(lse);
+  // Queries [first, kKeys) against all keys, window 10 keys left of each diagonal (bottom-right: the last query's
+  // diagonal is the last key either way). Returns the last row's out and lse bits, every head.
+  const auto last_row_bits = [&](const std::string& impl, std::int64_t first) {
+    const std::int64_t rows = kKeys - first;
+    out.poison();
+    lse.poison();
+    dout.upload(out);
+    dlse.upload(lse);
+    ForwardArgs args;
+    args.q = dq.rebase(q.view({1, rows, kHeads, dim}, {}, first * kHeads * dim), q);
+    args.k = dk.rebase(k.view({1, kKeys, kHeads, dim}), k);
+    args.v = dv.rebase(v.view({1, kKeys, kHeads, dim}), v);
+    args.out = dout.rebase(out.view({1, rows, kHeads, dim}), out);
+    args.lse = dlse.rebase(lse.view({1, kHeads, rows}), lse);
+    AttentionParams params;
+    params.impl = impl;
+    params.mask = Mask::window(10, 0);
+    attention_forward(args, params);
+    dout.download(out);
+    dlse.download(lse);
+    std::vector<std::uint32_t> bits;
+    const std::int64_t last = rows - 1;
+    for (std::int64_t h = 0; h < kHeads; ++h) {
+      std::uint32_t x;
+      std::memcpy(&x, static_cast<const float*>(lse.data()) + h * rows + last, sizeof x);
+      bits.push_back(x);
+      const auto* o = static_cast<const std::uint16_t*>(out.data()) + (last * kHeads + h) * dim;
+      bits.insert(bits.end(), o, o + dim);
+    }
+    return bits;
+  };
+  for (const char* impl : {"cuda", "cuda_sm90"}) {
+    SCOPED_TRACE(impl);
+    std::vector<std::uint32_t> in_tile;
+    try {
+      in_tile = last_row_bits(impl, 0);
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::unsupported) continue;  // cuda_sm90 off Hopper, or not built
+      throw;
+    }
+    EXPECT_EQ(last_row_bits(impl, kKeys - 1), in_tile) << "the last row alone against in its query tile";
+  }
+}
+
 TEST(CudaForwardRefusals, UnsupportedHeadDimNamesTheSupportedOnes) {
   if (!gpu_available()) GTEST_SKIP() << "no usable GPU on this machine";
   Case c;

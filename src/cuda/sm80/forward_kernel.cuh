@@ -208,8 +208,11 @@ __global__ void __launch_bounds__(Traits::kNThreads, 1) forward_kernel(const For
         CUTE_UNROLL
         for (int ni = 0; ni < size<1>(rS); ++ni) tile_max = fmaxf(tile_max, rS(mi, ni));
         const float m_new = quad_max(tile_max);
-        const float offset = m_new == -INFINITY ? 0.0f : m_new * to_log2;
-        const float alpha = fast_exp2(row_max[mi] * to_log2 - offset);
+        // Both products rounded on their own (__fmul_rn: no FMA contraction), so that where the max did not move
+        // alpha is exactly 1 and a key tile the row cannot see leaves its bits alone (tests/cuda/forward_test.cpp,
+        // InvisibleKeyTilesLeaveARowAlone).
+        const float offset = m_new == -INFINITY ? 0.0f : __fmul_rn(m_new, to_log2);
+        const float alpha = fast_exp2(__fmul_rn(row_max[mi], to_log2) - offset);
         row_max[mi] = m_new;
         float sum = 0.0f;
         CUTE_UNROLL
