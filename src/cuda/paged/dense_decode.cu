@@ -19,14 +19,13 @@
 // length, the kv heads and the GPU, so they do not.
 #include <algorithm>
 #include <cstdint>
-#include <mutex>
 #include <string>
-#include <unordered_map>
 
 #include <cuda_runtime.h>
 
 #include "api/backend.hpp"
 #include "api/paged_problem.hpp"
+#include "cuda/device_attribute.hpp"
 #include "cuda/paged/decode.hpp"
 #include "ioattn/error.hpp"
 
@@ -47,20 +46,9 @@ PagedProblem as_paged(const Problem& p) {
   return pp;
 }
 
-// The device's multiprocessor count, read once per device; 0 where the driver cannot say (never throws: "auto"
-// asks while it picks a backend).
+// Read once per device (a failed read raises backend_failure, also while "auto" picks a backend).
 int multiprocessors(int device) {
-  static std::mutex mutex;
-  static std::unordered_map<int, int> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  if (auto it = cache.find(device); it != cache.end()) return it->second;
-  int sms = 0;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 0;
-  }
-  cache.emplace(device, sms);
-  return sms;
+  return device_attribute<cudaDevAttrMultiProcessorCount>(device, 132, "cudaDeviceGetAttribute(multiprocessor count)");
 }
 
 // The paged planner's split for the dense problem: automatic, or (deterministic) fixed chunks from the sequence's
@@ -70,9 +58,7 @@ PagedProblem planned(const Problem& p) {
   SplitKV split;
   split.mode = pp.split_mode;
   if (p.deterministic) {
-    const int sms = multiprocessors(p.device_index);
-    if (sms == 0) throw Error(ErrorCode::backend_failure, "cudaDeviceGetAttribute(multiprocessor count) failed");
-    const std::int64_t chunks = std::max<std::int64_t>(1, 2 * sms / p.heads_kv);
+    const std::int64_t chunks = std::max<std::int64_t>(1, 2 * multiprocessors(p.device_index) / p.heads_kv);
     const std::int64_t tokens = (p.seqlen_k + chunks - 1) / chunks;
     split.tokens = std::max(kMinFixedChunk, (tokens + paged::kBlockKeys - 1) / paged::kBlockKeys * paged::kBlockKeys);
   }
