@@ -51,7 +51,10 @@ std::int64_t query_tiles(const BackwardProblem& p) {
 }
 
 sm80::bwd::WorkspaceLayout workspace_layout(const BackwardProblem& p) {
-  return sm80::bwd::WorkspaceLayout::make(p, p.deterministic ? std::size_t(p.batch * p.heads_q * query_tiles(p)) : 0);
+  // One semaphore per query tile and dQ warp (two at head dim 256: backward_kernel.cuh).
+  const std::size_t hands = p.dim_qk > 128 ? 2 : 1;
+  return sm80::bwd::WorkspaceLayout::make(
+      p, p.deterministic ? std::size_t(p.batch * p.heads_q * query_tiles(p)) * hands : 0);
 }
 
 }  // namespace
@@ -65,10 +68,6 @@ std::string backward_unsupported(const Problem& problem) {
     return "the cuda_sm90 backward has kernels for head dims 64, 128 and 256 (this build: IOATTN_CUDA_HEAD_DIMS=\"" +
            std::string(IOATTN_SM90_BWD_BUILD_HEAD_DIMS) + "\"); got " + std::to_string(p.dim_qk) + "/" +
            std::to_string(p.dim_v) + " in " + to_string(p.dtype);
-  }
-  if (p.deterministic && p.dim_qk > 128) {
-    return "the cuda_sm90 backward's deterministic order is for head dims 64 and 128 (at " +
-           std::to_string(p.dim_qk) + " dQ is added from registers, in no fixed order; the \"cuda\" backend runs it)";
   }
   if (p.heads_kv > 65535 || p.batch > 65535) {
     return "the cuda_sm90 backward takes at most 65535 sequences and 65535 kv heads; got batch " +

@@ -9,7 +9,7 @@
 //    the arrive releases) and the TMA bytes; its "empty" barrier on the arrive of every consumer thread.
 //  - warp 1 stores dQ: per query tile, once the consumers put the fp32 dQ tile in shared memory, one TMA reduce-add
 //    into the global accumulator (deterministic: in its turn, DqTurn); the buffer is handed back when the TMA unit
-//    has read it.
+//    has read it. At head dim 256, warps 1 and 2 each serve one consumer warpgroup, in 32-column pieces.
 // Consumers (two warpgroups, 64 keys each; at head dim 256 the same 64 keys, half the columns each:
 // backward_traits.cuh), per query tile:
 //   S^T, dP^T by wgmma; P^T = 2^(S^T scale log2(e) - lse2) (masked entries 0); dS^T = P^T (dP^T - delta) (with
@@ -51,6 +51,10 @@ constexpr std::uint32_t kDqEmptyBarrier = 2;
 constexpr std::uint32_t kDqFullBarrier = 3;
 constexpr std::uint32_t kZeroRowsBarrier = 4;
 constexpr std::uint32_t kEpilogueBarrier = 5;
+// Head dim 256 (kSplitDim): each consumer warpgroup hands dQ to a dQ warp of its own; kDqEmpty / kDqFull are
+// warpgroup 0's, these warpgroup 1's.
+constexpr std::uint32_t kDqEmptyBarrier1 = 6;
+constexpr std::uint32_t kDqFullBarrier1 = 7;
 
 // How dQ reaches the global fp32 accumulator (the kernel's kDqMode: one kernel each, so that each carries only its
 // own path's registers). Measured on an H200 at d 128 (2026-11-21): the TMA reduce-add is 5-17% faster than the
@@ -127,12 +131,14 @@ struct DqTurn {
   int* sem = nullptr;
   int mine = 0;
 
+  // hand: which of the `hands` dQ warps (kSplitDim: one per consumer warpgroup, each adding its own columns, so
+  // each keeps its own order).
   template <class Params>
   __forceinline__ __device__ static DqTurn wait(const Params& p, const KeyTileWork& w, const BackwardItem& item,
-                                                int h, int m_block, int block_m, int block_n) {
+                                                int h, int m_block, int block_m, int block_n, int hand, int hands) {
     DqTurn t;
     const int query_tiles = (p.seqlen_q + block_m - 1) / block_m;  // of the longest sequence (backward_dispatch.cu)
-    t.sem = p.dq_sem + (std::int64_t(item.b) * p.heads_q + h) * query_tiles + m_block;
+    t.sem = p.dq_sem + ((std::int64_t(item.b) * p.heads_q + h) * query_tiles + m_block) * hands + hand;
     const std::int64_t rows_end = std::int64_t(m_block + 1) * block_m;
     const std::int64_t last_row = (rows_end < w.span.q_len ? rows_end : w.span.q_len) - 1;
     t.mine = int((w.rule.key_end(last_row) - 1) / block_n) - item.n_block;
@@ -154,6 +160,31 @@ struct DqTurn {
     asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(sem), "r"(mine + 1) : "memory");
   }
 };
+
+// The named barriers and thread count of one dQ hand-off: all consumers with the one dQ warp, or (kSplitDim)
+// consumer warpgroup g with dQ warp g.
+struct DqHandoff {
+  std::uint32_t threads;
+  std::uint32_t empty;
+  std::uint32_t full;
+};
+
+template <class Traits>
+__forceinline__ __device__ DqHandoff dq_handoff(int g) {
+  if constexpr (Traits::kSplitDim) {
+    return g == 0 ? DqHandoff{128 + 32, kDqEmptyBarrier, kDqFullBarrier}
+                  : DqHandoff{128 + 32, kDqEmptyBarrier1, kDqFullBarrier1};
+  } else {
+    return DqHandoff{Traits::kConsumerThreads + 32, kDqEmptyBarrier, kDqFullBarrier};
+  }
+}
+
+// Hand-off g's dQ buffer (kSplitDim: one per consumer warpgroup).
+template <class Traits, class Storage>
+__forceinline__ __device__ auto dq_buffer(Storage& storage, int g) {
+  using Layout = typename Traits::SmemLayoutdQ;
+  return make_tensor(make_smem_ptr(storage.dq.data() + g * cosize_v<Layout>), Layout{});
+}
 
 // kScoreMod: softcap and ALiBi (ScoreModGrad); a kernel of its own, so that the plain one keeps its overlap of P
 // with the dP product and carries no score-mod code.
@@ -205,11 +236,15 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   if (warpgroup == 0) {
     // ---------------------------------------------------------------- producer
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegisters>();
-    if (warp_idx == 1 && kDqMode != kDqRegisters) {
-      // dQ store warp. Before each tile the buffer is free (at first, or once the TMA unit read the last tile):
-      // one arrive for the consumers' wait.
-      const int lane = int(threadIdx.x) - 32;
-      Tensor sdQ = make_tensor(make_smem_ptr(storage.dq.data()), typename Traits::SmemLayoutdQ{});
+    if (kDqMode != kDqRegisters && (warp_idx == 1 || (Traits::kSplitDim && warp_idx == 2))) {
+      // dQ store warp (kSplitDim: warp 1 for consumer warpgroup 0 and warp 2 for warpgroup 1, each with its own
+      // buffer). Before each piece the buffer is free (at first, or once the TMA unit read the last piece): one
+      // arrive for the consumers' wait.
+      const int lane = int(threadIdx.x) % 32;
+      const int g = warp_idx - 1;
+      const DqHandoff hand = dq_handoff<Traits>(g);
+      Tensor sdQ = dq_buffer<Traits>(storage, g);
+      constexpr int kPieces = Traits::kSplitDim ? kDim / Traits::kDqChunk * Traits::kDqPiecesPerChunk : 1;
       for (std::int64_t k = 0; k < rounds; ++k) {
         BackwardItem item;
         if (!item_at(k, item)) continue;
@@ -220,25 +255,35 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         for (int it = 0; it < total; ++it) {
           const int h = item.h_kv * p.group_size + it / w.n_m;
           const int m_block = w.m_lo + it % w.n_m;
-          cutlass::arch::NamedBarrier::arrive(Traits::kConsumerThreads + 32, kDqEmptyBarrier);
-          cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads + 32, kDqFullBarrier);
-          if (lane == 0) {
-            Tensor mdQ =
-                p.tma_dq.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.map_batch))(_, _, h, bq);
-            Tensor gdQ = local_tile(domain_offset(make_coord(int(w.span.q_offset), _0{}), mdQ),
-                                    Shape<Int<kBlockM>, Int<kDim>>{}, make_coord(m_block, _0{}));
-            auto cta_tma = p.tma_dq.get_slice(_0{});
-            DqTurn turn;
-            if (p.dq_sem != nullptr) turn = DqTurn::wait(p, w, item, h, m_block, kBlockM, kBlockN);
-            copy(p.tma_dq, cta_tma.partition_S(sdQ), cta_tma.partition_D(gdQ));
-            tma_store_arrive();
-            if (p.dq_sem != nullptr) {
-              turn.pass();
-            } else {
-              tma_store_wait<0>();  // the TMA unit has read the buffer
+          DqTurn turn;  // lane 0's
+          CUTE_UNROLL
+          for (int piece = 0; piece < kPieces; ++piece) {
+            cutlass::arch::NamedBarrier::arrive(hand.threads, hand.empty);
+            cutlass::arch::NamedBarrier::sync(hand.threads, hand.full);
+            if (lane == 0) {
+              // The piece's columns, in kDqPiece blocks: its chunk, this warpgroup's half of it, its place there.
+              constexpr int kPer = Traits::kDqPiecesPerChunk;
+              const int col_block = piece / kPer * (Traits::kDqChunk / Traits::kDqPiece) + g * kPer + piece % kPer;
+              Tensor mdQ =
+                  p.tma_dq.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.map_batch))(_, _, h, bq);
+              Tensor gdQ = local_tile(domain_offset(make_coord(int(w.span.q_offset), _0{}), mdQ),
+                                      Shape<Int<kBlockM>, Int<Traits::kDqPiece>>{}, make_coord(m_block, col_block));
+              auto cta_tma = p.tma_dq.get_slice(_0{});
+              // The deterministic order: one turn per tile, taken before its first piece and passed after its last.
+              const bool ordered = p.dq_sem != nullptr;
+              if (ordered && piece == 0) {
+                turn = DqTurn::wait(p, w, item, h, m_block, kBlockM, kBlockN, g, Traits::kDqBuffers);
+              }
+              copy(p.tma_dq, cta_tma.partition_S(sdQ), cta_tma.partition_D(gdQ));
+              tma_store_arrive();
+              if (ordered && piece + 1 == kPieces) {
+                turn.pass();
+              } else {
+                tma_store_wait<0>();  // the TMA unit has read the buffer
+              }
             }
+            __syncwarp();
           }
-          __syncwarp();
         }
       }
       // The reductions themselves complete before the warp exits (the post-pass reads the accumulator).
@@ -365,8 +410,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     // (key, query) in the tile of each S^T element, rowcol view; keys include the warpgroup's 64-row offset.
     Tensor cS = thr_sdp.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kBlockM>>{}));
     Tensor rC = make_tensor(cS.data(), gmma_rowcol_layout(cS.layout()));
-    Tensor sdQ = make_tensor(make_smem_ptr(storage.dq.data()), typename Traits::SmemLayoutdQ{});
-    Tensor tdQsdQ = thr_dq.partition_C(sdQ);
+    const int dq_hand = kSplitDim ? ctid / 128 : 0;  // this thread's dQ hand-off (dq_handoff)
+    Tensor sdQ = dq_buffer<Traits>(storage, dq_hand);
     Tensor cdQ = thr_dq.partition_C(make_identity_tensor(Shape<Int<kBlockM>, Int<Traits::kDqChunk>>{}));
     Tensor cKV = thr_kv.partition_C(make_identity_tensor(Shape<Int<kBlockN>, Int<kDim>>{}));
 
@@ -465,9 +510,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads, kDsReadyBarrier);
         Tensor tdQrdS_now = tdQrdS(_, _, _, buffer);
         if constexpr (kSplitDim) {
-          // dQ in chunks of kDqChunk columns (64 per warpgroup), each added from registers once its product
-          // retired, so that only one chunk's accumulator is live.
-          static_assert(kDqMode == kDqRegisters);
+          // dQ in chunks of kDqChunk columns (64 per warpgroup), each handed on once its product retired, so that
+          // only one chunk's accumulator is live: as a piece for the dQ warp's TMA reduce-add (rows past the
+          // sequence go too, as exact zeros, as below), or (IOATTN_SM90_BWD_DQ=1) by atomics from registers.
           const int h = item.h_kv * p.group_size + it / w.n_m;
           float* dq_tile = p.dq_accum + ((w.flat_q0 + row0) * p.heads_q + h) * std::int64_t(kDim);
           CUTE_UNROLL
@@ -481,13 +526,38 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
               PlainBarrier::arrive(&storage.empty[stage]);
               if (it + 1 == total && !tma_epilogue) PlainBarrier::arrive(&storage.kv_empty);
             }
-            CUTE_UNROLL
-            for (int i = 0; i < size(acc_dq) / 2; ++i) {
-              const int row = get<0>(cdQ(2 * i));
-              const int col = c * Traits::kDqChunk + get<1>(cdQ(2 * i));
-              if (row0 + row < q_len) {
-                red_add_v2(dq_tile + row * std::int64_t(p.heads_q) * kDim + col, acc_dq(2 * i),
-                           acc_dq(2 * i + 1));
+            if constexpr (kDqMode == kDqTmaReduce) {
+              // This warpgroup's 64 columns of the chunk to its dQ warp, one 32-column piece at a time. The
+              // accumulator is ((2 columns, 2 rows, 8 groups of 8 columns), 1, 1): pair i (elements 2i, 2i + 1)
+              // lies in column group i / 2, so piece q holds pairs [8q, 8q + 8).
+              static_assert(decltype(size<0>(acc_dq))::value == Traits::kDqChunk / 2 / 2 &&
+                            decltype(size<1>(acc_dq))::value == 1 && decltype(size<2>(acc_dq))::value == 1);
+              constexpr int kPairs = Traits::kDqPiece / 8 * 2;
+              const DqHandoff hand = dq_handoff<Traits>(dq_hand);
+              CUTE_UNROLL
+              for (int q = 0; q < Traits::kDqPiecesPerChunk; ++q) {
+                cutlass::arch::NamedBarrier::sync(hand.threads, hand.empty);
+                CUTE_UNROLL
+                for (int i = q * kPairs; i < (q + 1) * kPairs; ++i) {
+                  const int row = get<0>(cdQ(2 * i));
+                  const int col = get<1>(cdQ(2 * i)) - dq_hand * (Traits::kDqChunk / 2) - q * Traits::kDqPiece;
+                  const std::uint32_t addr = cute::cast_smem_ptr_to_uint(raw_pointer_cast(&sdQ(row, col)));
+                  asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(acc_dq(2 * i)),
+                               "f"(acc_dq(2 * i + 1))
+                               : "memory");
+                }
+                cutlass::arch::fence_view_async_shared();
+                cutlass::arch::NamedBarrier::arrive(hand.threads, hand.full);
+              }
+            } else {
+              CUTE_UNROLL
+              for (int i = 0; i < size(acc_dq) / 2; ++i) {
+                const int row = get<0>(cdQ(2 * i));
+                const int col = c * Traits::kDqChunk + get<1>(cdQ(2 * i));
+                if (row0 + row < q_len) {
+                  red_add_v2(dq_tile + row * std::int64_t(p.heads_q) * kDim + col, acc_dq(2 * i),
+                             acc_dq(2 * i + 1));
+                }
               }
             }
           }
@@ -519,6 +589,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
           // (their dS is 0), which in a varlen batch are added to the next sequence's rows.
           // Element pairs (2i, 2i+1) are adjacent columns of one row: 8-byte shared stores (a plain copy compiled
           // to 4-byte generic ones).
+          Tensor tdQsdQ = thr_dq.partition_C(sdQ);
           cutlass::arch::NamedBarrier::sync(Traits::kConsumerThreads + 32, kDqEmptyBarrier);
           CUTE_UNROLL
           for (int i = 0; i < size(acc_dq) / 2; ++i) {

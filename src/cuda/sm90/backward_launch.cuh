@@ -132,7 +132,8 @@ BackwardParams<Traits> make_backward_params(const BackwardProblem& p, const Back
                              make_shape(int(rows_q > 1 ? rows_q : 1), int(Traits::kDim), int(p.heads_q), int(batches)),
                              make_stride(accum_row_stride, _1{}, std::int64_t(Traits::kDim),
                                          batches > 1 ? rows_q * accum_row_stride : std::int64_t(Traits::kDim)));
-  bp.tma_dq = make_tma_copy(SM90_TMA_REDUCE_ADD{}, accum, typename Traits::SmemLayoutdQ{}, TileQ{}, _1{});
+  bp.tma_dq = make_tma_copy(SM90_TMA_REDUCE_ADD{}, accum, typename Traits::SmemLayoutdQ{},
+                            Shape<Int<Traits::kBlockM>, Int<Traits::kDqPiece>>{}, _1{});
   constexpr std::int64_t kElementBytes = sizeof(typename Traits::Element);
   bp.dkv_tma = dkv_tma_from_env() && tma_describable(p.dk, rows_k, p.heads_kv, batches, kElementBytes) &&
                tma_describable(p.dv, rows_k, p.heads_kv, batches, kElementBytes);
@@ -191,9 +192,11 @@ void launch_backward(const BackwardProblem& p, const BackwardBuffers& buffers) {
   using Traits = BackwardTraits<BackwardElement<kDtype>, kDim, backward_block_m(kDim)>;
   if (p.batch == 0 || p.seqlen_k == 0 || p.heads_kv == 0) return;
   if constexpr (Traits::kSplitDim) {
-    // Head dim 256 adds dQ from registers only (backward_traits.cuh); no deterministic order (backward_unsupported).
+    // Head dim 256: dQ in pieces (backward_traits.cuh); the deterministic order is the TMA reduce-add's.
     if (p.softcap > 0.0f || p.alibi_slopes != nullptr) {
-      launch_backward_kernel<Traits, kDqRegisters, true>(p, buffers);
+      launch_backward_kernel<Traits, kDqTmaReduce, true>(p, buffers);
+    } else if (buffers.dq_sem != nullptr || dq_mode_from_env() == kDqTmaReduce) {
+      launch_backward_kernel<Traits, kDqTmaReduce>(p, buffers);
     } else {
       launch_backward_kernel<Traits, kDqRegisters>(p, buffers);
     }

@@ -11,7 +11,7 @@
 //   dQ   = dS K       (queries x dim)    dS from shared memory (written by both warpgroups), K read MN-major
 // so the probabilities and score gradients feed dV and dK without a trip through shared memory. The fp32 dQ tile goes
 // through shared memory to a TMA reduce-add into the global accumulator, issued by a warp of the producer warpgroup.
-// Head dim 256 differs (kSplitDim, below): 64 keys per CTA, the warpgroups split the columns, dQ by atomics.
+// Head dim 256 differs (kSplitDim, below): 64 keys per CTA, the warpgroups split the columns, dQ in pieces.
 #pragma once
 
 #include <cstdint>
@@ -32,7 +32,12 @@ using namespace cute;
 // so the CTA owns 64 keys and the warpgroups split the head dim instead: each computes the whole S^T and dP^T of
 // the 64 keys (the same products twice: 1.4x the minimal tensor work, but P^T and dS^T stay in registers for dV and
 // dK, as above) and accumulates dK and dV for its 128 columns; dQ = dS K goes in two chunks of 128 columns, 64 per
-// warpgroup, by atomics from registers (a TMA reduce-add would need 64 KB of shared memory for the tile).
+// warpgroup. The whole dQ tile (64 KB) does not fit beside K, V and two stages of Q and dO, so each warpgroup has
+// 8 KB of its own, one piece of 32 columns at a time, and a dQ warp of its own that sends each piece by a TMA
+// reduce-add: four pieces per warpgroup and tile. Measured on an H200 (2026-11-22, bf16, 512-16k tokens): 224-314
+// TFLOP/s against 191-257 with atomics from registers (IOATTN_SM90_BWD_DQ=1). A first version had the warpgroups
+// take turns with 64-column pieces in one 16 KB buffer, ordered through the dQ warp: slower (191-300), and
+// racecheck could not follow that order.
 template <class Element_, int kDim_, int kBlockM_, int kStages_ = 2>
 struct BackwardTraits {
   using Element = Element_;
@@ -89,7 +94,12 @@ struct BackwardTraits {
 
   // The fp32 dQ tile (queries, dim) on its way to the TMA reduce-add: 128-byte swizzled (TMA undoes the swizzle), so
   // the accumulator's pairs of adjacent columns land in different banks across the rows a warp writes.
-  using SmemLayoutdQ = decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<float>{}, Shape<Int<kBlockM>, Int<kDim>>{}));
+  // kSplitDim: a piece of one warpgroup's 32 columns; the buffer holds one per warpgroup (kDqBuffers).
+  static constexpr int kDqPiece = kSplitDim ? 32 : kDim;
+  static constexpr int kDqBuffers = kSplitDim ? 2 : 1;
+  static constexpr int kDqPiecesPerChunk = kSplitDim ? kDqChunk / 2 / kDqPiece : 1;  // per warpgroup
+  using SmemLayoutdQ =
+      decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<float>{}, Shape<Int<kBlockM>, Int<kDqPiece>>{}));
 
   // Global tensors as the tensor maps see them: (rows, dim, heads, batch); varlen: rows = the packed total and
   // batch = 1. Rows past the extent arrive as zeros.
@@ -110,7 +120,7 @@ struct BackwardTraits {
   using GmemTensorAccum =
       decltype(make_tensor(make_gmem_ptr(static_cast<float*>(nullptr)), GmemShape{}, GmemStride{}));
   using TmaDq = decltype(make_tma_copy(SM90_TMA_REDUCE_ADD{}, GmemTensorAccum{}, SmemLayoutdQ{},
-                                       Shape<Int<kBlockM>, Int<kDim>>{}, _1{}));
+                                       Shape<Int<kBlockM>, Int<kDqPiece>>{}, _1{}));
 
   static constexpr std::uint32_t kBytesQ = kBlockM * kDim * sizeof(Element);
   static constexpr std::uint32_t kBytesK = kBlockN * kDim * sizeof(Element);
@@ -121,8 +131,7 @@ struct BackwardTraits {
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutQ>> q;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutQ>> dout;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutdS>> ds;
-    // kSplitDim adds dQ from registers: no tile here (it would not fit beside K, V, Q and dO).
-    alignas(1024) cute::array_aligned<float, kSplitDim ? 1 : cosize_v<SmemLayoutdQ>> dq;
+    alignas(1024) cute::array_aligned<float, kDqBuffers * cosize_v<SmemLayoutdQ>> dq;
     float lse2[kStages][kBlockM];   // lse * log2(e) of each query row (0 for rows that see nothing)
     float delta[kStages][kBlockM];  // rowsum(dO * O)
     alignas(8) std::uint64_t bar_kv;           // K and V landed (once per item)
