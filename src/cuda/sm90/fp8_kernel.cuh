@@ -83,45 +83,28 @@ __forceinline__ __device__ void p_as_a_operand(const AccS& acc_s, FragA& frag) {
   }
 }
 
-// Staged V (key, dim) of `stage` -> Vt (dim, logical key), by the transposing threads: blocks of 4 logical keys x
-// 4 dims, read as four 32-bit words (a word is 4 dims of one key; the 64- and 128-byte swizzles move whole 16-byte
-// chunks, so 4-byte words stay whole) and written as four, transposed with byte permutes.
-// Each thread slot takes four such blocks, 32 dims apart (fp8_transpose_quad); which blocks a lane takes and the row
-// order of the lanes with lane bit 4 set keep every read and write of a warp on 32 distinct banks
-// (fp8_key_order.hpp).
+// Staged V (key, dim) of `stage` -> Vt (dim, logical key), by the transposing warps: units of 16 keys x 32 dims,
+// each by one ldmatrix .trans, four byte permutes and one stmatrix (fp8_key_order.hpp says how the bytes move). The
+// reads are free of bank conflicts; each stored matrix's 8 rows (every other dim) fall on 4 swizzle phases, 2-way.
 template <class Traits>
 __forceinline__ __device__ void transpose_v(std::uint32_t v_stage, std::uint32_t vt_stage, int tid) {
-  constexpr int kKeys = Traits::kBlockN, kQuads = kKeys / 4 * (Traits::kDim / 4) / 4;
-  static_assert(kKeys / 4 % 16 == 0 && Traits::kDim / 4 % 32 == 0 && Traits::kTransposeThreads % 32 == 0);
-  const int swap = (tid >> 4) & 1;  // lane bit 4 (kTransposeThreads is whole warps)
-  for (int slot = tid; slot < kQuads; slot += Traits::kTransposeThreads) {
-    int key_block, dim_block, read[4], write[4];
-    fp8_transpose_quad(slot, kKeys / 4, key_block, dim_block);
-    fp8_block_read_offsets(key_block, dim_block * 4, kKeys, read);
-    fp8_block_write_offsets(key_block, dim_block * 4, swap, kKeys, write);
-    // The stage bases are 1024-byte aligned (address bits 5-9 clear): adding them first keeps each sub-block's
-    // address one XOR (reads) or an immediate (writes) away.
-    std::uint32_t read_addr[4], write_addr[4];
-    CUTE_UNROLL
-    for (int i = 0; i < 4; ++i) {
-      read_addr[i] = v_stage + std::uint32_t(read[i]);
-      write_addr[i] = vt_stage + std::uint32_t(write[i]);
-    }
-    CUTE_UNROLL
-    for (int s = 0; s < 4; ++s) {
-      std::uint32_t w[4], out[4];
-      CUTE_UNROLL
-      for (int i = 0; i < 4; ++i) {
-        const std::uint32_t addr = std::uint32_t(fp8_sub_block_read(int(read_addr[i]), s));
-        asm volatile("ld.shared.b32 %0, [%1];" : "=r"(w[i]) : "r"(addr));
-      }
-      fp8_transpose_4x4(w, out, swap);
-      CUTE_UNROLL
-      for (int j = 0; j < 4; ++j) {
-        const std::uint32_t addr = std::uint32_t(fp8_sub_block_write(int(write_addr[j]), s, kKeys));
-        asm volatile("st.shared.b32 [%0], %1;" ::"r"(addr), "r"(out[j]) : "memory");
-      }
-    }
+  constexpr int kKeys = Traits::kBlockN, kUnits = kKeys / 16 * (Traits::kDim / 32);
+  constexpr int kWarps = Traits::kTransposeThreads / 32;
+  static_assert(kKeys == 64 || kKeys == 128, "Vt rows of 64 or 128 bytes (fp8_traits.cuh)");
+  const Fp8TransposeLane lane = fp8_transpose_lane(tid % 32, kKeys);
+  for (int unit = tid / 32; unit < kUnits; unit += kWarps) {
+    std::uint32_t r[4], out[4];
+    const std::uint32_t read = v_stage + std::uint32_t(fp8_unit_read_offset(lane, unit, kKeys));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(read)
+                 : "memory");
+    fp8_pair_bytes(r[0], r[1], out[0], out[1]);
+    fp8_pair_bytes(r[2], r[3], out[2], out[3]);
+    const std::uint32_t write = vt_stage + std::uint32_t(fp8_unit_write_offset(lane, unit, kKeys));
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(write), "r"(out[0]),
+                 "r"(out[1]), "r"(out[2]), "r"(out[3])
+                 : "memory");
   }
 }
 

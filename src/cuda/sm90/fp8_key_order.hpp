@@ -36,72 +36,51 @@ IOATTN_FP8_KEY_ORDER_HD std::uint32_t fp8_byte_perm(std::uint32_t x, std::uint32
 #endif
 }
 
-// A 4 x 4 byte transpose: byte j of in[i] becomes byte i of out[j ^ swap] (swap 0 or 1: the word pairs come out
-// exchanged at no cost, by the last permutes' selectors). The V transpose reads four keys' words of 4 dims each and
-// writes four dims' words of 4 keys each.
-IOATTN_FP8_KEY_ORDER_HD void fp8_transpose_4x4(const std::uint32_t (&in)[4], std::uint32_t (&out)[4], int swap = 0) {
-  const std::uint32_t lo01 = fp8_byte_perm(in[0], in[1], 0x5140), hi01 = fp8_byte_perm(in[0], in[1], 0x7362);
-  const std::uint32_t lo23 = fp8_byte_perm(in[2], in[3], 0x5140), hi23 = fp8_byte_perm(in[2], in[3], 0x7362);
-  const std::uint32_t even = swap ? 0x7632 : 0x5410, odd = swap ? 0x5410 : 0x7632;
-  out[0] = fp8_byte_perm(lo01, lo23, even);
-  out[1] = fp8_byte_perm(lo01, lo23, odd);
-  out[2] = fp8_byte_perm(hi01, hi23, even);
-  out[3] = fp8_byte_perm(hi01, hi23, odd);
+// The V transpose (fp8_kernel.cuh, transpose_v) moves units of 16 keys x 32 dims, one unit per warp and step: one
+// ldmatrix.x4.trans, two pairs of byte permutes, one stmatrix.x4. ldmatrix .trans reads 16-bit elements, two dims
+// of one key: its four 8 x 8 matrices are keys (8 apart) x 16 dims (two matrices per 16-dim chunk), and it gives
+// lane t, of matrix i, column t / 4 (dims 2c, 2c + 1) of rows 2q, 2q + 1 (q = t % 4): bytes (key 2q: dim 2c, 2c + 1;
+// key 2q + 1: dim 2c, 2c + 1). Permuting the bytes of the matrices of keys 0-7 and 8-15 together (fp8_pair_bytes)
+// leaves the lane dim 2c (even) and dim 2c + 1 (odd) of physical keys 2q, 2q + 1, 2q + 8, 2q + 9: logical keys 4q
+// to 4q + 3 under fp8_physical_key, which is the layout stmatrix stores from (lane t holds bytes 4q..4q + 3 of row
+// t / 4). So the stored matrices are the even and the odd dims of each 16-dim chunk, rows of Vt.
+//
+// Byte offsets, as cute's layouts in fp8_traits.cuh place them (tests/cuda/sm90_fp8_layout_test.cpp emulates the
+// instructions on them): V (key, dim) with the 128-byte swizzle, K-major, the atom grid column-major over (keys,
+// dims / 128): (dim / 128) keys 128 + key 128 + ((dim % 128 / 16) ^ (key % 8)) 16; Vt (dim, logical key), rows of
+// `keys` bytes: 128 keys: dim 128 + ((key / 16) ^ (dim % 8)) 16; 64 keys (64-byte swizzle): dim 64 + ((key / 16) ^
+// ((dim / 2) % 4)) 16. Both buffers are 1024-byte aligned, so the swizzle of the offsets is that of the addresses.
+// A lane's row of a unit keeps its swizzle phase in every unit (units are 16 keys and 32 dims apart), so each
+// offset is a per-lane base moved by the unit: an add and an XOR.
+struct Fp8TransposeLane {
+  int read;   // the lane's ldmatrix row in unit 0: matrix lane / 8 (keys + 8 (i & 1), dims + 16 (i / 2)), row lane % 8
+  int write;  // its stmatrix row in unit 0: matrix i = lane / 8 holds dims 16 (i / 2) + 2 r + (i & 1), r = lane % 8
+};
+
+IOATTN_FP8_KEY_ORDER_HD Fp8TransposeLane fp8_transpose_lane(int lane, int keys) {
+  const int i = lane >> 3, r = lane & 7;
+  Fp8TransposeLane l;
+  l.read = (8 * (i & 1) + r) * 128 + (((i >> 1) ^ r) << 4);
+  const int dim = 16 * (i >> 1) + 2 * r + (i & 1);
+  l.write = keys == 128 ? dim * 128 + ((dim & 7) << 4) : dim * 64 + (((dim >> 1) & 3) << 4);
+  return l;
 }
 
-// The transposing threads take 4 x 4 blocks four at a time: slot `slot` takes key block `key_block` and dim blocks
-// dim_block + 8 s, s = 0..3 (a tile of `key_blocks` key blocks, a multiple of 16; the dim blocks a multiple of 32).
-// The lanes are placed for the shared-memory banks, with the lanes that have bit 4 set storing their four rows in
-// the order 1, 0, 3, 2 (fp8_kernel.cuh, transpose_v):
-//  - reading V (128-byte swizzle), a word's bank is (dim block & 3) + 4 chunk with chunk = (dim block >> 2) ^
-//    (row & 7), and row & 7 = 2 (key block & 3) + (key & 1) under fp8_physical_key;
-//  - writing Vt, bank (key block & 3) + 4 ((key block >> 2) ^ (Vt row & 7)) with the 128-byte swizzle, or, for
-//    64-key rows (64-byte swizzle), 16 (row & 1) + 4 ((key block >> 2) ^ ((row >> 1) & 3)) + (key block & 3).
-// Lane bits x0-x4 give key block bits 0-3 = x0-x3 and dim block bits 0-2 = x4, x2, x3: every read and write of a warp
-// then touches 32 distinct banks (tests/cuda/sm90_fp8_layout_test.cpp counts them). Successive 32-slot groups flip
-// dim block bits 1-2, so that over four groups the bits the lanes share cover every pair, then step through the
-// remaining key blocks and dim blocks (bit 5 up; bits 3-4 are the four sub-blocks).
-IOATTN_FP8_KEY_ORDER_HD void fp8_transpose_quad(int slot, int key_blocks, int& key_block, int& dim_block) {
-  const int lane = slot & 31, group = slot >> 5, rest = group >> 2;
-  const int x2 = (lane >> 2) & 1, x3 = (lane >> 3) & 1, x4 = lane >> 4;
-  key_block = (lane & 15) + 16 * (rest % (key_blocks / 16));
-  dim_block = x4 + 2 * (x2 ^ (group & 1)) + 4 * (x3 ^ ((group >> 1) & 1)) + 32 * (rest / (key_blocks / 16));
+// Unit u: key group u % (keys / 16), dim group u / (keys / 16).
+IOATTN_FP8_KEY_ORDER_HD int fp8_unit_read_offset(const Fp8TransposeLane& l, int unit, int keys) {
+  const int key_group = unit % (keys / 16), dim_group = unit / (keys / 16);
+  return (l.read + key_group * 2048 + (dim_group >> 2) * keys * 128) ^ ((dim_group & 3) << 5);
+}
+IOATTN_FP8_KEY_ORDER_HD int fp8_unit_write_offset(const Fp8TransposeLane& l, int unit, int keys) {
+  const int key_group = unit % (keys / 16), dim_group = unit / (keys / 16);
+  return (l.write + dim_group * 32 * keys) ^ (key_group << 4);
 }
 
-// Byte offsets of the four words of one 4 x 4 block in one stage of V and of Vt, as cute's layouts in fp8_traits.cuh
-// place them (tests/cuda/sm90_fp8_layout_test.cpp compares them), computed directly: cute's general layout
-// arithmetic cost ~180 integer instructions per block, more issue slots than the consumers' softmax (SASS,
-// 2026-11-21). Both buffers are 1024-byte aligned, so the swizzle of address bits is the swizzle of these offsets.
-//  - Reads: V (key, dim), 128-byte swizzle, K-major: 8 x 128-byte atoms, the atom grid column-major over (keys,
-//    dims / 128), the 16-byte chunk index XORed with the row & 7. Logical keys 4 key_block + i sit on physical rows
-//    r0 + {0, 1, 8, 9} (fp8_physical_key).
-//  - Writes: Vt (dim, key), rows of `keys` bytes; 128 keys: the 128-byte swizzle; 64 keys: the 64-byte swizzle
-//    (chunk bits 4-5 XORed with (row >> 1) & 3). Word j goes to row d0 + (j ^ swap).
-// Sub-block s of a quad (dims + 32 s, whose bits 5-6 are clear in d0) moves the read's chunk index by 2 s under the
-// XOR swizzle, so its offsets are the first block's XOR 32 s; its Vt rows are 32 s further down, with the same
-// swizzle phase: + 32 s keys.
-IOATTN_FP8_KEY_ORDER_HD void fp8_block_read_offsets(int key_block, int d0, int keys, int (&offset)[4]) {
-  const int r0 = ((key_block >> 2) << 4) | ((key_block & 3) << 1);
-  const int base = (d0 >> 7) * keys * 128 + r0 * 128 + (d0 & 15);
-  const int chunk = (d0 & 127) >> 4;
-  const int even = (chunk ^ (r0 & 7)) << 4, odd = (chunk ^ ((r0 & 7) | 1)) << 4;
-  offset[0] = base + even;
-  offset[1] = base + 128 + odd;
-  offset[2] = base + 1024 + even;
-  offset[3] = base + 1152 + odd;
-}
-IOATTN_FP8_KEY_ORDER_HD void fp8_block_write_offsets(int key_block, int d0, int swap, int keys, int (&offset)[4]) {
-  const int chunk = key_block >> 2;
-  const int base = d0 * keys + ((key_block & 3) << 2);
-  for (int j = 0; j < 4; ++j) {
-    const int jj = j ^ swap;  // row d0 + jj
-    const int swizzled = keys == 128 ? chunk ^ ((d0 & 4) | jj) : chunk ^ (((d0 >> 1) & 2) | (jj >> 1));
-    offset[j] = base + jj * keys + (swizzled << 4);
-  }
-}
-IOATTN_FP8_KEY_ORDER_HD int fp8_sub_block_read(int first_offset, int s) { return first_offset ^ (s << 5); }
-IOATTN_FP8_KEY_ORDER_HD int fp8_sub_block_write(int first_offset, int s, int keys) {
-  return first_offset + 32 * s * keys;
+// Two ldmatrix .trans registers of the same dims, keys 2q, 2q + 1 (a) and 2q + 8, 2q + 9 (b), to the even dim's
+// four keys and the odd dim's.
+IOATTN_FP8_KEY_ORDER_HD void fp8_pair_bytes(std::uint32_t a, std::uint32_t b, std::uint32_t& even, std::uint32_t& odd) {
+  even = fp8_byte_perm(a, b, 0x6420);
+  odd = fp8_byte_perm(a, b, 0x7531);
 }
 
 }  // namespace ioattn::detail::sm90
