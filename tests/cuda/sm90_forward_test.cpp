@@ -12,7 +12,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,6 +22,7 @@
 #include "support/cases.hpp"
 #include "support/harness.hpp"
 #include "support/random.hpp"
+#include "support/scoped_env.hpp"
 
 #ifndef IOATTN_TEST_CUDA_HEAD_DIMS
 #define IOATTN_TEST_CUDA_HEAD_DIMS "64,128,192,256"
@@ -201,22 +201,6 @@ std::vector<Case> packed_gqa_cases() {
   }
   return cases;
 }
-
-// Sets an environment variable for a scope, restoring what was there.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    ::setenv(name, value, 1);
-  }
-  ~ScopedEnv() { old_ ? ::setenv(name_, old_->c_str(), 1) : ::unsetenv(name_); }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
 
 // Empty when a and b hold the same bits; else how many elements differ and the first few.
 std::string bit_differences(const std::vector<double>& a, const std::vector<double>& b) {

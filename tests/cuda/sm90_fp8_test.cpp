@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -25,6 +26,7 @@
 #include "support/buffers.hpp"
 #include "support/cases.hpp"
 #include "support/random.hpp"
+#include "support/scoped_env.hpp"
 
 #ifndef IOATTN_TEST_CUDA_HEAD_DIMS
 #define IOATTN_TEST_CUDA_HEAD_DIMS "128,256"
@@ -45,6 +47,7 @@ struct Fp8Case {
   bool sinks;
   std::int64_t block_rows = 0;  // 0: one descale per (batch, head)
   bool rotate = false;          // Hadamard rotation of q and k before quantizing
+  bool pack = false;            // packed GQA forced on (IOATTN_SM90_PACK_GQA=1), where the launcher would not pack
 
   std::string name() const {
     return "b" + std::to_string(batch) + "_q" + std::to_string(seqlen_q) + "_k" + std::to_string(seqlen_k) + "_h" +
@@ -52,7 +55,7 @@ struct Fp8Case {
            (mask.is_none() ? "none" : mask.window_right == 0 && mask.window_left < 0 ? "causal" : "window") +
            (mask.alignment == Alignment::top_left ? "_tl" : "") + (out_dtype == DType::bf16 ? "_bf16" : "_fp16") +
            (sinks ? "_sinks" : "") + (block_rows > 0 ? "_blk" + std::to_string(block_rows) : "") +
-           (rotate ? "_rot" : "");
+           (rotate ? "_rot" : "") + (pack ? "_pack" : "");
   }
 };
 
@@ -213,6 +216,13 @@ std::vector<Fp8Case> fp8_cases() {
       cases.push_back({2, 333, 1029, 4, 2, dim, Mask::causal(), out, false, 16, true});
       cases.push_back({1, 517, 300, 3, 1, dim, Mask::window(100, 50), out, true, 128, false});
       cases.push_back({1, 256, 700, 2, 1, dim, Mask::none(), out, false, 0, true});
+      // Packed GQA (a kv head's query heads in one tile): decode shapes the launcher packs by itself, groups that
+      // divide the 128-row tile and groups that do not (3: its last rows hold no query), and larger shapes forced.
+      cases.push_back({3, 1, 1029, 8, 2, dim, Mask::none(), out, false});
+      cases.push_back({2, 5, 700, 12, 4, dim, Mask::causal(), out, true});
+      cases.push_back({1, 16, 333, 16, 2, dim, Mask::window(100, 50), out, true});
+      cases.push_back({2, 333, 1029, 4, 2, dim, Mask::causal(), out, false, 0, false, true});
+      cases.push_back({1, 200, 517, 6, 2, dim, Mask::causal(Alignment::top_left), out, true, 0, true, true});
     }
   }
   return cases;
@@ -280,7 +290,11 @@ TEST_P(Sm90Fp8, WithinTwiceTheNaiveFp8Error) {
   params.impl = "cuda_sm90";
   if (c.sinks) params.sinks = on_device(dev[6].rebase(hosts[6].view({c.heads_q}), hosts[6]));
 
-  attention_forward_fp8(args, params);
+  {
+    std::optional<ScopedEnv> forced;
+    if (c.pack) forced.emplace("IOATTN_SM90_PACK_GQA", "1");  // fails loudly where it cannot pack
+    attention_forward_fp8(args, params);
+  }
   dout.download(out);
   dlse.download(lse);
 
@@ -311,11 +325,18 @@ TEST_P(Sm90Fp8, WithinTwiceTheNaiveFp8Error) {
   std::printf("[fp8 error] %s: out %.3g (naive %.3g, max|ref| %.3g), lse %.3g (naive %.3g)\n", c.name().c_str(),
               cmp_out.err, cmp_out.naive_err, cmp_out.ref_max, cmp_lse.err, cmp_lse.naive_err);
 
-  // One CTA per tile, no cross-CTA reduction: a second run must agree bit for bit.
-  HostBuffer again(c.out_dtype, out.elements());
-  attention_forward_fp8(args, params);
+  // One CTA per tile, no cross-CTA reduction: a second run must agree bit for bit. With one query head per tile
+  // (packing forced off) too: every row's products, masks and softmax steps are its own, whichever rows share its
+  // tile, so a packed run must give the same bits.
+  HostBuffer again(c.out_dtype, out.elements()), again_lse(DType::f32, lse.elements());
+  {
+    ScopedEnv unpacked("IOATTN_SM90_PACK_GQA", "0");
+    attention_forward_fp8(args, params);
+  }
   dout.download(again);
-  EXPECT_EQ(std::memcmp(again.data(), out.data(), out.bytes()), 0) << "a second run differs";
+  dlse.download(again_lse);
+  EXPECT_EQ(std::memcmp(again.data(), out.data(), out.bytes()), 0) << "a run with one head per tile differs";
+  EXPECT_EQ(std::memcmp(again_lse.data(), lse.data(), lse.bytes()), 0) << "its lse differs";
 }
 
 // What the kernel lacks is refused with ErrorCode::unsupported naming it, and nothing is written.

@@ -26,6 +26,7 @@
 #include "cuda/sm80/common/tile_ops.cuh"
 #include "cuda/sm90/forward_mainloop.cuh"
 #include "cuda/sm90/forward_traits.cuh"
+#include "cuda/sm90/packed_gqa.cuh"
 #include "cuda/sm90/tile_scheduler.cuh"
 #include "cuda/sm90/wgmma_ops.cuh"
 
@@ -111,15 +112,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
       auto load_q = [&] {
         if (iter > 0) PlainBarrier::wait(&storage.bar_q_empty, (iter - 1) & 1);
         if (p.pack_gqa > 1) {
-          // (dim, head in group, token, kv head, batch): 64 columns (one swizzle-wide column block of sQ) a load.
           Barrier::arrive_and_expect_tx(&storage.bar_q, p.q_tile_bytes);
-          CUTE_UNROLL
-          for (int c = 0; c < kDim / 64; ++c) {
-            SM90_TMA_LOAD_5D::copy(&p.tma_q_packed, &storage.bar_q,
-                                   static_cast<std::uint64_t>(TMA::CacheHintSm90::EVICT_NORMAL),
-                                   storage.q.data() + c * kBlockM * 64, c * 64, 0,
-                                   int(w.span.q_offset) + w.row0, h_kv, bq);
-          }
+          load_packed_q<kBlockM, kDim>(&p.tma_q_packed, &storage.bar_q, storage.q.data(),
+                                       int(w.span.q_offset) + w.row0, h_kv, bq);
         } else {
           Barrier::arrive_and_expect_tx(&storage.bar_q, Traits::kBytesQ);
           copy(p.tma_q.with(storage.bar_q), tQgQ, tQsQ);

@@ -20,6 +20,7 @@
 #include "cuda/sm90/forward.hpp"
 #include "cuda/sm90/forward_kernel.cuh"
 #include "cuda/sm90/forward_traits.cuh"
+#include "cuda/sm90/packed_gqa.cuh"
 #include "cuda/sm90/tma_view.cuh"
 #include "cuda/sm90/varlen_isolation.hpp"
 #include "ioattn/error.hpp"
@@ -69,38 +70,6 @@ int heavy_first_section_heads(const Problem& p, int pack) {
   return int(std::clamp<std::int64_t>(l2 / 2 / std::max<std::int64_t>(kv_bytes, 1), 1, pairs));
 }
 
-// IOATTN_SM90_PACK_GQA (read at every launch, like the variant): 0 never packs, 1 packs wherever it can (for tests
-// and side-by-side timing); unset, pack_gqa_pays decides.
-inline int pack_gqa_from_env() {
-  const char* env = std::getenv("IOATTN_SM90_PACK_GQA");
-  return env && *env ? std::atoi(env) : -1;
-}
-
-// Packing a kv head's query heads into one tile pays where a query tile of one head would be mostly empty (few
-// queries: decoding with a draft, chunked prefill): the tile's share of valid rows, against what packing gives,
-// with FlashAttention-3's margin (pack when one head per tile fills less than 90% of what packing fills). It also
-// reads each kv head's K and V once per tile instead of once per query head.
-inline bool pack_gqa_pays(std::int64_t seqlen_q, int group, int block_m) {
-  const int tokens = block_m / group;
-  const double one_head = double(seqlen_q) / double((seqlen_q + block_m - 1) / block_m * block_m);
-  const double packed = double(seqlen_q * group) / double((seqlen_q + tokens - 1) / tokens * block_m);
-  return one_head < 0.9 * packed;
-}
-
-// The query heads a tile holds (ForwardParams::pack_gqa): the group size where packing is possible and chosen, else
-// 1. Not with ALiBi (its slope is per query head; the score-mod code takes one per tile).
-template <class Traits>
-int choose_pack_gqa(const Problem& p) {
-  const std::int64_t group = p.group_size();
-  if (group < 2 || group > Traits::kBlockM || p.alibi_slopes != nullptr) return 1;
-  const int forced = pack_gqa_from_env();
-  if (forced == 0) return 1;
-  if (forced < 0 && !pack_gqa_pays(p.seqlen_q, int(group), Traits::kBlockM)) return 1;
-  const std::int64_t tokens = Traits::kBlockM / group;
-  if ((p.seqlen_q + tokens - 1) / tokens * p.heads_kv * p.batch > INT_MAX) return 1;  // the grid's limit
-  return int(group);
-}
-
 template <class Traits>
 ForwardParams<Traits> make_forward_params(const Problem& p) {
   const bool varlen = p.is_varlen();
@@ -120,20 +89,8 @@ ForwardParams<Traits> make_forward_params(const Problem& p) {
   fp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Element, kDimV>(p.v, rows_k, p.heads_kv, batches),
                            take<0, 2>(typename Traits::SmemLayoutV{}),
                            Shape<Int<Traits::kBlockN>, Int<kDimV>>{}, _1{});
-  fp.pack_gqa = choose_pack_gqa<Traits>(p);
-  if (fp.pack_gqa > 1) {
-    const int tokens = Traits::kBlockM / fp.pack_gqa;
-    fp.q_tile_bytes = std::uint32_t(tokens * fp.pack_gqa * kDim * sizeof(Element));
-    if (!make_packed_q_map<Element>(&fp.tma_q_packed, p.q, kDim, rows_q, p.heads_kv, fp.pack_gqa, batches, tokens)) {
-      // The driver refused the map: one head per tile, as without packing; loudly where packing was forced, so
-      // that a test which forces it cannot pass without it.
-      if (pack_gqa_from_env() == 1) {
-        throw Error(ErrorCode::backend_failure, "IOATTN_SM90_PACK_GQA=1, but cuTensorMapEncodeTiled refused the "
-                                                "packed query map (group " + std::to_string(fp.pack_gqa) + ")");
-      }
-      fp.pack_gqa = 1;
-    }
-  }
+  fp.pack_gqa = choose_pack_gqa(p, Traits::kBlockM);
+  make_packed_q<Element>(p, kDim, Traits::kBlockM, rows_q, batches, fp.pack_gqa, &fp.tma_q_packed, fp.q_tile_bytes);
   fp.map_rows_q = int(rows_q);
   fp.map_rows_k = int(rows_k);
   fp.heads_q = int(p.heads_q);

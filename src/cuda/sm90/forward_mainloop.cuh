@@ -16,6 +16,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include <cute/tensor.hpp>
@@ -35,23 +36,33 @@ using namespace cute;
 enum class ForwardSchedule : int { overlapped = 0, serial = 1, overlapped_no_pingpong = 2 };
 
 // Running softmax statistics of the kRows rows a thread holds (with the 3 other lanes of its quad).
-template <int kRows>
+// kRowScales: each row has a scale of its own (set_row_scale; the FP8 forward's packed GQA, whose rows belong to
+// query heads with different descales); else one for all.
+template <int kRows, bool kRowScales = false>
 struct OnlineSoftmax {
   float row_max[kRows];  // raw-product units
   float row_sum[kRows];  // this thread's part of sum 2^((s - m) * to_log2 + bias_log2)
-  float to_log2;
+  float to_log2[kRowScales ? kRows : 1];
   // Every probability comes out times 2^bias_log2, inside the same FFMA (the FP8 forward keeps P at 2^8 so that small
   // probabilities stay normal e4m3 numbers); the row sums carry the same factor. 0 for the bf16 forward.
   float bias_log2;
 
   __forceinline__ __device__ explicit OnlineSoftmax(float scale_log2, float exp_bias_log2 = 0.0f)
-      : to_log2(scale_log2), bias_log2(exp_bias_log2) {
+      : bias_log2(exp_bias_log2) {
     CUTE_UNROLL
     for (int mi = 0; mi < kRows; ++mi) {
       row_max[mi] = -INFINITY;
       row_sum[mi] = 0.0f;
     }
+    CUTE_UNROLL
+    for (int i = 0; i < (kRowScales ? kRows : 1); ++i) to_log2[i] = scale_log2;
   }
+
+  __forceinline__ __device__ void set_row_scale(int mi, float scale_log2) {
+    static_assert(kRowScales);
+    to_log2[mi] = scale_log2;
+  }
+  __forceinline__ __device__ float row_scale(int mi) const { return to_log2[kRowScales ? mi : 0]; }
 
   // Folds a tile of raw products (rowcol view) in: the tile becomes its probabilities (unnormalized), and alpha
   // the factor for O. exp_offset semantics of core/softmax_state.hpp: while a row's max is -inf (nothing visible
@@ -68,14 +79,15 @@ struct OnlineSoftmax {
       // are the same value and alpha is exactly 1: the rescale is skipped, and a key tile whose keys the row cannot
       // see changes none of its bits (a row's result does not depend on which other rows share its tile). As an FMA,
       // row_max * to_log2 - offset is the product's rounding error, and alpha 1 + 1 ulp as often as not.
-      const float offset = m_new == -INFINITY ? 0.0f : __fmul_rn(m_new, to_log2);
-      alpha[mi] = sm80::fast_exp2(__fmul_rn(row_max[mi], to_log2) - offset);
+      const float to_log2_row = row_scale(mi);
+      const float offset = m_new == -INFINITY ? 0.0f : __fmul_rn(m_new, to_log2_row);
+      alpha[mi] = sm80::fast_exp2(__fmul_rn(row_max[mi], to_log2_row) - offset);
       row_max[mi] = m_new;
       const float biased_offset = offset - bias_log2;
       float sum = 0.0f;
       CUTE_UNROLL
       for (int ni = 0; ni < size<1>(rS); ++ni) {
-        rS(mi, ni) = sm80::fast_exp2(fmaf(rS(mi, ni), to_log2, -biased_offset));
+        rS(mi, ni) = sm80::fast_exp2(fmaf(rS(mi, ni), to_log2_row, -biased_offset));
         sum += rS(mi, ni);
       }
       row_sum[mi] = row_sum[mi] * alpha[mi] + sum;
@@ -195,14 +207,15 @@ constexpr std::uint32_t kForwardZeroRowsBarrier = 3;
 template <int kThreads, class SmemTile>
 __forceinline__ __device__ void zero_smem_rows(SmemTile&& s, int first_row, int ctid) {
   constexpr int kTileRows = decltype(size<0>(s))::value;
-  constexpr int kChunks = decltype(size<1>(s))::value / 8;
+  constexpr int kPerChunk = 16 / int(sizeof(typename std::decay_t<SmemTile>::value_type));  // elements in 16 bytes
+  constexpr int kChunks = decltype(size<1>(s))::value / kPerChunk;
   constexpr int kTrips = ((kTileRows - 1) * kChunks + kThreads - 1) / kThreads;
   const int first_item = first_row * kChunks;
   CUTE_UNROLL
   for (int trip = 0; trip < kTrips; ++trip) {
     const int item = first_item + trip * kThreads + ctid;
     if (item < kTileRows * kChunks) {
-      const std::uint32_t addr = cute::cast_smem_ptr_to_uint(raw_pointer_cast(&s(item / kChunks, item % kChunks * 8)));
+      const std::uint32_t addr = cute::cast_smem_ptr_to_uint(raw_pointer_cast(&s(item / kChunks, item % kChunks * kPerChunk)));
       asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
     }
   }

@@ -1,4 +1,5 @@
-// ioattn sm90 FP8 forward kernel: one CTA per (query tile of 128 rows, head, sequence), warp-specialized.
+// ioattn sm90 FP8 forward kernel: one CTA per (query tile of 128 rows, head, sequence), warp-specialized; with
+// packed GQA (packed_gqa.cuh), per (tile of 128 / group tokens, kv head's group of query heads, sequence).
 //
 // Producer warpgroup (registers given away):
 //  - warp 0, one thread: TMA loads of the Q tile, then K (into a PipelineTmaAsync ring) and V (into a staging ring
@@ -33,6 +34,7 @@
 #include "cuda/sm90/forward_mainloop.cuh"
 #include "cuda/sm90/fp8_key_order.hpp"
 #include "cuda/sm90/fp8_traits.cuh"
+#include "cuda/sm90/packed_gqa.cuh"
 #include "cuda/sm90/tile_scheduler.cuh"
 #include "cuda/sm90/wgmma_ops.cuh"
 
@@ -187,7 +189,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     if (warp_idx == 0) {
       // ---------------------------------------------------------------- loads (one thread)
       if (threadIdx.x != 0 || n_tiles == 0) return;
-      cute::prefetch_tma_descriptor(p.tma_q.get_tma_descriptor());
+      cute::prefetch_tma_descriptor(p.pack_gqa > 1 ? &p.tma_q_packed : p.tma_q.get_tma_descriptor());
       cute::prefetch_tma_descriptor(p.tma_k.get_tma_descriptor());
       cute::prefetch_tma_descriptor(p.tma_v.get_tma_descriptor());
       Tensor mQ = p.tma_q.get_tma_tensor(make_shape(p.map_rows_q, kDim, p.heads_q, p.batch))(_, _, w.h, w.b);
@@ -205,7 +207,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
         const int stage = i % kStages;
         pipe_k.producer_acquire(write);
         copy(p.tma_k.with(*pipe_k.producer_get_barrier(write)), tKgK(_, n_block), tKsK(_, write.index()));
-        if (i == 0) {
+        if (i == 0 && p.pack_gqa > 1) {
+          Barrier::arrive_and_expect_tx(&storage.bar_q, p.q_tile_bytes);
+          load_packed_q<kBlockM, kDim>(&p.tma_q_packed, &storage.bar_q, storage.q.data(), w.row0, h_kv, w.b);
+        } else if (i == 0) {
           Barrier::arrive_and_expect_tx(&storage.bar_q, Traits::kBytesQ);
           copy(p.tma_q.with(storage.bar_q), tQgQ, tQsQ);
         }
@@ -255,9 +260,17 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   Tensor rO = make_tensor(acc_o.data(), gmma_rowcol_layout(acc_o.layout()));
   if (!w.valid) return;
 
-  // The dequantized logit of codes q, k is (q qd) (k kd) scale. One descale per (batch, head): they fold into the
-  // softmax scale. Block descales: each thread's rows take their q descale (row_qd) and each tile's columns their
-  // k descale (scale_by_block_descales), on S before the mask and the softmax.
+  // Packed GQA with a group that does not divide kBlockM: the tile's last rows hold no query and no load writes
+  // them; zero them once, so that the products never read stale or uninitialized shared memory.
+  if (const int packed_rows = kBlockM / p.pack_gqa * p.pack_gqa; packed_rows < kBlockM) {
+    zero_smem_rows<Traits::kConsumerThreads>(sQ, packed_rows, ctid);
+  }
+  const TileRows rows = TileRows::of(w, p.pack_gqa);
+
+  // The dequantized logit of codes q, k is (q qd) (k kd) scale. One descale per (batch, head): they fold into each
+  // row's softmax scale (rows of a packed tile belong to different query heads). Block descales (never packed):
+  // each thread's rows take their q descale (row_qd) and each tile's columns their k descale (scale_scores), on S
+  // before the mask and the softmax.
   float row_qd[kRows];
   float v_max = 1.0f;  // block descales: the largest v descale of the sequence's kv head (see below)
   if constexpr (kBlockScales) {
@@ -268,9 +281,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     }
     v_max = largest_v_descale(p, storage.v_descale_max, w.b, h_kv, ctid);
   }
-  const float score_scale =
-      kBlockScales ? p.scale : p.scale * p.q_descale.at(w.b, w.h) * p.k_descale.at(w.b, h_kv);
-  OnlineSoftmax<kRows> softmax(score_scale * 1.4426950408889634f, Traits::kPScaleLog2);
+  float score_scale[kRows];
+  OnlineSoftmax<kRows, true> softmax(0.0f, Traits::kPScaleLog2);
+  CUTE_UNROLL
+  for (int mi = 0; mi < kRows; ++mi) {
+    const int head = rows.head(get<0>(rC(mi, 0)));
+    score_scale[mi] = kBlockScales ? p.scale : p.scale * p.q_descale.at(w.b, head) * p.k_descale.at(w.b, h_kv);
+    softmax.set_row_scale(mi, score_scale[mi] * 1.4426950408889634f);
+  }
   // Block descales. Before the softmax: S (mi, ni) times row_qd[mi] and the k descale of its key. After it: P's key
   // column times v descale / v_max, so that P V, accumulated in V's codes, carries each key's v descale relative
   // to the largest (P stays within e4m3's range: the factors are at most 1); the epilogue multiplies v_max back.
@@ -308,7 +326,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   if (n_tiles > 0) Barrier::wait(&storage.bar_q, 0);
   PipelineState read;
   auto mask = [&](int n_block) {
-    if (n_block < full_lo || n_block >= full_hi) sm80::apply_mask(rS, rC, w.rule, w.row0, n_block * kBlockN);
+    if (n_block < full_lo || n_block >= full_hi) {
+      sm80::apply_mask(rS, rC, w.rule, w.row0, n_block * kBlockN, p.pack_gqa);
+    }
   };
   // O += P Vt of key tile i (the i-th visited), once its Vt is written.
   auto issue_pv = [&](int i) {
@@ -373,20 +393,19 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   // Epilogue: each row through core::SoftmaxState (sink, rows that saw nothing); O / (row sum x kPScale) x V's
   // descale, stored with the LSE.
   const float v_descale = kBlockScales ? v_max : p.v_descale.at(w.b, h_kv);
-  const float sink = p.sinks ? p.sinks[w.h] : 0.0f;
   float row_lse[kRows];
   CUTE_UNROLL
   for (int mi = 0; mi < kRows; ++mi) {
     core::SoftmaxState<float> state;
-    state.m = softmax.row_max[mi] == -INFINITY ? -INFINITY : softmax.row_max[mi] * score_scale;
+    state.m = softmax.row_max[mi] == -INFINITY ? -INFINITY : softmax.row_max[mi] * score_scale[mi];
     state.l = sm80::quad_sum(softmax.row_sum[mi]) * (1.0f / Traits::kPScale);  // exact: a power of two
-    const float keep = p.sinks ? state.add_sink(sink) : 1.0f;
+    const float keep = p.sinks ? state.add_sink(p.sinks[rows.head(get<0>(rC(mi, 0)))]) : 1.0f;
     const float factor = keep * state.inv_sum() * (v_descale / Traits::kPScale);
     row_lse[mi] = state.lse();
     CUTE_UNROLL
     for (int ni = 0; ni < size<1>(rO); ++ni) rO(mi, ni) *= factor;
   }
-  store_lse_and_out<OutElement>(p, w.b, TileRows::of(w, 1), row_lse, rC, cO, acc_o);
+  store_lse_and_out<OutElement>(p, w.b, rows, row_lse, rC, cO, acc_o);
 #endif
 }
 

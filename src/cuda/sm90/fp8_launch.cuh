@@ -15,6 +15,7 @@
 #include "cuda/sm90/fp8_forward.hpp"
 #include "cuda/sm90/fp8_kernel.cuh"
 #include "cuda/sm90/fp8_traits.cuh"
+#include "cuda/sm90/packed_gqa.cuh"
 #include "cuda/sm90/tma_view.cuh"
 
 namespace ioattn::detail::sm90 {
@@ -52,7 +53,12 @@ Fp8ForwardParams<Traits> make_fp8_params(const Fp8Problem& fp) {
   kp.seqlen_q = int(p.seqlen_q);
   kp.seqlen_k = int(p.seqlen_k);
   kp.group_size = int(p.group_size());
-  kp.num_m_blocks = int((p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM);
+  // Packed GQA with per-head descales (a block descale's row would need its head's and token's block).
+  kp.pack_gqa = fp.block_rows > 0 ? 1 : choose_pack_gqa(p, Traits::kBlockM);
+  make_packed_q<typename Traits::Element>(p, kDim, Traits::kBlockM, p.seqlen_q, p.batch, kp.pack_gqa,
+                                          &kp.tma_q_packed, kp.q_tile_bytes);
+  const int tile_tokens = Traits::kBlockM / kp.pack_gqa;
+  kp.num_m_blocks = int((p.seqlen_q + tile_tokens - 1) / tile_tokens);
   // Block descales come in powers of two of rows (fp8_forward_unsupported), so a row's block is a shift away.
   int shift = 0;
   while (fp.block_rows > 0 && (std::int64_t(1) << shift) < fp.block_rows) ++shift;
@@ -96,7 +102,7 @@ void launch_fp8_kernel(const Fp8Problem& fp) {
   sm80::DeviceScope device(p.device_index);
   opt_in_shared_memory(reinterpret_cast<const void*>(kernel), kSmem, p.device_index, "cuda_sm90 fp8 forward");
   const Fp8ForwardParams<Traits> kp = make_fp8_params<Traits>(fp);
-  const dim3 grid{unsigned(std::int64_t(kp.num_m_blocks) * p.heads_q * p.batch)};
+  const dim3 grid{unsigned(std::int64_t(kp.num_m_blocks) * (p.heads_q / kp.pack_gqa) * p.batch)};
   kernel<<<grid, Traits::kThreads, kSmem, static_cast<cudaStream_t>(p.stream)>>>(kp);
   sm80::cuda_check(cudaGetLastError(), "cuda_sm90 fp8 forward kernel launch");
 }

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include <cuda.h>
 #include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/atom/copy_traits_sm90_tma.hpp>
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
@@ -136,7 +137,10 @@ struct Fp8ForwardParams {
   const std::int32_t* cu_seqlens_q = nullptr;
   const std::int32_t* cu_seqlens_k = nullptr;
   std::int64_t total_q = 0, total_k = 0;
-  int pack_gqa = 1;  // one query head per tile (the bf16 forward's packed GQA is not in the FP8 kernel)
+  // Packed GQA (packed_gqa.cuh; per-head descales only): pack_gqa query heads per tile, Q through tma_q_packed.
+  int pack_gqa = 1;
+  CUtensorMap tma_q_packed;
+  std::uint32_t q_tile_bytes = 0;
 };
 
 }  // namespace ioattn::detail::sm90

@@ -28,17 +28,17 @@ auto make_gmem_view(const Operand& x, std::int64_t rows, std::int64_t heads, std
 }
 
 // Packed GQA: the tensor map that loads a query tile of `tokens` rows x `group` heads of one kv head's group, as
-// tokens * group consecutive tile rows (row r = token r / group, head r % group), 64 columns (128 bytes, the
-// swizzle's width) per load. Dimensions, innermost first: (dim, head in group, row, kv head, batch). cute's tensor
-// maps need the box as a compile-time shape; the group is a run-time value, so this one is encoded directly.
-// Returns false where the driver refuses it (the caller then does not pack).
+// tokens * group consecutive tile rows (row r = token r / group, head r % group), 128 bytes (the swizzle's width:
+// 64 bf16 / fp16 or 128 e4m3 columns) per load. Dimensions, innermost first: (dim, head in group, row, kv head,
+// batch). cute's tensor maps need the box as a compile-time shape; the group is a run-time value, so this one is
+// encoded directly. Returns false where the driver refuses it (the caller then does not pack).
 template <class Element>
 bool make_packed_q_map(CUtensorMap* map, const Operand& q, int dim, std::int64_t rows, std::int64_t heads_kv,
                        int group, std::int64_t batches, int tokens) {
-  static_assert(sizeof(Element) == 2);
-  constexpr CUtensorMapDataType kType = std::is_same_v<Element, cutlass::bfloat16_t>
-                                            ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-                                            : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  static_assert(sizeof(Element) == 2 || std::is_same_v<Element, cutlass::float_e4m3_t>);
+  constexpr CUtensorMapDataType kType = std::is_same_v<Element, cutlass::bfloat16_t> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                        : sizeof(Element) == 2                         ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                                                                       : CU_TENSOR_MAP_DATA_TYPE_UINT8;
   constexpr std::uint64_t kBytes = sizeof(Element);
   // A dimension of extent 1 is never stepped; give it a valid stride all the same (a 16-byte multiple).
   const std::uint64_t head_stride = std::uint64_t(q.head_stride > 0 ? q.head_stride : dim) * kBytes;
@@ -47,7 +47,7 @@ bool make_packed_q_map(CUtensorMap* map, const Operand& q, int dim, std::int64_t
   const cuuint64_t extent[5] = {cuuint64_t(dim), cuuint64_t(group), cuuint64_t(rows > 1 ? rows : 1),
                                 cuuint64_t(heads_kv), cuuint64_t(batches)};
   const cuuint64_t stride[4] = {head_stride, row_stride, head_stride * group, batch_stride};
-  const cuuint32_t box[5] = {64, cuuint32_t(group), cuuint32_t(tokens), 1, 1};
+  const cuuint32_t box[5] = {cuuint32_t(128 / kBytes), cuuint32_t(group), cuuint32_t(tokens), 1, 1};
   const cuuint32_t step[5] = {1, 1, 1, 1, 1};
   const CUresult status = CUTLASS_CUDA_DRIVER_WRAPPER_CALL(cuTensorMapEncodeTiled)(
       map, kType, 5, q.ptr, extent, stride, box, step, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
