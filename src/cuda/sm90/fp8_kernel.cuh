@@ -266,6 +266,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     zero_smem_rows<Traits::kConsumerThreads>(sQ, packed_rows, ctid);
   }
   const TileRows rows = TileRows::of(w, p.pack_gqa);
+  // A warpgroup whose 64 rows hold no query (a tile of at most 64 rows: decoding, few queries per head) issues no
+  // product and no softmax; it only keeps its place in the barriers, so that the other one runs at its own pace.
+  const bool active = (warpgroup - 1) * 64 < rows.valid;
 
   // The dequantized logit of codes q, k is (q qd) (k kd) scale. One descale per (batch, head): they fold into each
   // row's softmax scale (rows of a packed tile belong to different query heads). Block descales (never packed):
@@ -333,21 +336,26 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
   // O += P Vt of key tile i (the i-th visited), once its Vt is written.
   auto issue_pv = [&](int i) {
     PlainBarrier::wait(&storage.vt_full[i % kStages], (i / kStages) & 1);
-    wgmma_gemm<false>(mma_pv, tOrP, tOrVt(_, _, _, i % kStages), acc_o);
+    if (active) wgmma_gemm<false>(mma_pv, tOrP, tOrVt(_, _, _, i % kStages), acc_o);
+  };
+  auto issue_s = [&] {
+    if (active) wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), acc_s);
   };
   auto release_vt = [&](int i) { PlainBarrier::arrive(&storage.vt_empty[i % kStages]); };
   if constexpr (!kOverlap) {
     for (int i = 0; i < n_tiles; ++i) {
       pipe_k.consumer_wait(read);
-      wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), acc_s);
+      issue_s();
       warpgroup_wait<0>();
       pipe_k.consumer_release(read);
-      scale_scores(w.n_block_max - 1 - i);
-      mask(w.n_block_max - 1 - i);
-      softmax.fold(rS, alpha);
-      softmax.template rescale<true>(rO, alpha);
-      scale_probabilities(w.n_block_max - 1 - i);
-      p_as_a_operand(acc_s, tOrP);
+      if (active) {
+        scale_scores(w.n_block_max - 1 - i);
+        mask(w.n_block_max - 1 - i);
+        softmax.fold(rS, alpha);
+        softmax.template rescale<true>(rO, alpha);
+        scale_probabilities(w.n_block_max - 1 - i);
+        p_as_a_operand(acc_s, tOrP);
+      }
       issue_pv(i);
       warpgroup_wait<0>();
       release_vt(i);
@@ -359,31 +367,37 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     // The first tile: S alone (O is still zero: no rescale).
     if constexpr (kPingPong) turns.wait_turn();
     pipe_k.consumer_wait(read);
-    wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), acc_s);
+    issue_s();
     if constexpr (kPingPong) turns.pass_turn();
     warpgroup_wait<0>();
     pipe_k.consumer_release(read);
     ++read;
-    mask(w.n_block_max - 1);
-    softmax.fold(rS, alpha);
-    p_as_a_operand(acc_s, tOrP);
+    if (active) {
+      mask(w.n_block_max - 1);
+      softmax.fold(rS, alpha);
+      p_as_a_operand(acc_s, tOrP);
+    }
     // Steady state: S(i) and P(i - 1) Vt(i - 1) in flight together; the softmax of S(i) runs under the P V. P is in
     // registers apart from S, so S(i) may overwrite the accumulator while P(i - 1) is still being read.
     for (int i = 1; i < n_tiles; ++i) {
       if constexpr (kPingPong) turns.wait_turn();
       pipe_k.consumer_wait(read);
-      wgmma_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), acc_s);
+      issue_s();
       issue_pv(i - 1);
       if constexpr (kPingPong) turns.pass_turn();
       warpgroup_wait<1>();  // batches retire in order: S(i) is done, P V may still run
       pipe_k.consumer_release(read);
       ++read;
-      mask(w.n_block_max - 1 - i);
-      softmax.fold(rS, alpha);
+      if (active) {
+        mask(w.n_block_max - 1 - i);
+        softmax.fold(rS, alpha);
+      }
       warpgroup_wait<0>();  // P(i - 1) V done: its registers and O may be touched again
       release_vt(i - 1);
-      softmax.template rescale<true>(rO, alpha);  // O so far, P(i - 1) V included, is relative to the old row max
-      p_as_a_operand(acc_s, tOrP);
+      if (active) {
+        softmax.template rescale<true>(rO, alpha);  // O so far, P(i - 1) V included, is relative to the old row max
+        p_as_a_operand(acc_s, tOrP);
+      }
     }
     issue_pv(n_tiles - 1);
     warpgroup_wait<0>();
