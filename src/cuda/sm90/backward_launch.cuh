@@ -27,7 +27,8 @@ template <DType kDtype>
 using BackwardElement = std::conditional_t<kDtype == DType::f16, cutlass::half_t, cutlass::bfloat16_t>;
 
 // IOATTN_SM90_BWD_DQ (read once) picks how dQ reaches the accumulator, for side-by-side timing: 0 (the default),
-// a TMA reduce-add per tile; 1, the consumers' two-wide atomics from registers.
+// TMA reduce-adds (one per tile; at head dim 256 one per 32-column piece); 1, the consumers' two-wide atomics from
+// registers.
 constexpr int kDefaultDqMode = kDqTmaReduce;
 inline int dq_mode_from_env() {
   static const int mode = [] {
