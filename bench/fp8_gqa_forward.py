@@ -48,7 +48,8 @@ def run_row(lib, dim, row, args):
     a8 = Fp8ForwardArgs(view(q8), view(k8), view(v8), Fp8Scales(view(qd), view(kd), view(vd), 0), view(out8), none)
     fwd16 = lambda: check(lib, lib.ioattn_forward(ctypes.byref(a16), ctypes.byref(p)), "bf16 forward")  # noqa: E731
     fwd8 = lambda: check(lib, lib.ioattn_forward_fp8(ctypes.byref(a8), ctypes.byref(p)), "fp8 forward")  # noqa: E731
-    fns = {"fp8 packed": with_pack("1", fwd8), "fp8 one head": with_pack("0", fwd8), "bf16 packed": with_pack("1", fwd16)}
+    fns = {"fp8 packed": with_pack("1", fwd8), "fp8 one head": with_pack("0", fwd8),
+           "bf16 packed": with_pack("1", fwd16)}
     for fn in fns.values():
         fn()
     torch.cuda.synchronize()

@@ -215,7 +215,8 @@ __forceinline__ __device__ void zero_smem_rows(SmemTile&& s, int first_row, int 
   for (int trip = 0; trip < kTrips; ++trip) {
     const int item = first_item + trip * kThreads + ctid;
     if (item < kTileRows * kChunks) {
-      const std::uint32_t addr = cute::cast_smem_ptr_to_uint(raw_pointer_cast(&s(item / kChunks, item % kChunks * kPerChunk)));
+      const std::uint32_t addr =
+          cute::cast_smem_ptr_to_uint(raw_pointer_cast(&s(item / kChunks, item % kChunks * kPerChunk)));
       asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
     }
   }
