@@ -27,6 +27,10 @@ std::size_t backward_workspace_bytes(const BackwardProblem& p);
 // queries: S^T, dP^T 32, dK and dV 64 each (at 256, half the columns each: backward_traits.cuh).
 constexpr int backward_block_m(int dim) { return dim == 64 ? 128 : 64; }
 
+// dQ warps of the main kernel at head dim `dim`: one, or above 128 one per consumer warpgroup, each sending its own
+// columns (backward_traits.cuh). The deterministic order keeps a semaphore per query tile and dQ warp.
+constexpr int backward_dq_warps(int dim) { return dim > 128 ? 2 : 1; }
+
 // Uses p.workspace when it holds backward_workspace_bytes(p), else allocates (stream-ordered) and frees its own.
 void run_backward(const BackwardProblem& p);
 

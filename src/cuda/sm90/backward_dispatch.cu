@@ -51,10 +51,9 @@ std::int64_t query_tiles(const BackwardProblem& p) {
 }
 
 sm80::bwd::WorkspaceLayout workspace_layout(const BackwardProblem& p) {
-  // One semaphore per query tile and dQ warp (two at head dim 256: backward_kernel.cuh).
-  const std::size_t hands = p.dim_qk > 128 ? 2 : 1;
+  const std::size_t dq_warps = std::size_t(backward_dq_warps(int(p.dim_qk)));
   return sm80::bwd::WorkspaceLayout::make(
-      p, p.deterministic ? std::size_t(p.batch * p.heads_q * query_tiles(p)) * hands : 0);
+      p, p.deterministic ? std::size_t(p.batch * p.heads_q * query_tiles(p)) * dq_warps : 0);
 }
 
 }  // namespace

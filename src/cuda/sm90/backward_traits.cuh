@@ -22,6 +22,7 @@
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
 #include <cute/tensor.hpp>
 
+#include "cuda/sm90/backward.hpp"
 #include "cuda/sm90/backward_scheduler.cuh"
 
 namespace ioattn::detail::sm90 {
@@ -96,7 +97,8 @@ struct BackwardTraits {
   // the accumulator's pairs of adjacent columns land in different banks across the rows a warp writes.
   // kSplitDim: a piece of one warpgroup's 32 columns; the buffer holds one per warpgroup (kDqBuffers).
   static constexpr int kDqPiece = kSplitDim ? 32 : kDim;
-  static constexpr int kDqBuffers = kSplitDim ? 2 : 1;
+  static constexpr int kDqBuffers = backward_dq_warps(kDim);
+  static_assert(kDqBuffers == (kSplitDim ? 2 : 1), "one dQ warp and buffer per warpgroup exactly when split");
   static constexpr int kDqPiecesPerChunk = kSplitDim ? kDqChunk / 2 / kDqPiece : 1;  // per warpgroup
   using SmemLayoutdQ =
       decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<float>{}, Shape<Int<kBlockM>, Int<kDqPiece>>{}));
