@@ -3,11 +3,8 @@
 #pragma once
 
 #include <algorithm>
-#include <atomic>
-#include <climits>
 #include <cstdint>
 #include <cstdlib>
-#include <string>
 #include <type_traits>
 
 #include <cuda_runtime.h>
@@ -23,7 +20,6 @@
 #include "cuda/sm90/packed_gqa.cuh"
 #include "cuda/sm90/tma_view.cuh"
 #include "cuda/sm90/varlen_isolation.hpp"
-#include "ioattn/error.hpp"
 
 namespace ioattn::detail::sm90 {
 
