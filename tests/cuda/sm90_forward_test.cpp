@@ -2,10 +2,10 @@
 // compiled head dim (64, 128, 256, 192/128) and dtype on multi-tile shapes that are no multiple of the tile sizes,
 // under every mask kind, with GQA, sinks, padded strides, varlen with empty sequences, softcap and ALiBi; a second
 // run must agree bit for bit (a missing barrier or a pipeline phase error would show as a moving result); packed
-// GQA against the reference and against the bits of one head per tile; varlen isolation (a neighbour's non-finite
-// K and V rows must not reach a sequence's output); and the refusals that send work to the sm80 backend. Judged by
-// the fp64 reference and the 2x-naive bound (src/numerics/error_bound.hpp). Without a Hopper GPU every test skips,
-// saying why.
+// GQA against the reference and against the bits of one head per tile; O's TMA stores against the register stores;
+// varlen isolation (a neighbour's non-finite K and V rows must not reach a sequence's output); and the refusals
+// that send work to the sm80 backend. Judged by the fp64 reference and the 2x-naive bound
+// (src/numerics/error_bound.hpp). Without a Hopper GPU every test skips, saying why.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -241,6 +241,52 @@ TEST(Sm90PackedGqa, MatchesReferenceAndUnpackedBits) {
     }
     EXPECT_EQ(bit_differences(packed.out, unpacked.out), "") << "out, packed vs one head per tile";
     EXPECT_EQ(bit_differences(packed.lse, unpacked.lse), "") << "lse, packed vs one head per tile";
+  }
+}
+
+// O leaves by TMA stores from a buffer per consumer warpgroup (head dims 64 and 128), or straight from registers
+// (IOATTN_SM90_FWD_OUT_STORE=1, and tiles a tensor map cannot store: a varlen sequence ending inside a warpgroup's
+// rows). Both must give the same bits. The problems have more tiles than a persistent grid has CTAs, so each CTA
+// reuses its buffers (a store still reading a buffer that the next tile overwrites would show here), and varlen
+// sequences end inside either warpgroup's rows.
+std::vector<Case> out_store_cases() {
+  std::vector<Case> cases;
+  for (const Case& base : forward_bases()) {
+    if (base.dim_qk > 128 || base.dtype != DType::bf16) continue;  // the other head dims store from registers
+    Case c = base;
+    c.heads_q = 32, c.heads_kv = 8;
+    c.seqlen_q = 1100, c.seqlen_k = 160;  // 9 query tiles x 32 heads: 288 tiles
+    cases.push_back(c);
+    c.mask = Mask::causal();  // the heavy-first order
+    c.sinks = true;
+    cases.push_back(c);
+    Case varlen = base;
+    varlen.heads_q = 16, varlen.heads_kv = 16;
+    varlen.varlen_q = {300, 64, 1000, 150, 0, 700};
+    varlen.varlen_k = {160, 100, 200, 64, 50, 129};
+    cases.push_back(varlen);
+  }
+  return cases;
+}
+
+TEST(Sm90OutStore, TmaMatchesReferenceAndRegisterBits) {
+  if (std::string why = why_no_sm90(); !why.empty()) GTEST_SKIP() << "cuda_sm90 not exercised: " << why;
+  for (const Case& c : out_store_cases()) {
+    SCOPED_TRACE(c.name() + ", " + seed_text() + " reproduces these inputs");
+    CaseData data(c);
+    Results tma, registers;
+    {
+      ScopedEnv on("IOATTN_SM90_FWD_OUT_STORE", "0");
+      tma = data.run(kImpl, Device::cuda, false);
+    }
+    for (const Comparison& cmp : data.compare_all(tma, false)) EXPECT_TRUE(cmp.ok()) << cmp.describe();
+    EXPECT_EQ(tma.stray_writes, 0) << "written outside the outputs' views, first: " << tma.stray_where;
+    {
+      ScopedEnv off("IOATTN_SM90_FWD_OUT_STORE", "1");
+      registers = data.run(kImpl, Device::cuda, false);
+    }
+    EXPECT_EQ(bit_differences(tma.out, registers.out), "") << "out, TMA vs register stores";
+    EXPECT_EQ(bit_differences(tma.lse, registers.lse), "") << "lse, TMA vs register stores";
   }
 }
 

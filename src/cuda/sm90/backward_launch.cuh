@@ -96,17 +96,6 @@ inline bool dkv_tma_from_env() {
   return tma;
 }
 
-// A tensor map can describe x as (rows, dim, heads, batch): a 16-byte aligned base, and 16-byte multiples for the
-// strides of every extent above 1 (the others are replaced by make_gmem_view).
-inline bool tma_describable(const Operand& x, std::int64_t rows, std::int64_t heads, std::int64_t batches,
-                            std::int64_t element_bytes) {
-  const auto fits = [&](std::int64_t extent, std::int64_t stride) {
-    return extent <= 1 || (stride > 0 && stride * element_bytes % 16 == 0);
-  };
-  return reinterpret_cast<std::uintptr_t>(x.ptr) % 16 == 0 && fits(rows, x.seq_stride) &&
-         fits(heads, x.head_stride) && fits(batches, x.batch_stride);
-}
-
 template <class Traits>
 BackwardParams<Traits> make_backward_params(const BackwardProblem& p, const BackwardBuffers& buffers) {
   const bool varlen = p.is_varlen();

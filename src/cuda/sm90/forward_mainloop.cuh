@@ -146,24 +146,27 @@ struct TileRows {
   __forceinline__ __device__ int head(int r) const { return first_head + (pack == 1 ? 0 : r % pack); }
 };
 
-// The epilogue's stores, shared by the bf16 and FP8 forwards: each row's LSE (one lane of each quad writes its
-// rows) and O converted to OutElement straight from registers: in the row-column view, columns (2j, 2j + 1) of a
-// row are adjacent in the fragment and in the row, so each store is 4 bytes at an even column of a 16-byte aligned
-// row. Rows from rows.valid on are not written. `p` has the kernels' out/lse pointers and strides.
-template <class OutElement, int kRows, class Params, class RowColCoords, class OCoords, class AccO>
-__forceinline__ __device__ void store_lse_and_out(const Params& p, int b, const TileRows& rows,
-                                                  const float (&row_lse)[kRows], const RowColCoords& rC,
-                                                  const OCoords& cO, const AccO& acc_o) {
-  if (p.lse != nullptr && get<1>(rC(0, 0)) == 0) {
-    CUTE_UNROLL
-    for (int mi = 0; mi < kRows; ++mi) {
-      const int row = get<0>(rC(mi, 0));
-      if (row < rows.valid) {
-        p.lse[b * p.lse_batch_stride + rows.token(row) * p.lse_row_stride + rows.head(row) * p.lse_head_stride] =
-            row_lse[mi];
-      }
+// The epilogue's stores from registers, shared by the bf16 and FP8 forwards. store_lse: each row's LSE (one lane of
+// each quad writes its rows). store_out: O converted to OutElement: in the row-column view, columns (2j, 2j + 1) of
+// a row are adjacent in the fragment and in the row, so each store is 4 bytes at an even column of a 16-byte
+// aligned row. Rows from rows.valid on are not written. `p` has the kernels' out/lse pointers and strides.
+template <int kRows, class Params, class RowColCoords>
+__forceinline__ __device__ void store_lse(const Params& p, int b, const TileRows& rows, const float (&row_lse)[kRows],
+                                          const RowColCoords& rC) {
+  if (p.lse == nullptr || get<1>(rC(0, 0)) != 0) return;
+  CUTE_UNROLL
+  for (int mi = 0; mi < kRows; ++mi) {
+    const int row = get<0>(rC(mi, 0));
+    if (row < rows.valid) {
+      p.lse[b * p.lse_batch_stride + rows.token(row) * p.lse_row_stride + rows.head(row) * p.lse_head_stride] =
+          row_lse[mi];
     }
   }
+}
+
+template <class OutElement, class Params, class OCoords, class AccO>
+__forceinline__ __device__ void store_out(const Params& p, int b, const TileRows& rows, const OCoords& cO,
+                                          const AccO& acc_o) {
   Tensor rOut = sm80::convert_tensor<OutElement>(acc_o);
   Tensor rOutRC = make_tensor(rOut.data(), gmma_rowcol_layout(rOut.layout()));
   Tensor rCO = make_tensor(cO.data(), gmma_rowcol_layout(cO.layout()));
@@ -181,6 +184,14 @@ __forceinline__ __device__ void store_lse_and_out(const Params& p, int b, const 
   }
 }
 
+template <class OutElement, int kRows, class Params, class RowColCoords, class OCoords, class AccO>
+__forceinline__ __device__ void store_lse_and_out(const Params& p, int b, const TileRows& rows,
+                                                  const float (&row_lse)[kRows], const RowColCoords& rC,
+                                                  const OCoords& cO, const AccO& acc_o) {
+  store_lse(p, b, rows, row_lse, rC);
+  store_out<OutElement>(p, b, rows, cO, acc_o);
+}
+
 // Ping-pong turn-taking between the two consumer warpgroups on named barriers 1 and 2 (after CUTLASS's reserved
 // ones). Each barrier counts both warpgroups: the waiting one's sync and the other's arrive.
 struct WarpgroupTurns {
@@ -195,9 +206,10 @@ struct WarpgroupTurns {
   __forceinline__ __device__ void pass_turn() const { cutlass::arch::NamedBarrier::arrive(kThreads, 2 - consumer); }
 };
 
-// Consumer-wide named barrier for zero_smem_rows (after WarpgroupTurns' 1 and 2). Named apart from the backward's
-// barriers, which live in the same namespace.
+// Consumer-wide named barrier for zero_smem_rows (after WarpgroupTurns' 1 and 2), and one per consumer warpgroup
+// for its O buffer (store_out_tma). Named apart from the backward's barriers, which live in the same namespace.
 constexpr std::uint32_t kForwardZeroRowsBarrier = 3;
+constexpr std::uint32_t kForwardOutBarrier = 4;  // + the consumer warpgroup (0, 1)
 
 // Zeroes rows [first_row, rows), first_row >= 1, of a 128-byte swizzled (rows, cols) tile in shared memory, by all
 // kThreads threads of the consumer warpgroups, for wgmma to read next. 16-byte chunks: the swizzle permutes whole

@@ -57,21 +57,27 @@ __forceinline__ __device__ std::int64_t tile_of_round(std::int64_t k) {
 template <int kBlockM, int kBlockN, TileOrder kOrder, class Params>
 __forceinline__ __device__ TileWork resolve_tile(const Params& p, std::int64_t t) {
   TileWork w;
-  const int heads = p.heads_q / p.pack_gqa;  // (head or group, sequence) pairs per sequence
-  const int tokens = kBlockM / p.pack_gqa;   // tokens per query tile
-  std::int64_t hb;
+  // 32-bit unsigned division: a 64-bit one is a long software sequence, and this runs on the consumers' path
+  // between two tiles. forward_unsupported refuses more than 2^31 - 1 tiles (packing adds at most one per group
+  // and sequence).
+  const std::uint32_t tile = std::uint32_t(t);
+  const std::uint32_t heads = std::uint32_t(p.heads_q / p.pack_gqa);  // (head or group, sequence) pairs per sequence
+  const int tokens = kBlockM / p.pack_gqa;                            // tokens per query tile
+  const std::uint32_t m_blocks = std::uint32_t(p.num_m_blocks);
+  std::uint32_t hb;
   if constexpr (kOrder == TileOrder::heavy_first) {
-    const std::int64_t pairs = std::int64_t(heads) * p.batch;
-    const std::int64_t per_section = std::int64_t(p.section_heads) * p.num_m_blocks;
-    const std::int64_t section = t / per_section;
-    const std::int64_t first_pair = section * p.section_heads;
-    const std::int64_t pairs_here = pairs - first_pair < p.section_heads ? pairs - first_pair : p.section_heads;
-    const std::int64_t r = t - section * per_section;
-    w.m_block = p.num_m_blocks - 1 - int(r / pairs_here);
+    const std::uint32_t pairs = heads * std::uint32_t(p.batch);
+    const std::uint32_t section_heads = std::uint32_t(p.section_heads);
+    const std::uint32_t per_section = section_heads * m_blocks;
+    const std::uint32_t section = tile / per_section;
+    const std::uint32_t first_pair = section * section_heads;
+    const std::uint32_t pairs_here = pairs - first_pair < section_heads ? pairs - first_pair : section_heads;
+    const std::uint32_t r = tile - section * per_section;
+    w.m_block = int(m_blocks - 1 - r / pairs_here);
     hb = first_pair + r % pairs_here;
   } else {
-    w.m_block = p.num_m_blocks - 1 - int(t % p.num_m_blocks);
-    hb = t / p.num_m_blocks;
+    w.m_block = int(m_blocks - 1 - tile % m_blocks);
+    hb = tile / m_blocks;
   }
   w.h = int(hb % heads) * p.pack_gqa;
   w.b = int(hb / heads);

@@ -27,6 +27,17 @@ auto make_gmem_view(const Operand& x, std::int64_t rows, std::int64_t heads, std
                      make_stride(row_stride, _1{}, head_stride, batch_stride));
 }
 
+// A tensor map can describe x as (rows, dim, heads, batch): a 16-byte aligned base, and 16-byte multiples for the
+// strides of every extent above 1 (the others are replaced by make_gmem_view).
+inline bool tma_describable(const Operand& x, std::int64_t rows, std::int64_t heads, std::int64_t batches,
+                            std::int64_t element_bytes) {
+  const auto fits = [&](std::int64_t extent, std::int64_t stride) {
+    return extent <= 1 || (stride > 0 && stride * element_bytes % 16 == 0);
+  };
+  return reinterpret_cast<std::uintptr_t>(x.ptr) % 16 == 0 && fits(rows, x.seq_stride) &&
+         fits(heads, x.head_stride) && fits(batches, x.batch_stride);
+}
+
 // Packed GQA: the tensor map that loads a query tile of `tokens` rows x `group` heads of one kv head's group, as
 // tokens * group consecutive tile rows (row r = token r / group, head r % group), 128 bytes (the swizzle's width:
 // 64 bf16 / fp16 or 128 e4m3 columns) per load. Dimensions, innermost first: (dim, head in group, row, kv head,
