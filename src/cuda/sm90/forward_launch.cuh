@@ -67,8 +67,7 @@ int heavy_first_section_heads(const Problem& p, int pack) {
 }
 
 // IOATTN_SM90_FWD_OUT_STORE (read at every launch, like IOATTN_SM90_PACK_GQA): unset or 0, O leaves by TMA stores
-// where the kernel has the buffer for it (ForwardTraits::kSmemOut) and the tensor allows a tensor map; 1, always
-// straight from registers (for tests and side-by-side timing).
+// where the tensor allows a tensor map; 1, always straight from registers (for tests and side-by-side timing).
 inline bool out_tma_from_env() {
   const char* env = std::getenv("IOATTN_SM90_FWD_OUT_STORE");
   return !(env && *env && std::atoi(env) == 1);
@@ -93,11 +92,12 @@ ForwardParams<Traits> make_forward_params(const Problem& p) {
   fp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Element, kDimV>(p.v, rows_k, p.heads_kv, batches),
                            take<0, 2>(typename Traits::SmemLayoutV{}),
                            Shape<Int<Traits::kBlockN>, Int<kDimV>>{}, _1{});
-  fp.out_tma = Traits::kSmemOut && out_tma_from_env() &&
+  fp.out_tma = out_tma_from_env() &&
                tma_describable(p.out, rows_q, p.heads_q, batches, sizeof(Element));
   if (fp.out_tma) {
     fp.tma_out = make_tma_copy(SM90_TMA_STORE{}, make_gmem_view<Element, kDimV>(p.out, rows_q, p.heads_q, batches),
-                               typename Traits::SmemLayoutOutHalf{}, Shape<Int<Traits::kOutRows>, Int<kDimV>>{}, _1{});
+                               typename Traits::SmemLayoutOutHalf{},
+                               Shape<Int<Traits::kOutRows>, Int<Traits::kOutCols>>{}, _1{});
   }
   fp.pack_gqa = choose_pack_gqa(p, Traits::kBlockM);
   make_packed_q<Element>(p, kDim, Traits::kBlockM, rows_q, batches, fp.pack_gqa, &fp.tma_q_packed, fp.q_tile_bytes);
