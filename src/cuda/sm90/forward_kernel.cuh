@@ -26,6 +26,7 @@
 #include "cuda/sm80/common/tile_ops.cuh"
 #include "cuda/sm90/forward_mainloop.cuh"
 #include "cuda/sm90/forward_traits.cuh"
+#include "cuda/sm90/out_store.cuh"
 #include "cuda/sm90/packed_gqa.cuh"
 #include "cuda/sm90/tile_scheduler.cuh"
 #include "cuda/sm90/wgmma_ops.cuh"
@@ -33,53 +34,6 @@
 namespace ioattn::detail::sm90 {
 
 using namespace cute;
-
-// The epilogue's O by TMA: this consumer warpgroup's 64 rows by stmatrix into its own buffer, then a TMA store by its
-// first thread; chunk by chunk of Traits::kOutCols columns where the buffer does not hold them all. The last store
-// is left in flight: the warpgroup goes on to its next tile, and only its next epilogue (or the kernel's end) waits
-// for the store to have read the buffer. Rows past a dense sequence's end fall outside the tensor map and are not
-// written; the caller takes the register stores where a varlen tile's rows end inside this warpgroup's half (the
-// packed map would write the next sequence's rows).
-template <class Traits, class Params, class Storage, class AccO>
-__forceinline__ __device__ void store_out_tma(const Params& p, Storage& storage, const AccO& acc_o, const TileWork& w,
-                                              int consumer, int ctid) {
-  using Element = typename Traits::Element;
-  constexpr int kOutRows = Traits::kOutRows;
-  constexpr int kOutCols = Traits::kOutCols;
-  typename Traits::TiledMmaOut mma_out;
-  auto store = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_out);
-  auto thr_store = store.get_thread_slice(ctid);
-  Tensor sOut = make_tensor(make_smem_ptr(storage.out.data()), typename Traits::SmemLayoutOut{});
-  Tensor tOsOut = thr_store.partition_D(sOut);  // (query row, column of the chunk)
-  using ChunkLayout = decltype(partition_fragment_C(mma_out, Shape<Int<Traits::kBlockM>, Int<kOutCols>>{}).layout());
-  constexpr int kChunkValues = decltype(size(ChunkLayout{}))::value;
-  static_assert(kChunkValues * Traits::kOutChunks == decltype(size(acc_o))::value);
-  Tensor rOut = sm80::convert_tensor<Element>(acc_o);
-
-  const bool leader = ctid % 128 == 0;
-  const std::uint32_t barrier = kForwardOutBarrier + consumer;
-  const int bq = p.cu_seqlens_q != nullptr ? 0 : w.b;
-  using HalfLayout = typename Traits::SmemLayoutOutHalf;
-  Tensor sHalf = make_tensor(make_smem_ptr(storage.out.data() + consumer * cosize_v<HalfLayout>), HalfLayout{});
-  CUTE_UNROLL
-  for (int chunk = 0; chunk < Traits::kOutChunks; ++chunk) {
-    if (leader) tma_store_wait<0>();  // this warpgroup's previous store has read its buffer
-    cutlass::arch::NamedBarrier::sync(128, barrier);
-    Tensor rChunk = make_tensor(rOut.data() + chunk * kChunkValues, ChunkLayout{});
-    copy(store, thr_store.retile_S(rChunk), tOsOut);
-    cutlass::arch::fence_view_async_shared();  // visible to the TMA unit (the async proxy)
-    cutlass::arch::NamedBarrier::sync(128, barrier);
-    if (leader) {
-      Tensor mO = p.tma_out.get_tma_tensor(make_shape(p.map_rows_q, int(Traits::kDimV), p.heads_q, p.map_batch));
-      Tensor gO = local_tile(domain_offset(make_coord(int(w.span.q_offset), _0{}), mO(_, _, w.h, bq)),
-                             Shape<Int<kOutRows>, Int<kOutCols>>{},
-                             make_coord(w.m_block * Traits::kConsumerWarpgroups + consumer, chunk));
-      auto cta = p.tma_out.get_slice(_0{});
-      copy(p.tma_out, cta.partition_S(sHalf), cta.partition_D(gO));
-      tma_store_arrive();
-    }
-  }
-}
 
 // kOrder (tile_scheduler.cuh): one CTA per tile, or a persistent grid whose producer loads the next tile's K, V and
 // Q while the consumers finish the last P V and the epilogue of the current one.
@@ -259,19 +213,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
       }
 
       store_lse(p, w.b, rows, row_lse, rC);
-      // This warpgroup's rows, [half_row0, half_row0 + kOutRows) of the tile.
-      const int half_row0 = consumer * Traits::kOutRows;
-      const bool out_by_tma = p.out_tma && p.pack_gqa == 1 &&
-                              (p.cu_seqlens_q == nullptr ? w.rows_here > half_row0
-                                                         : w.rows_here >= half_row0 + Traits::kOutRows);
-      if (out_by_tma) {
-        store_out_tma<Traits>(p, storage, acc_o, w, consumer, ctid);
+      if (out_goes_by_tma<typename Traits::OutStore>(p, w, consumer)) {
+        store_out_tma<typename Traits::OutStore>(p, storage.out.data(), acc_o, w, consumer, ctid);
       } else {
         store_out<Element>(p, w.b, rows, cO, acc_o);
       }
       ++iter;
     }
-    if (ctid % 128 == 0) tma_store_wait<0>();  // the buffers stay valid until the stores have read them
+    out_store_drain(ctid);
   }
 #endif
 }

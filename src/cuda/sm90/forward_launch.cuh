@@ -66,13 +66,6 @@ int heavy_first_section_heads(const Problem& p, int pack) {
   return int(std::clamp<std::int64_t>(l2 / 2 / std::max<std::int64_t>(kv_bytes, 1), 1, pairs));
 }
 
-// IOATTN_SM90_FWD_OUT_STORE (read at every launch, like IOATTN_SM90_PACK_GQA): unset or 0, O leaves by TMA stores
-// where the tensor allows a tensor map; 1, always straight from registers (for tests and side-by-side timing).
-inline bool out_tma_from_env() {
-  const char* env = std::getenv("IOATTN_SM90_FWD_OUT_STORE");
-  return !(env && *env && std::atoi(env) == 1);
-}
-
 template <class Traits>
 ForwardParams<Traits> make_forward_params(const Problem& p) {
   const bool varlen = p.is_varlen();
@@ -92,13 +85,7 @@ ForwardParams<Traits> make_forward_params(const Problem& p) {
   fp.tma_v = make_tma_copy(SM90_TMA_LOAD{}, make_gmem_view<Element, kDimV>(p.v, rows_k, p.heads_kv, batches),
                            take<0, 2>(typename Traits::SmemLayoutV{}),
                            Shape<Int<Traits::kBlockN>, Int<kDimV>>{}, _1{});
-  fp.out_tma = out_tma_from_env() &&
-               tma_describable(p.out, rows_q, p.heads_q, batches, sizeof(Element));
-  if (fp.out_tma) {
-    fp.tma_out = make_tma_copy(SM90_TMA_STORE{}, make_gmem_view<Element, kDimV>(p.out, rows_q, p.heads_q, batches),
-                               typename Traits::SmemLayoutOutHalf{},
-                               Shape<Int<Traits::kOutRows>, Int<Traits::kOutCols>>{}, _1{});
-  }
+  fp.out_tma = make_out_tma<typename Traits::OutStore>(p.out, rows_q, p.heads_q, batches, fp.tma_out);
   fp.pack_gqa = choose_pack_gqa(p, Traits::kBlockM);
   make_packed_q<Element>(p, kDim, Traits::kBlockM, rows_q, batches, fp.pack_gqa, &fp.tma_q_packed, fp.q_tile_bytes);
   fp.map_rows_q = int(rows_q);

@@ -206,10 +206,9 @@ struct WarpgroupTurns {
   __forceinline__ __device__ void pass_turn() const { cutlass::arch::NamedBarrier::arrive(kThreads, 2 - consumer); }
 };
 
-// Consumer-wide named barrier for zero_smem_rows (after WarpgroupTurns' 1 and 2), and one per consumer warpgroup
-// for its O buffer (store_out_tma). Named apart from the backward's barriers, which live in the same namespace.
+// Consumer-wide named barrier for zero_smem_rows (after WarpgroupTurns' 1 and 2). Named apart from the backward's
+// barriers, which live in the same namespace.
 constexpr std::uint32_t kForwardZeroRowsBarrier = 3;
-constexpr std::uint32_t kForwardOutBarrier = 4;  // + the consumer warpgroup (0, 1)
 
 // Zeroes rows [first_row, rows), first_row >= 1, of a 128-byte swizzled (rows, cols) tile in shared memory, by all
 // kThreads threads of the consumer warpgroups, for wgmma to read next. 16-byte chunks: the swizzle permutes whole

@@ -16,6 +16,8 @@
 #include <cute/tensor.hpp>
 #include <cutlass/pipeline/sm90_pipeline.hpp>
 
+#include "cuda/sm90/out_store.cuh"
+
 namespace ioattn::detail::sm90 {
 
 using namespace cute;
@@ -66,35 +68,9 @@ struct ForwardTraits {
   using TmaV = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, take<0, 2>(SmemLayoutV{}),
                                       Shape<Int<kBlockN>, Int<kDimV>>{}, _1{}));
 
-  // The epilogue's O: each consumer warpgroup writes its 64 rows by stmatrix into a buffer of its own and stores them
-  // by TMA (cheaper than a 4-byte global store per element pair from registers, and asynchronous: the warpgroup goes
-  // on to its next tile while the TMA unit writes). The buffers hold kOutCols columns: all of O's where they fit
-  // beside Q, K and V (head dims 64 and 128), else half (256: 128 columns; 192/128: 64), stored one chunk of
-  // columns after the other.
-  static constexpr int kOutRows = kBlockM / kConsumerWarpgroups;  // one warpgroup's rows
-  static constexpr int out_buffer_fits(int cols) {
-    return (kBlockM * kDim + kStages * kBlockN * (kDim + kDimV) + kBlockM * cols) * int(sizeof(Element)) + 1024 <=
-           227 * 1024;
-  }
-  static constexpr int kOutCols = out_buffer_fits(kDimV) ? kDimV : kDimV / 2;
-  static_assert(kOutCols % 64 == 0 && out_buffer_fits(kOutCols), "O's buffer: whole 128-byte swizzle atoms");
-  static constexpr int kOutChunks = kDimV / kOutCols;
-  using SmemLayoutOutHalf = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kOutRows>, Int<kOutCols>>{}));
-  // (query row, column of the chunk) of the whole tile, each warpgroup's rows in its own contiguous half.
-  using SmemLayoutOutHalves =
-      decltype(tile_to_shape(SmemAtom{}, Shape<Int<kOutRows>, Int<kOutCols>, Int<kConsumerWarpgroups>>{}));
-  using SmemLayoutOut = decltype(composition(
-      SmemLayoutOutHalves{}, Layout<Shape<Shape<Int<kOutRows>, Int<kConsumerWarpgroups>>, Int<kOutCols>>,
-                                    Stride<Stride<_1, Int<kOutRows * kOutCols>>, Int<kOutRows>>>{}));
-  // P V's accumulator layout over one chunk of columns (for the stmatrix copy; it runs no products): a thread's
-  // values of chunk c are those of O's accumulator from c * (kOutCols / 2) on, as wgmma orders them by 8-column
-  // group last.
-  using TiledMmaOut = decltype(make_tiled_mma(
-      GMMA::rs_op_selector<Element, Element, float, Shape<Int<kBlockM>, Int<kOutCols>, Int<kBlockN>>,
-                           GMMA::Major::K, GMMA::Major::MN>(),
-      AtomLayout{}));
-  using TmaOut = decltype(make_tma_copy(SM90_TMA_STORE{}, GmemTensor{}, SmemLayoutOutHalf{},
-                                        Shape<Int<kOutRows>, Int<kOutCols>>{}, _1{}));
+  // The epilogue's O buffers and TMA store (out_store.cuh), beside Q, K and V.
+  using OutStore = OutStoreTraits<Element, kBlockM, kConsumerWarpgroups, kDimV, kBlockN,
+                                  (kBlockM * kDim + kStages * kBlockN * (kDim + kDimV)) * int(sizeof(Element))>;
 
   // A TMA load always delivers its whole box (zeros past the tensor's end), so these are exact.
   static constexpr std::uint32_t kBytesQ = kBlockM * kDim * sizeof(Element);
@@ -108,7 +84,7 @@ struct ForwardTraits {
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutQ>> q;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutK>> k;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutV>> v;
-    alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutOut>> out;
+    alignas(1024) cute::array_aligned<Element, OutStore::kBufferElements> out;
     typename Pipeline::SharedStorage pipe_k;
     typename Pipeline::SharedStorage pipe_v;
     alignas(8) std::uint64_t bar_q;        // Q landed (TMA transaction bytes)
@@ -124,8 +100,8 @@ struct ForwardParams {
   typename Traits::TmaQ tma_q;
   typename Traits::TmaK tma_k;
   typename Traits::TmaV tma_v;
-  typename Traits::TmaOut tma_out;  // valid when out_tma
-  bool out_tma;                     // O may leave by TMA stores (a tensor map can describe out)
+  typename Traits::OutStore::Tma tma_out;  // valid when out_tma
+  bool out_tma;                            // O may leave by TMA stores (a tensor map can describe out)
   // Packed GQA (pack_gqa > 1): a query tile holds kBlockM / pack_gqa tokens of all pack_gqa = group_size query heads
   // of one kv head, row r = token r / pack_gqa, head r % pack_gqa (so a kv head's K and V are read once per tile,
   // not once per query head); Q then comes through this map (make_packed_q_map), q_tile_bytes per tile.

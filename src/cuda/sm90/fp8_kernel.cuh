@@ -34,6 +34,7 @@
 #include "cuda/sm90/forward_mainloop.cuh"
 #include "cuda/sm90/fp8_key_order.hpp"
 #include "cuda/sm90/fp8_traits.cuh"
+#include "cuda/sm90/out_store.cuh"
 #include "cuda/sm90/packed_gqa.cuh"
 #include "cuda/sm90/tile_scheduler.cuh"
 #include "cuda/sm90/wgmma_ops.cuh"
@@ -419,7 +420,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     CUTE_UNROLL
     for (int ni = 0; ni < size<1>(rO); ++ni) rO(mi, ni) *= factor;
   }
-  store_lse_and_out<OutElement>(p, w.b, rows, row_lse, rC, cO, acc_o);
+  store_lse(p, w.b, rows, row_lse, rC);
+  if (out_goes_by_tma<typename Traits::OutStore>(p, w, warpgroup - 1)) {
+    store_out_tma<typename Traits::OutStore>(p, storage.out.data(), acc_o, w, warpgroup - 1, ctid);
+    out_store_drain(ctid);
+  } else {
+    store_out<OutElement>(p, w.b, rows, cO, acc_o);
+  }
 #endif
 }
 

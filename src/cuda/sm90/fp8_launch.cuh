@@ -47,6 +47,8 @@ Fp8ForwardParams<Traits> make_fp8_params(const Fp8Problem& fp) {
                            take<0, 2>(typename Traits::SmemLayoutV{}), TileKV{}, _1{});
   kp.map_rows_q = int(p.seqlen_q > 1 ? p.seqlen_q : 1);
   kp.map_rows_k = int(p.seqlen_k > 1 ? p.seqlen_k : 1);
+  kp.map_batch = int(p.batch);
+  kp.out_tma = make_out_tma<typename Traits::OutStore>(p.out, p.seqlen_q, p.heads_q, p.batch, kp.tma_out);
   kp.heads_q = int(p.heads_q);
   kp.heads_kv = int(p.heads_kv);
   kp.batch = int(p.batch);

@@ -18,6 +18,8 @@
 #include <cute/tensor.hpp>
 #include <cutlass/pipeline/sm90_pipeline.hpp>
 
+#include "cuda/sm90/out_store.cuh"
+
 namespace ioattn::detail::sm90 {
 
 using namespace cute;
@@ -80,11 +82,16 @@ struct Fp8ForwardTraits {
 
   using PipelineK = cutlass::PipelineTmaAsync<kStages>;
 
+  // The epilogue's O buffers and TMA store (out_store.cuh), beside Q, K, staged V and Vt.
+  using OutStore = OutStoreTraits<OutElement, kBlockM, kConsumerWarpgroups, kDim, kBlockN,
+                                  kBlockM * kDim + 3 * kStages * kBlockN * kDim>;
+
   struct SharedStorage {
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutQ>> q;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutK>> k;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutV>> v;
     alignas(1024) cute::array_aligned<Element, cosize_v<SmemLayoutVt>> vt;
+    alignas(1024) cute::array_aligned<OutElement, OutStore::kBufferElements> out;
     typename PipelineK::SharedStorage pipe_k;
     alignas(8) std::uint64_t bar_q;               // Q landed (TMA bytes)
     alignas(8) std::uint64_t v_full[kStages];     // V staged (TMA bytes)
@@ -115,7 +122,10 @@ struct Fp8ForwardParams {
   typename Traits::TmaQ tma_q;
   typename Traits::TmaKV tma_k;
   typename Traits::TmaKV tma_v;
+  typename Traits::OutStore::Tma tma_out;  // valid when out_tma
+  bool out_tma;                            // O may leave by TMA stores (a tensor map can describe out)
   int map_rows_q, map_rows_k;  // the tensor maps' row extents (seqlen_q, seqlen_k: dense only)
+  int map_batch;               // the tensor maps' batch extent (= batch)
   int heads_q, heads_kv;
   int batch;
   int seqlen_q, seqlen_k;
