@@ -4,8 +4,12 @@
 bf16, 16k total tokens, hidden 2048 (heads = 2048 / D), as bench/sdpa_compare.py. The forward runs once to give the
 backward its out and lse; then the chosen call runs --calls times, synchronized after each.
 
+--kernel-times runs the calls under torch.profiler instead and prints each kernel's mean duration per call: where
+a call's time goes between its kernels (the backward's preprocessing, main kernel and dQ conversion), without an
+external profiler.
+
 Usage: python3 bench/profile_call.py --lib build/libioattn.so --op backward --dim 64 --seqlen 512 [--causal]
-       [--impl cuda_sm90] [--calls 4]
+       [--impl cuda_sm90] [--calls 4] [--kernel-times]
 """
 import argparse
 import ctypes
@@ -24,6 +28,7 @@ def main():
     ap.add_argument("--causal", action="store_true")
     ap.add_argument("--impl", default="cuda_sm90")
     ap.add_argument("--calls", type=int, default=4)
+    ap.add_argument("--kernel-times", action="store_true", help="print each kernel's mean time per call")
     args = ap.parse_args()
     lib = load(args.lib)
     batch, heads = 16384 // args.seqlen, 2048 // args.dim
@@ -41,12 +46,29 @@ def main():
     bwd = BackwardArgs(view(q), view(k), view(v), view(out), view(dout), view(lse), view(dq), view(dk), view(dv),
                        Tensor(), None)
     check(lib, lib.ioattn_forward(ctypes.byref(fwd), ctypes.byref(p)), "forward")
-    for _ in range(args.calls):
-        if args.op == "forward":
-            check(lib, lib.ioattn_forward(ctypes.byref(fwd), ctypes.byref(p)), "forward")
-        else:
-            check(lib, lib.ioattn_backward(ctypes.byref(bwd), ctypes.byref(p)), "backward")
-        torch.cuda.synchronize()
+    def calls():
+        for _ in range(args.calls):
+            if args.op == "forward":
+                check(lib, lib.ioattn_forward(ctypes.byref(fwd), ctypes.byref(p)), "forward")
+            else:
+                check(lib, lib.ioattn_backward(ctypes.byref(bwd), ctypes.byref(p)), "backward")
+            torch.cuda.synchronize()
+
+    if args.kernel_times:
+        calls()  # warm-up: first-launch costs stay out of the profile
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            calls()
+        per_kernel = {}
+        for e in prof.events():
+            if e.device_type == torch.autograd.DeviceType.CUDA:
+                per_kernel.setdefault(e.name, []).append(e.device_time)
+        total = sum(sum(t) for t in per_kernel.values()) / args.calls
+        for name, times in sorted(per_kernel.items(), key=lambda kv: -sum(kv[1])):
+            us = sum(times) / args.calls
+            print(f"{us:9.1f} us {100 * us / total:5.1f}%  x{len(times) // args.calls}  {name[:110]}")
+        print(f"{total:9.1f} us per call in all")
+    else:
+        calls()
     print(f"{args.op} D {args.dim} seqlen {args.seqlen} causal {args.causal}: {args.calls} calls, finite:",
           bool(torch.isfinite(out).all() and (args.op == "forward" or torch.isfinite(dq).all())))
 
