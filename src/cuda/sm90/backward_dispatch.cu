@@ -116,7 +116,7 @@ bool own_passes_from_env() {
 template <class Elem>
 bool launch_own_passes(const BackwardProblem& p, const sm80::bwd::Workspace& ws, cudaStream_t stream, bool pre) {
   const std::int64_t dim = p.dim_qk;
-  if (!own_passes_from_env() || p.dim_v != dim || (dim != 64 && dim != 128)) return false;
+  if (!own_passes_from_env() || p.dim_v != dim || (dim != 64 && dim != 128 && dim != 256)) return false;
   const std::int64_t threads = ws.rows * p.heads_q * (dim / 8);
   if (threads >= (std::int64_t(1) << 31) || (!p.is_varlen() && p.seqlen_q <= 0)) return false;
   const PassRows map{std::uint32_t(ws.rows), std::uint32_t(p.heads_q), std::uint32_t(p.is_varlen() ? 0 : p.seqlen_q),
@@ -134,11 +134,13 @@ bool launch_own_passes(const BackwardProblem& p, const sm80::bwd::Workspace& ws,
                                 ws.dq_accum,
                                 map};
     if (dim == 64) backward_prepass_kernel<Elem, 64><<<blocks, 256, 0, stream>>>(a);
-    else backward_prepass_kernel<Elem, 128><<<blocks, 256, 0, stream>>>(a);
+    else if (dim == 128) backward_prepass_kernel<Elem, 128><<<blocks, 256, 0, stream>>>(a);
+    else backward_prepass_kernel<Elem, 256><<<blocks, 256, 0, stream>>>(a);
   } else {
     const BackwardPostpassArgs a{ws.dq_accum, p.dq.ptr, PassStrides::of(p.dq), p.scale, map};
     if (dim == 64) backward_postpass_kernel<Elem, 64><<<blocks, 256, 0, stream>>>(a);
-    else backward_postpass_kernel<Elem, 128><<<blocks, 256, 0, stream>>>(a);
+    else if (dim == 128) backward_postpass_kernel<Elem, 128><<<blocks, 256, 0, stream>>>(a);
+    else backward_postpass_kernel<Elem, 256><<<blocks, 256, 0, stream>>>(a);
   }
   sm80::cuda_check(cudaGetLastError(),
                    pre ? "cuda_sm90 backward pre-pass launch" : "cuda_sm90 backward post-pass launch");

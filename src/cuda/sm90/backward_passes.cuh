@@ -1,4 +1,4 @@
-// ioattn sm90 backward: the passes before and after the main kernel, for head dims 64 and 128 (included by
+// ioattn sm90 backward: the passes before and after the main kernel, for head dims 64, 128 and 256 (included by
 // backward_dispatch.cu only).
 //
 // Pre-pass: delta = rowsum(dO * O) and lse2 = lse log2(e) of every (query row, head), and the fp32 dQ accumulator
