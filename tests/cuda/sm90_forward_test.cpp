@@ -246,9 +246,9 @@ TEST(Sm90PackedGqa, MatchesReferenceAndUnpackedBits) {
 
 // O leaves by TMA stores from a buffer per consumer warpgroup (in two chunks of columns at head dims 256 and
 // 192/128), or straight from registers (IOATTN_SM90_FWD_OUT_STORE=1, and tiles a tensor map cannot store: a varlen
-// sequence ending inside a warpgroup's rows). Both must give the same bits. The problems have more tiles than a persistent grid has CTAs, so each CTA
-// reuses its buffers (a store still reading a buffer that the next tile overwrites would show here), and varlen
-// sequences end inside either warpgroup's rows.
+// sequence ending inside a warpgroup's rows). Both must give the same bits. The dense problems have more tiles than
+// a persistent grid has CTAs, so each CTA reuses its buffers (a store still reading a buffer that the next tile
+// overwrites would show here), and the varlen sequences end inside either warpgroup's rows.
 std::vector<Case> out_store_cases() {
   std::vector<Case> cases;
   for (const Case& base : forward_bases()) {

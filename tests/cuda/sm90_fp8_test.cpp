@@ -327,7 +327,7 @@ TEST_P(Sm90Fp8, WithinTwiceTheNaiveFp8Error) {
 
   // One CTA per tile, no cross-CTA reduction: a second run must agree bit for bit. With one query head per tile
   // (packing forced off) too: every row's products, masks and softmax steps are its own, whichever rows share its
-  // tile, so a packed run must give the same bits.
+  // tile, so a packed run must give the same bits. And with O stored from registers instead of by TMA.
   HostBuffer again(c.out_dtype, out.elements()), again_lse(DType::f32, lse.elements());
   {
     ScopedEnv unpacked("IOATTN_SM90_PACK_GQA", "0");
@@ -337,6 +337,15 @@ TEST_P(Sm90Fp8, WithinTwiceTheNaiveFp8Error) {
   dlse.download(again_lse);
   EXPECT_EQ(std::memcmp(again.data(), out.data(), out.bytes()), 0) << "a run with one head per tile differs";
   EXPECT_EQ(std::memcmp(again_lse.data(), lse.data(), lse.bytes()), 0) << "its lse differs";
+  // O by TMA stores (the default where a tensor map describes out) and straight from registers: the same bits.
+  HostBuffer from_registers(c.out_dtype, out.elements());
+  {
+    ScopedEnv unpacked("IOATTN_SM90_PACK_GQA", "0");
+    ScopedEnv registers("IOATTN_SM90_FWD_OUT_STORE", "1");
+    attention_forward_fp8(args, params);
+  }
+  dout.download(from_registers);
+  EXPECT_EQ(std::memcmp(from_registers.data(), out.data(), out.bytes()), 0) << "O from registers differs";
 }
 
 // What the kernel lacks is refused with ErrorCode::unsupported naming it, and nothing is written.

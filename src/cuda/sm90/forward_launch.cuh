@@ -163,10 +163,11 @@ inline int variant_from_env() {
 // up) is a greedy longest-first schedule of its own, wins. 192/128 was not measured: one CTA per tile. Varlen work
 // per tile depends on lengths that live on the device: one CTA per tile.
 // Measured again once O left by TMA stores (2026-11-22, H200, bf16, 16k tokens, the variants timed in rounds in one
-// process, TFLOP/s one CTA per tile / persistent / heavy-first): without a mask the persistent grid still wins up
-// to 4k (d128 1k 536 / 614; d256 1k 614 / 648), ties at 8k, and loses at 16k from d128 (d128 690 / 655, d256
-// 795 / 699: static shares of long tiles end unevenly); causal, heavy-first now also wins at d64 8k (418 / 423 /
-// 432) and loses at 16k (458 / 432 / 426), and at d256 one CTA per tile still wins (1k 403 / 367 / 363).
+// process, two runs, TFLOP/s one CTA per tile / persistent / heavy-first): without a mask the persistent grid still
+// wins up to 4k (d128 1k 536 / 614; d256 1k 614 / 648), ties or loses at 8k from d128 (d128 670 / 665 and
+// 671 / 605), and loses at 16k (d128 690 / 655, d256 795 / 699: static shares of long tiles end unevenly); causal,
+// heavy-first now also wins or ties at d64 8k (418 / 423 / 432 and 412 / 407 / 416) and loses at 16k (458 / 432 /
+// 426), and at d256 one CTA per tile still wins (1k 403 / 367 / 363).
 inline TileOrder choose_order(const Problem& p) {
   if (p.is_varlen()) return TileOrder::one_per_cta;
   if (p.mask.is_none()) {

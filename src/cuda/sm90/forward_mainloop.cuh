@@ -146,10 +146,11 @@ struct TileRows {
   __forceinline__ __device__ int head(int r) const { return first_head + (pack == 1 ? 0 : r % pack); }
 };
 
-// The epilogue's stores from registers, shared by the bf16 and FP8 forwards. store_lse: each row's LSE (one lane of
-// each quad writes its rows). store_out: O converted to OutElement: in the row-column view, columns (2j, 2j + 1) of
-// a row are adjacent in the fragment and in the row, so each store is 4 bytes at an even column of a 16-byte
-// aligned row. Rows from rows.valid on are not written. `p` has the kernels' out/lse pointers and strides.
+// The epilogue's stores from registers, shared by the bf16 and FP8 forwards (O goes by TMA where it can:
+// out_store.cuh). store_lse: each row's LSE (one lane of each quad writes its rows). store_out: O converted to
+// OutElement: in the row-column view, columns (2j, 2j + 1) of a row are adjacent in the fragment and in the row, so
+// each store is 4 bytes at an even column of a 16-byte aligned row. Rows from rows.valid on are not written. `p` has
+// the kernels' out/lse pointers and strides.
 template <int kRows, class Params, class RowColCoords>
 __forceinline__ __device__ void store_lse(const Params& p, int b, const TileRows& rows, const float (&row_lse)[kRows],
                                           const RowColCoords& rC) {
@@ -182,14 +183,6 @@ __forceinline__ __device__ void store_out(const Params& p, int b, const TileRows
           *reinterpret_cast<const std::uint32_t*>(&rOutRC(mi, ni));
     }
   }
-}
-
-template <class OutElement, int kRows, class Params, class RowColCoords, class OCoords, class AccO>
-__forceinline__ __device__ void store_lse_and_out(const Params& p, int b, const TileRows& rows,
-                                                  const float (&row_lse)[kRows], const RowColCoords& rC,
-                                                  const OCoords& cO, const AccO& acc_o) {
-  store_lse(p, b, rows, row_lse, rC);
-  store_out<OutElement>(p, b, rows, cO, acc_o);
 }
 
 // Ping-pong turn-taking between the two consumer warpgroups on named barriers 1 and 2 (after CUTLASS's reserved

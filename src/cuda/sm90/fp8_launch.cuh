@@ -24,7 +24,8 @@ template <DType kOut>
 using Fp8OutElementOf = std::conditional_t<kOut == DType::f16, cutlass::half_t, cutlass::bfloat16_t>;
 
 // Key tiles: Q (128 x d) + 2 stages of K, staged V and Vt (kBlockN x d each), one byte an element: 112 KB at d 128
-// with 128 keys; d 256 takes 64 keys (128 KB) so that O (128 registers a thread) and S fit the consumers' 232.
+// with 128 keys; d 256 takes 64 keys (128 KB) so that O (128 registers a thread) and S fit the consumers' 232. O's
+// buffers for the TMA stores (out_store.cuh) add 32 and 64 KB.
 template <int kDim>
 constexpr int fp8_block_n() {
   return kDim <= 128 ? 128 : 64;

@@ -4,7 +4,7 @@
 // store by its first thread takes them to global memory. Against a 4-byte global store per element pair from
 // registers this is fewer instructions, and it is asynchronous: the warpgroup goes on to its next tile (persistent
 // grid) or ends while the TMA unit writes. Measured on an H200 (2026-11-22, bf16, 16k tokens): +12-21% at head dim
-// 128 and +14-26% at 256 for 512-1k tokens, +1-6% from 4k (docs/PERF.md, twelfth session).
+// 128 and +14-26% at 256 for 512-1k tokens, -1..+6% from 4k (docs/PERF.md, twelfth session).
 #pragma once
 
 #include <cstdint>
