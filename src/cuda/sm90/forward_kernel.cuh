@@ -213,11 +213,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) forward_kernel(CUTE_GRID_
       }
 
       store_lse(p, w.b, rows, row_lse, rC);
-      if (out_goes_by_tma<typename Traits::OutStore>(p, w, consumer)) {
-        store_out_tma<typename Traits::OutStore>(p, storage.out.data(), acc_o, w, consumer, ctid);
-      } else {
-        store_out<Element>(p, w.b, rows, cO, acc_o);
-      }
+      store_out_tile<typename Traits::OutStore>(p, storage.out.data(), acc_o, w, rows, cO, consumer, ctid);
       ++iter;
     }
     out_store_drain(ctid);

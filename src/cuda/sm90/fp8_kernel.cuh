@@ -421,11 +421,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1)
     for (int ni = 0; ni < size<1>(rO); ++ni) rO(mi, ni) *= factor;
   }
   store_lse(p, w.b, rows, row_lse, rC);
-  if (out_goes_by_tma<typename Traits::OutStore>(p, w, warpgroup - 1)) {
-    store_out_tma<typename Traits::OutStore>(p, storage.out.data(), acc_o, w, warpgroup - 1, ctid);
+  if (store_out_tile<typename Traits::OutStore>(p, storage.out.data(), acc_o, w, rows, cO, warpgroup - 1, ctid)) {
     out_store_drain(ctid);
-  } else {
-    store_out<OutElement>(p, w.b, rows, cO, acc_o);
   }
 #endif
 }

@@ -19,6 +19,7 @@
 
 #include "api/problem.hpp"
 #include "cuda/sm80/common/tile_ops.cuh"
+#include "cuda/sm90/forward_mainloop.cuh"
 #include "cuda/sm90/tile_scheduler.cuh"
 #include "cuda/sm90/tma_view.cuh"
 
@@ -142,6 +143,21 @@ __forceinline__ __device__ void store_out_tma(const Params& p, OutElement* buffe
       tma_store_arrive();
     }
   }
+}
+
+// This consumer warpgroup's rows of a finished tile to out: by TMA where out_goes_by_tma allows (returns true: a
+// store may be in flight), else straight from registers (store_out, forward_mainloop.cuh), which also writes the
+// rows that packed GQA maps to heads.
+template <class OutStore, class OutElement, class Params, class AccO, class OCoords>
+__forceinline__ __device__ bool store_out_tile(const Params& p, OutElement* buffer, const AccO& acc_o,
+                                               const TileWork& w, const TileRows& rows, const OCoords& cO,
+                                               int consumer, int ctid) {
+  if (out_goes_by_tma<OutStore>(p, w, consumer)) {
+    store_out_tma<OutStore>(p, buffer, acc_o, w, consumer, ctid);
+    return true;
+  }
+  store_out<OutElement>(p, w.b, rows, cO, acc_o);
+  return false;
 }
 
 // At the kernel's end, by every consumer thread: the buffers stay valid until the stores have read them.
